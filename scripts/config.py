@@ -1,0 +1,338 @@
+"""Load, merge and validate the node's configuration.
+
+Sources, later ones winning: built-in defaults, ``config/config.json``,
+``config/secrets.json`` (Redis credentials), then environment variables
+(``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_PASSWORD``, ``REDIS_DB``,
+``REDIS_USERNAME``, ``OPENCLAW_NODE_ID``, ``LOG_LEVEL``). Every value
+remembers where it came from, for ``--print-config``.
+
+A bad file raises ``ConfigError`` naming the file, the key and, for broken
+JSON, the line and column. Unknown keys are warnings (a typo should not stop
+a node), returned in ``Config.warnings``.
+"""
+
+import json
+import os
+
+SKILL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG_DIR = os.path.join(SKILL_DIR, "config")
+DEFAULT_LOG_DIR = os.path.join(SKILL_DIR, "logs")
+VERSION = "1.0.0"
+NODE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+MAX_NODE_ID_LEN = 64
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+# (section, key): (kind, default, lower bound or None, help). Units are in the help
+# and in the names where the seed did not already fix the name.
+SCHEMA = {
+    ("node", "id"): ("node_id", "", None, "this node's id, 1-64 chars of [A-Za-z0-9._-]; empty: the host name"),
+    ("node", "host"): ("str", "", None, "host name shown in status; empty: the machine's host name"),
+    ("node", "labels"): ("labels", [], None, "labels tasks can require (--require), e.g. [\"gpu\"]"),
+    ("node", "heartbeat_interval"): ("num", 10, 0, "seconds between heartbeats"),
+    ("node", "heartbeat_ttl"): ("num", 30, 0, "seconds after the last heartbeat when a node is offline"),
+    ("node", "retry_count"): ("int", 3, -1, "retries of a tick on a connection fault"),
+    ("node", "retry_delay"): ("num", 1, -1, "seconds between retries (plus up to 50% jitter)"),
+    ("redis", "host"): ("str", "127.0.0.1", None, "Redis host"),
+    ("redis", "port"): ("port", 6379, None, "Redis port"),
+    ("redis", "password"): ("secret", "", None, "Redis password (keep it in secrets.json)"),
+    ("redis", "username"): ("str", "", None, "Redis 6 ACL user name; empty: default user"),
+    ("redis", "db"): ("int", 0, -1, "database number"),
+    ("redis", "tls"): ("bool", False, None, "connect with TLS"),
+    ("redis", "tls_ca_file"): ("str", "", None, "CA bundle for TLS; empty: system CAs"),
+    ("redis", "tls_insecure"): ("bool", False, None, "skip TLS certificate checks (testing only)"),
+    ("redis", "connect_timeout"): ("num", 5, 0, "seconds to wait for a connection"),
+    ("redis", "socket_timeout"): ("num", 5, 0, "seconds to wait for a reply"),
+    ("redis", "instances"): ("endpoints", [], None, "independent Redis masters for Redlock (host, port, password)"),
+    ("redis", "sentinels"): ("endpoints", [], None, "Sentinel addresses (host, port) to discover the master"),
+    ("redis", "master_name"): ("str", "", None, "the master's name in Sentinel"),
+    ("redis", "sentinel_password"): ("secret", "", None, "Sentinel's own password, if any"),
+    ("redis", "sentinel_username"): ("str", "", None, "Sentinel's ACL user, if any"),
+    ("election", "lease_ttl"): ("num", 0, -1, "seconds a lease lasts unrenewed; 0: heartbeat_ttl"),
+    ("election", "renew_interval"): ("num", 0, -1, "seconds between renewals in --loop; 0: heartbeat_interval"),
+    ("election", "clock_drift_factor"): ("num", 0.01, -1, "Redlock clock drift allowance, fraction of the TTL"),
+    ("election", "min_replicas_acked"): ("int", 0, -1, "replicas that must confirm a new lease (WAIT) before acting"),
+    ("election", "replica_wait_ms"): ("int", 500, 0, "milliseconds WAIT may block for those replicas"),
+    ("hooks", "on_become_leader"): ("argv", [], None, "argv run when this node becomes leader"),
+    ("hooks", "on_lose_leadership"): ("argv", [], None, "argv run when this node loses the lease"),
+    ("hooks", "on_leader_change"): ("argv", [], None, "argv run when a new leader is observed"),
+    ("hooks", "on_node_offline"): ("argv", [], None, "argv run by the leader when a node goes offline"),
+    ("hooks", "timeout_s"): ("num", 10, 0, "seconds a hook may run before it is killed"),
+    ("cluster", "events_maxlen"): ("int", 10000, 0, "events kept in openclaw:cluster:events (approximate)"),
+    ("cluster", "mirror_file"): ("str", "", None, "local JSON mirror of the cluster; empty: logs/run/cluster-<id>.json"),
+    ("tasks", "handlers"): ("handlers", {}, None, "task type -> argv run for it (payload on stdin)"),
+    ("tasks", "max_per_tick"): ("int", 10, 0, "tasks one worker tick runs at most"),
+    ("tasks", "tick_budget_s"): ("num", 8, 0, "seconds one worker tick may spend"),
+    ("tasks", "default_timeout_s"): ("num", 60, 0, "seconds a handler may run unless the task says"),
+    ("tasks", "default_max_attempts"): ("int", 3, 0, "attempts before a task is dead-lettered"),
+    ("tasks", "backoff_base_s"): ("num", 2, -1, "first retry delay; doubles per attempt"),
+    ("tasks", "backoff_max_s"): ("num", 300, 0, "longest retry delay"),
+    ("tasks", "reclaim_grace_s"): ("num", 30, -1, "extra seconds before a live node's stuck task is reclaimed"),
+    ("tasks", "result_max_bytes"): ("int", 65536, 0, "bytes of handler output kept as the result"),
+    ("tasks", "stream_maxlen"): ("int", 100000, 0, "entries kept in a task stream (approximate)"),
+    ("tasks", "done_ttl_s"): ("num", 604800, 0, "seconds done and dead task records are kept"),
+    ("agent", "cli"): ("str", "openclaw", None, "the openclaw executable for `agent` tasks"),
+    ("agent", "default_agent"): ("str", "", None, "agent id used when a task names none"),
+    ("logging", "level"): ("level", "INFO", None, "DEBUG, INFO, WARNING or ERROR"),
+    ("logging", "max_bytes"): ("int", 10485760, 0, "bytes before a log file rotates"),
+    ("logging", "backup_count"): ("int", 5, -1, "rotated files kept"),
+    ("logging", "syslog"): ("bool", True, None, "also log to syslog when /dev/log exists"),
+}
+
+ENV_OVERRIDES = {
+    "REDIS_HOST": ("redis", "host"), "REDIS_PORT": ("redis", "port"),
+    "REDIS_PASSWORD": ("redis", "password"), "REDIS_DB": ("redis", "db"),
+    "REDIS_USERNAME": ("redis", "username"), "OPENCLAW_NODE_ID": ("node", "id"),
+    "LOG_LEVEL": ("logging", "level"),
+}
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class Config:
+    """The effective configuration: ``cfg.get("node", "id")`` or ``cfg["node"]["id"]``."""
+
+    def __init__(self, values: dict, sources: dict, config_dir: str, log_dir: str, warnings: list):
+        self.values, self.sources = values, sources
+        self.config_dir, self.log_dir, self.warnings = config_dir, log_dir, warnings
+        self.run_dir = os.path.join(log_dir, "run")
+
+    def __getitem__(self, section: str) -> dict:
+        return self.values[section]
+
+    def get(self, section: str, key: str):
+        return self.values[section][key]
+
+    @property
+    def node_id(self) -> str:
+        return self.values["node"]["id"]
+
+    @property
+    def lease_ttl_s(self) -> float:
+        return self.values["election"]["lease_ttl"] or self.values["node"]["heartbeat_ttl"]
+
+    @property
+    def renew_interval_s(self) -> float:
+        return self.values["election"]["renew_interval"] or self.values["node"]["heartbeat_interval"]
+
+    def describe(self) -> str:
+        """The effective config, one ``section.key = value  (source)`` a line, password masked."""
+        lines = []
+        for (section, key), spec in SCHEMA.items():
+            value = self.values[section][key]
+            shown = ("***" if value else "''") if spec[0] == "secret" else json.dumps(value)
+            lines.append("%s.%s = %s  (%s)" % (section, key, shown, self.sources["%s.%s" % (section, key)]))
+        return "\n".join(lines)
+
+
+def _read_json(path: str, required: bool):
+    """Parse a JSON object from ``path``; None when optional and missing."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError("%s: file not found (copy it from the skill's config/ folder)" % path) from None
+        return None
+    except OSError as exc:
+        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("%s: not UTF-8 (byte %d)" % (path, exc.start)) from None
+    if not text.strip():
+        raise ConfigError("%s: file is empty (expected a JSON object)" % path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("%s:%d:%d: invalid JSON: %s" % (path, exc.lineno, exc.colno, exc.msg)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("%s: top level must be a JSON object, got %s" % (path, type(data).__name__))
+    return data
+
+
+def _suggest(name: str, known) -> str:
+    import difflib  # only paid for when there is a typo
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return "; did you mean %s?" % close[0] if close else ""
+
+
+def _merge_file(data: dict, path: str, values: dict, sources: dict, warnings: list, label: str) -> None:
+    for section, body in data.items():
+        if section not in values:
+            warnings.append("%s: unknown section '%s' (ignored%s)" % (path, section, _suggest(section, values)))
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError("%s: '%s' must be an object, got %s" % (path, section, type(body).__name__))
+        for key, value in body.items():
+            if (section, key) not in SCHEMA:
+                warnings.append("%s: unknown key '%s.%s' (ignored%s)" % (
+                    path, section, key, _suggest(key, values[section])))
+                continue
+            values[section][key] = _check(SCHEMA[(section, key)], value, "%s: %s.%s" % (path, section, key))
+            sources["%s.%s" % (section, key)] = label
+
+
+def _bad(where: str, what: str, value) -> ConfigError:
+    shown = json.dumps(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return ConfigError("%s must be %s, got %s" % (where, what, shown))
+
+
+def _check(spec: tuple, value, where: str):
+    """Validate one value against its schema entry; return it normalised."""
+    kind, _default, lower, _help = spec
+    if kind in ("str", "secret"):
+        if not isinstance(value, str):
+            raise _bad(where, "a string", "***" if kind == "secret" else value)
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _bad(where, "true or false", value)
+        return value
+    if kind in ("int", "num", "port"):
+        ok = isinstance(value, int) or (kind == "num" and isinstance(value, float))
+        if isinstance(value, bool) or not ok:
+            raise _bad(where, "a whole number" if kind != "num" else "a number", value)
+        if kind == "port" and not 1 <= value <= 65535:
+            raise _bad(where, "a port number from 1 to 65535", value)
+        if lower is not None and value <= lower:
+            raise _bad(where, "0 or more" if lower == -1 else "a number above %g" % lower, value)
+        return value
+    if kind == "level":
+        if not isinstance(value, str) or value.upper() not in LEVELS:
+            raise _bad(where, "one of " + ", ".join(LEVELS), value)
+        return value.upper()
+    if kind == "node_id":
+        if not isinstance(value, str):
+            raise _bad(where, "a string", value)
+        if value:
+            check_node_id(value, where)
+        return value
+    if kind == "labels":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise _bad(where, "a list of non-empty strings", value)
+        for label in value:
+            check_node_id(label, where + " label")
+        return value
+    if kind == "argv":
+        return check_argv(value, where)
+    if kind == "handlers":
+        if not isinstance(value, dict):
+            raise _bad(where, "an object mapping task type to argv", value)
+        return {name: check_argv(argv, "%s.%s" % (where, name), allow_empty=False) for name, argv in value.items()}
+    if kind == "endpoints":
+        return _check_endpoints(value, where)
+    raise AssertionError(kind)
+
+
+def check_node_id(value: str, where: str) -> str:
+    """Node ids end up inside key names: allow only [A-Za-z0-9._-], 1 to 64 chars."""
+    if not value or len(value) > MAX_NODE_ID_LEN:
+        raise _bad(where, "1 to %d characters" % MAX_NODE_ID_LEN, value)
+    bad = sorted({ch for ch in value if ch not in NODE_ID_CHARS})
+    if bad:
+        raise ConfigError("%s: %r contains %s; use only letters, digits, '.', '_' and '-'" % (
+            where, value, ", ".join(repr(ch) for ch in bad)))
+    return value
+
+
+def check_argv(value, where: str, allow_empty: bool = True) -> list:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(where, "an argv list of strings (run without a shell)", value)
+    if not value and not allow_empty:
+        raise _bad(where, "a non-empty argv list", value)
+    return value
+
+
+def _check_endpoints(value, where: str) -> list:
+    if not isinstance(value, list):
+        raise _bad(where, "a list of {\"host\": ..., \"port\": ...}", value)
+    out = []
+    for i, item in enumerate(value):
+        here = "%s[%d]" % (where, i)
+        if not isinstance(item, dict) or "host" not in item:
+            raise _bad(here, "an object with host and port", item)
+        for key in item:
+            if key not in ("host", "port", "password", "username", "db"):
+                raise ConfigError("%s: unknown key '%s' (host, port, password, username, db)" % (here, key))
+        ep = {"host": _check(("str", "", None, ""), item["host"], here + ".host"),
+              "port": _check(("port", 0, None, ""), item.get("port", 6379), here + ".port"),
+              "password": _check(("secret", "", None, ""), item.get("password", ""), here + ".password"),
+              "username": _check(("str", "", None, ""), item.get("username", ""), here + ".username"),
+              "db": _check(("int", 0, -1, ""), item.get("db", 0), here + ".db")}
+        out.append(ep)
+    return out
+
+
+def _env_value(name: str, spec: tuple):
+    raw = os.environ[name]
+    kind = spec[0]
+    if kind in ("int", "port"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError("environment %s must be a whole number, got %r" % (name, raw)) from None
+    return raw
+
+
+def _check_relations(values: dict, lease_ttl_s: float, renew_s: float) -> None:
+    node, redis = values["node"], values["redis"]
+    if node["heartbeat_ttl"] < 2 * node["heartbeat_interval"]:
+        raise ConfigError("node.heartbeat_ttl (%gs) must be at least twice node.heartbeat_interval (%gs), "
+                          "or one late beat marks the node offline" % (node["heartbeat_ttl"], node["heartbeat_interval"]))
+    if lease_ttl_s <= renew_s:
+        raise ConfigError("election.lease_ttl (%gs) must be longer than election.renew_interval (%gs), "
+                          "or the lease lapses between renewals" % (lease_ttl_s, renew_s))
+    for key in ("socket_timeout", "connect_timeout"):
+        if redis[key] >= lease_ttl_s / 2:
+            raise ConfigError("redis.%s (%gs) must be below half of the lease (%gs), or one slow reply "
+                              "outlives the lease" % (key, redis[key], lease_ttl_s))
+    if bool(redis["sentinels"]) != bool(redis["master_name"]):
+        raise ConfigError("redis.sentinels and redis.master_name go together: set both or neither")
+
+
+def load(config_dir: str = "", log_dir: str = "") -> Config:
+    """Load the effective config; raise ConfigError on anything unusable."""
+    config_dir = config_dir or os.environ.get("OPENCLAW_DISTRIBUTED_CONFIG_DIR") or DEFAULT_CONFIG_DIR
+    log_dir = log_dir or os.environ.get("OPENCLAW_DISTRIBUTED_LOG_DIR") or DEFAULT_LOG_DIR
+    values, sources, warnings = {}, {}, []
+    for (section, key), spec in SCHEMA.items():
+        default = spec[1]
+        values.setdefault(section, {})[key] = list(default) if isinstance(default, list) else (
+            dict(default) if isinstance(default, dict) else default)
+        sources["%s.%s" % (section, key)] = "default"
+    config_path = os.path.join(config_dir, "config.json")
+    _merge_file(_read_json(config_path, True), config_path, values, sources, warnings, "config.json")
+    secrets_path = os.path.join(config_dir, "secrets.json")
+    secrets = _read_json(secrets_path, False)
+    if secrets is not None:
+        _warn_if_exposed(secrets_path, warnings)
+        _merge_file(secrets, secrets_path, values, sources, warnings, "secrets.json")
+    for name, (section, key) in ENV_OVERRIDES.items():
+        if os.environ.get(name):
+            values[section][key] = _check(SCHEMA[(section, key)], _env_value(name, SCHEMA[(section, key)]),
+                                          "environment " + name)
+            sources["%s.%s" % (section, key)] = "env " + name
+    if not values["node"]["host"]:
+        import socket
+        values["node"]["host"] = socket.gethostname()
+    if not values["node"]["id"]:
+        host = values["node"]["host"].split(".")[0]
+        values["node"]["id"] = check_node_id(host[:MAX_NODE_ID_LEN], "node.id (from the host name %r)" % host)
+        sources["node.id"] = "host name"
+    cfg = Config(values, sources, config_dir, log_dir, warnings)
+    _check_relations(values, cfg.lease_ttl_s, cfg.renew_interval_s)
+    return cfg
+
+
+def _warn_if_exposed(path: str, warnings: list) -> None:
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        warnings.append("%s is readable by group or others (mode %04o): run chmod 600 %s" % (path, mode, path))

@@ -1,0 +1,211 @@
+"""Leader election: a lease in Redis, a fencing epoch per term, Redlock across several masters.
+
+Shaped like client-go's ``leaderelection``: ``try_acquire_or_renew()`` is one
+step, ``release()`` gives the lease up, and transitions fire the hooks
+``on_become_leader``, ``on_lose_leadership`` and ``on_leader_change``.
+
+The algorithm, one step (single Redis, one round trip, one Lua script):
+  1. If Redis's epoch is below the highest epoch this node remembers, Redis
+     lost data: raise it to remembered + 1, a value nobody has used.
+  2. If this node holds the lease: release it if its own heartbeat key has
+     expired (a leader that cannot heartbeat must not lead), else extend it.
+  3. If another node holds it: follow.
+  4. If it is vacant and this node is registered (not ``left``) with a live
+     heartbeat: INCR the epoch and take the lease at that epoch.
+
+With ``redis.instances`` (several independent masters) step 4 is Redlock:
+claim on every instance, keep it only if a majority agreed within the
+validity time (TTL minus elapsed minus drift), take one above the highest
+epoch seen on that majority, write it back, and announce the lease in the
+data Redis, where fenced writes are checked; otherwise release everywhere
+and retry after a random delay.
+
+Guaranteed: at most one node holds an unexpired lease at a given epoch, and
+epochs only grow, including across a Redis that restarts empty (each node
+remembers the highest epoch it has seen). Every write a leader makes is a Lua
+script that first checks, in Redis, that the lease is still the writer's at
+its epoch (``lua.FENCE``), so a leader paused past its lease (GC, SIGSTOP,
+partition) changes nothing when it wakes.
+
+Not guaranteed: that a node *believes* it leads only while it does: a paused
+leader may still think so; fencing is what makes that harmless. A Redis
+without persistence or replication forgets the lease when it restarts: the
+cluster then elects again and a new, higher epoch starts. Asynchronous
+replication can lose the last writes on a failover; ``min_replicas_acked``
+narrows that window (see Kleppmann's critique of Redlock: fencing tokens are
+this project's answer to it).
+"""
+
+import os
+
+import hooks
+import keys
+import local_state
+import lua
+from redis_client import Redis, RedisError
+
+LEADER_OUTCOMES = ("renewed", "acquired")
+
+
+class Observation:
+    """What one election step saw: ``outcome``, ``leader``, ``epoch``, ``lease_ms``."""
+
+    def __init__(self, outcome: str, leader: str, epoch: int, lease_ms: int):
+        self.outcome, self.leader, self.epoch, self.lease_ms = outcome, leader, epoch, lease_ms
+
+    @property
+    def is_leader(self) -> bool:
+        return self.outcome in LEADER_OUTCOMES
+
+    def as_dict(self) -> dict:
+        return {"outcome": self.outcome, "leader": self.leader or None, "epoch": self.epoch,
+                "lease_ms": self.lease_ms, "is_leader": self.is_leader}
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+class Elector:
+    """One node's view of the election, remembered between one-shot ticks in a local file."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.node_id = ctx.node_id
+        self.lease_ms = int(ctx.cfg.lease_ttl_s * 1000)
+        self.maxlen = ctx.cfg["cluster"]["events_maxlen"]
+        self.state_path = os.path.join(ctx.cfg.run_dir, "election.%s.json" % self.node_id)
+        self.state = local_state.read_json(self.state_path, None) or {}
+        if not isinstance(self.state, dict):
+            self.state = {}
+
+    @property
+    def remembered_epoch(self) -> int:
+        value = self.state.get("max_epoch", 0)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    def try_acquire_or_renew(self) -> Observation:
+        """One election step; fires hooks on transitions; remembers what it saw."""
+        if self.ctx.cfg["redis"]["instances"]:
+            obs = self._redlock_step()
+        else:
+            reply = lua.ELECT(self.ctx.redis,
+                              (keys.leader(), keys.epoch(), keys.heartbeat(self.node_id), keys.nodes(), keys.events()),
+                              (self.node_id, self.lease_ms, self.remembered_epoch, self.maxlen))
+            obs = Observation(_text(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3]))
+        if obs.is_leader and self.ctx.cfg["election"]["min_replicas_acked"]:
+            obs = self._confirm_replicated(obs)
+        self._observe(obs)
+        return obs
+
+    def release(self) -> bool:
+        """Give the lease up at once if this node holds it at the epoch it knows."""
+        epoch = self.state.get("epoch", 0)
+        if not self.state.get("is_leader"):
+            return False
+        released = lua.RELEASE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events()),
+                               (self.node_id, epoch, self.maxlen)) == 1
+        for client in self._instances():
+            try:
+                lua.REDLOCK_RELEASE(client, (keys.leader(),), (self.node_id,))
+            except RedisError as exc:  # one instance down must not stop the release on the others
+                self.ctx.log.warning("release on %s failed: %s", client.peer, exc)
+        self._observe(Observation("released", "", epoch, 0))
+        return released
+
+    # -- transitions and memory --
+    def _observe(self, obs: Observation) -> None:
+        before = dict(self.state)
+        was_leader, old_leader, old_epoch = before.get("is_leader", False), before.get("leader", ""), before.get("epoch", 0)
+        self.state.update(is_leader=obs.is_leader, leader=obs.leader, epoch=obs.epoch,
+                          max_epoch=max(self.remembered_epoch, obs.epoch))
+        new_term = obs.is_leader and (not was_leader or obs.epoch != old_epoch)
+        log = self.ctx.log
+        if new_term:
+            log.info("became leader at epoch %d", obs.epoch)
+            hooks.fire(self.ctx, "on_become_leader", obs.leader, obs.epoch)
+        if was_leader and (not obs.is_leader or obs.epoch != old_epoch):
+            log.warning("lost leadership of epoch %s (%s)", old_epoch, obs.outcome)
+            hooks.fire(self.ctx, "on_lose_leadership", obs.leader, obs.epoch)
+        if obs.leader and obs.leader != old_leader:
+            log.info("leader is now %s (epoch %d)", obs.leader, obs.epoch)
+            hooks.fire(self.ctx, "on_leader_change", obs.leader, obs.epoch)
+        if self.state != before:
+            local_state.atomic_write_json(self.state_path, self.state)
+
+    def _confirm_replicated(self, obs: Observation) -> Observation:
+        """WAIT for replicas to hold the lease and epoch; give it up if they do not."""
+        want = self.ctx.cfg["election"]["min_replicas_acked"]
+        got = self.ctx.redis.execute("WAIT", want, self.ctx.cfg["election"]["replica_wait_ms"])
+        if got >= want:
+            return obs
+        self.ctx.log.warning("only %d of %d replicas confirmed the lease at epoch %d; releasing", got, want, obs.epoch)
+        lua.RELEASE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events()), (self.node_id, obs.epoch, self.maxlen))
+        return Observation("unreplicated", "", obs.epoch, 0)
+
+    # -- Redlock over several independent masters --
+    def _instances(self) -> list:
+        if not hasattr(self, "_clients"):
+            base = self.ctx.cfg["redis"]
+            self._clients = [Redis.from_settings(dict(base, **ep)) for ep in base["instances"]]
+        return self._clients
+
+    def _redlock_step(self) -> Observation:
+        import random
+        import time
+        for attempt in range(3):
+            obs = self._redlock_attempt(time.monotonic)
+            if obs is not None:
+                return obs
+            time.sleep(random.uniform(0.05, 0.2))  # desynchronise competing candidates
+        return Observation("no_quorum", "", self.remembered_epoch, 0)
+
+    def _redlock_attempt(self, clock):
+        clients = self._instances()
+        quorum = len(clients) // 2 + 1
+        start = clock()
+        mine, epochs, holders = [], [], []
+        for client in clients:
+            try:
+                reply = lua.REDLOCK_CLAIM(client, (keys.leader(), keys.epoch()), (self.node_id, self.lease_ms))
+            except RedisError as exc:  # an instance down counts as a vote not won
+                self.ctx.log.debug("redlock: %s: %s", client.peer, exc)
+                continue
+            if _text(reply[0]) == "mine":
+                mine.append(client)
+                epochs.append(int(reply[1]))
+            else:
+                holders.append(_text(reply[1]))
+                epochs.append(int(reply[2]))
+        drift_ms = self.lease_ms * self.ctx.cfg["election"]["clock_drift_factor"] + 2
+        validity_ms = int(self.lease_ms - (clock() - start) * 1000 - drift_ms)
+        if len(mine) < quorum or validity_ms <= 0:
+            self._redlock_release(mine)
+            if holders:
+                leader = max(set(holders), key=holders.count)
+                return Observation("follower", leader, max(epochs), 0)
+            return None  # split or timed out: retry after a random delay
+        known = self.state.get("epoch", 0) if self.state.get("is_leader") else 0
+        top = max(epochs + [self.remembered_epoch])
+        epoch = known if known and known >= top else top + 1
+        for client in mine:
+            try:
+                lua.REDLOCK_RAISE(client, (keys.leader(), keys.epoch()), (self.node_id, epoch))
+            except RedisError as exc:
+                self.ctx.log.debug("redlock: raise on %s: %s", client.peer, exc)
+        reply = lua.REDLOCK_ANNOUNCE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(self.node_id),
+                                                      keys.nodes(), keys.events()),
+                                     (self.node_id, validity_ms, epoch, self.maxlen))
+        outcome = _text(reply[0])
+        if outcome != "ok":
+            self._redlock_release(mine)
+            self.state["max_epoch"] = max(self.remembered_epoch, int(reply[1]))
+            return Observation("ineligible" if outcome == "ineligible" else "stale", "", int(reply[1]), 0)
+        return Observation("renewed" if epoch == known else "acquired", self.node_id, epoch, validity_ms)
+
+    def _redlock_release(self, clients) -> None:
+        for client in clients:
+            try:
+                lua.REDLOCK_RELEASE(client, (keys.leader(),), (self.node_id,))
+            except RedisError:
+                pass  # it expires by itself

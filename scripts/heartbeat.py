@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Heartbeat: tell the cluster this node is alive, once per tick.
+
+One tick is one Lua script, one round trip, atomic: it refreshes this node's
+record in ``openclaw:cluster:nodes`` (JSON: id, host, pid, status,
+last_heartbeat and started_at by Redis's clock, version, labels,
+capabilities) and sets ``hb:<node id>`` with a TTL of ``heartbeat_ttl``. When
+the key expires the node is offline; nobody compares machine clocks.
+
+Run it every ``heartbeat_interval`` seconds from OpenClaw cron, or with
+``--loop``. Exit codes: 0 ok, 1 Redis unreachable/refusing or the node id is
+taken by another live machine, 2 bad config.
+"""
+
+import sys
+
+import runner
+from membership import beat
+
+
+def tick(ctx) -> dict:
+    now = beat(ctx)
+    ctx.log.info("heartbeat ok (ttl %gs)", ctx.cfg["node"]["heartbeat_ttl"])
+    return {"node": ctx.node_id, "ok": True, "time": now}
+
+
+def main(argv=None) -> int:
+    return runner.main("heartbeat", tick, __doc__, argv=argv,
+                       interval_s=lambda cfg: cfg["node"]["heartbeat_interval"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

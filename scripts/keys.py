@@ -1,0 +1,95 @@
+"""Every Redis key and channel name the project uses, in one place.
+
+The first three are the seed's schema, which other tools may already read,
+and must not change. Everything else lives under ``openclaw:cluster:`` or
+``openclaw:tasks:``. Node ids are validated by the config loader
+(``[A-Za-z0-9._-]{1,64}``), so they can never break a key apart.
+"""
+
+CLUSTER = "openclaw:cluster:"
+TASKS = "openclaw:tasks:"
+
+
+# -- the seed's schema (kept exactly) --
+def nodes() -> str:
+    """Hash: node id -> JSON record of the node."""
+    return CLUSTER + "nodes"
+
+
+def heartbeat(node_id: str) -> str:
+    """String with TTL = heartbeat_ttl; present while the node is alive."""
+    return "hb:" + node_id
+
+
+def leader() -> str:
+    """String: the leader's node id, with TTL = lease_ttl (the lease)."""
+    return CLUSTER + "leader"
+
+
+# -- added by this project --
+def epoch() -> str:
+    """Integer: the fencing epoch; INCR'd on every acquisition, never lowered."""
+    return CLUSTER + "epoch"
+
+
+def fence() -> str:
+    """Integer: the highest epoch a fenced write has carried (Redlock mode)."""
+    return CLUSTER + "fence"
+
+
+def events() -> str:
+    """Capped stream of cluster events; also the pub/sub channel name."""
+    return CLUSTER + "events"
+
+
+def state() -> str:
+    """String: JSON snapshot of the cluster published by the leader."""
+    return CLUSTER + "state"
+
+
+def kv(name: str) -> str:
+    """Hash {value, version, updated}: one entry of the shared key-value store."""
+    return CLUSTER + "kv:" + name
+
+
+def kv_index() -> str:
+    """Sorted set of kv entry names (score = version), for ``list``."""
+    return CLUSTER + "kv-index"
+
+
+def kv_channel() -> str:
+    """Pub/sub channel announcing kv changes (message: the entry name)."""
+    return CLUSTER + "kv-changes"
+
+
+def task_stream(node_id: str = "") -> str:
+    """Stream of tasks: the shared one, or one node's own."""
+    return TASKS + ("stream" if not node_id else "node:" + node_id)
+
+
+def task(task_id: str) -> str:
+    """Hash: one task's state, attempts, result or error, times."""
+    return TASKS + "task:" + task_id
+
+
+def task_dead() -> str:
+    """Stream of dead-lettered tasks."""
+    return TASKS + "dead"
+
+
+def task_idempotency(key: str) -> str:
+    """String: the task id already submitted under an idempotency key."""
+    return TASKS + "idem:" + key
+
+
+def task_index(state: str) -> str:
+    """Sorted set of task ids in one state (score = time of the change)."""
+    return TASKS + "state:" + state
+
+
+def task_delayed() -> str:
+    """Sorted set of task ids waiting for a retry (score = due time, ms)."""
+    return TASKS + "delayed"
+
+
+TASK_GROUP = "workers"

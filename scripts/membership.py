@@ -1,0 +1,123 @@
+"""Who is in the cluster and in what state, judged by Redis's TTLs and clock.
+
+States:
+- ``online``: the heartbeat key exists and the last beat is recent;
+- ``suspect``: the key exists but a beat was missed (older than 1.5 intervals);
+- ``offline``: the key has expired (heartbeat_ttl after the last beat);
+- ``left``: the node deregistered;
+- ``invalid``: the hash holds something that is not our JSON (shown, never trusted).
+"""
+
+import json
+import os
+
+import keys
+import local_state
+import lua
+from config import VERSION
+from errors import NodeIdCollision
+
+SUSPECT_AFTER_INTERVALS = 1.5
+
+
+
+def node_state(record, hb_pttl_ms: int, now_s: float) -> str:
+    """The state of one member from its record, its heartbeat key's PTTL and Redis's time."""
+    if not isinstance(record, dict):
+        return "invalid"
+    if record.get("status") == "left":
+        return "left"
+    if hb_pttl_ms == -2:
+        return "offline"
+    interval = record.get("interval")
+    last = record.get("last_heartbeat")
+    if isinstance(interval, (int, float)) and isinstance(last, (int, float)):
+        if now_s - last > interval * SUSPECT_AFTER_INTERVALS:
+            return "suspect"
+    return "online"
+
+
+def _decode(raw):
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def snapshot(client) -> dict:
+    """Members with their states, the leader and the epoch, in two round trips.
+
+    Returns {"time", "leader", "epoch", "nodes": [{"id", "state", "age_s", "record"}...]}.
+    """
+    now, leader, epoch, flat = client.request([("TIME",), ("GET", keys.leader()), ("GET", keys.epoch()),
+                                                ("HGETALL", keys.nodes())])
+    for reply in (now, leader, epoch, flat):
+        if isinstance(reply, Exception):
+            raise reply
+    now_s = int(now[0]) + int(now[1]) / 1e6
+    ids = [k.decode("utf-8", "replace") for k in flat[::2]]
+    pttls = client.request([("PTTL", keys.heartbeat(i)) for i in ids]) if ids else []
+    nodes = []
+    for node_id, raw, pttl in zip(ids, flat[1::2], pttls):
+        record = _decode(raw)
+        last = record.get("last_heartbeat") if record else None
+        nodes.append({
+            "id": node_id,
+            "state": node_state(record, pttl if isinstance(pttl, int) else -2, now_s),
+            "age_s": round(now_s - last, 3) if isinstance(last, (int, float)) else None,
+            "record": record if record is not None else {"raw": raw.decode("utf-8", "replace")[:200]},
+        })
+    nodes.sort(key=lambda n: n["id"])
+    return {"time": now_s, "leader": leader.decode() if leader else None,
+            "epoch": int(epoch) if epoch else 0, "nodes": nodes}
+
+
+def capabilities(cfg) -> list:
+    """What this node can do beyond plain handlers: ``agent`` when the OpenClaw CLI is here."""
+    cli = cfg["agent"]["cli"]
+    dirs = [""] if os.sep in cli else os.environ.get("PATH", "").split(os.pathsep)
+    for folder in dirs:
+        path = os.path.join(folder, cli)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return ["agent"]
+    return []
+
+
+def node_fields(ctx) -> str:
+    """This node's own part of its record, as compact JSON (the script adds status and times)."""
+    cfg = ctx.cfg
+    fields = {
+        "id": ctx.node_id,
+        "host": cfg["node"]["host"],
+        "pid": os.getpid(),
+        "version": VERSION,
+        "labels": cfg["node"]["labels"],
+        "capabilities": capabilities(cfg),
+        "interval": cfg["node"]["heartbeat_interval"],
+        "ttl": cfg["node"]["heartbeat_ttl"],
+        "instance": local_state.instance_token(cfg.run_dir, ctx.node_id),
+    }
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def beat(ctx) -> float:
+    """Refresh this node's record and heartbeat key; return Redis's time of the beat."""
+    ttl_ms = int(ctx.cfg["node"]["heartbeat_ttl"] * 1000)
+    status, detail = lua.HEARTBEAT(ctx.redis, (keys.nodes(), keys.heartbeat(ctx.node_id)),
+                                   (ctx.node_id, ttl_ms, node_fields(ctx)))
+    if status == b"collision":
+        other = _safe_json(detail)
+        raise NodeIdCollision(
+            "node id %r is already used by another live process (host %s, pid %s); give this node its own "
+            "node.id / OPENCLAW_NODE_ID, or stop the other one" % (ctx.node_id, other.get("host", "?"),
+                                                                    other.get("pid", "?")))
+    return float(detail)
+
+
+def _safe_json(raw: bytes) -> dict:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

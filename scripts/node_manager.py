@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Manage this node's membership and look at the cluster.
+
+Commands:
+  register             join (or refresh): one heartbeat
+  deregister           leave gracefully: hand back this node's pending tasks,
+                       release the lease if held, delete hb:<id>, mark it `left`
+  status               table of members: state, heartbeat age (Redis clock),
+                       leader marker, epoch, host, labels (--json for scripts)
+  health               exit 0 healthy, 1 degraded, 2 Redis unreachable; checks
+                       Redis, this node's heartbeat, that a leader exists, and
+                       the local clock against Redis's
+  prune --older-than S forget members offline or left for at least S seconds
+"""
+
+import sys
+import time
+
+import keys
+import lua
+import membership
+import runner
+from redis_client import RedisConnectionError
+
+CLOCK_SKEW_WARN_S = 1.0
+COMMANDS = ("register", "deregister", "status", "health", "prune")
+FLAGS = [("--older-than", "S", "prune: minimum seconds since the member went offline or left")]
+
+
+def cmd_register(ctx) -> dict:
+    now = membership.beat(ctx)
+    ctx.log.info("registered node %s", ctx.node_id)
+    return {"node": ctx.node_id, "registered": True, "time": now}
+
+
+def cmd_deregister(ctx) -> dict:
+    handed_back = 0
+    try:
+        import taskq
+    except ImportError:
+        taskq = None
+    if taskq is not None:
+        handed_back = taskq.hand_back(ctx)
+    released, had_record = lua.LEAVE(ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(ctx.node_id),
+                                                 keys.nodes(), keys.events()),
+                                     (ctx.node_id, ctx.cfg["cluster"]["events_maxlen"]))
+    ctx.log.info("left the cluster (lease released: %s, tasks handed back: %d)", bool(released), handed_back)
+    return {"node": ctx.node_id, "left": bool(had_record), "released_lease": bool(released),
+            "tasks_handed_back": handed_back}
+
+
+def cmd_status(ctx) -> dict:
+    snap = membership.snapshot(ctx.redis)
+    if not ctx.flags.get("--json"):
+        print(format_table(snap))
+    return snap
+
+
+def format_table(snap: dict) -> str:
+    rows = [("NODE", "STATE", "LAST BEAT", "LEADER", "HOST", "LABELS")]
+    for node in snap["nodes"]:
+        rec = node["record"]
+        age = "%.1fs ago" % node["age_s"] if node["age_s"] is not None else "-"
+        labels = ",".join(rec.get("labels") or []) if isinstance(rec.get("labels"), list) else ""
+        rows.append((node["id"], node["state"], age, "*" if node["id"] == snap["leader"] else "",
+                     str(rec.get("host", "")), labels))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    counts = {}
+    for node in snap["nodes"]:
+        counts[node["state"]] = counts.get(node["state"], 0) + 1
+    summary = ", ".join("%d %s" % (n, s) for s, n in sorted(counts.items())) or "no members"
+    lines.append("")
+    lines.append("leader: %s  epoch: %d  members: %s" % (snap["leader"] or "none", snap["epoch"], summary))
+    return "\n".join(lines)
+
+
+def cmd_health(ctx) -> dict:
+    checks, code = [], runner.EXIT_OK
+    try:
+        t0 = time.time()
+        reply = ctx.redis.request([("TIME",), ("PTTL", keys.heartbeat(ctx.node_id)), ("GET", keys.leader())])
+        t1 = time.time()
+    except RedisConnectionError as exc:
+        checks.append(("redis", "fail", str(exc)))
+        return _health_result(ctx, checks, 2)
+    redis_time, hb_pttl, leader = reply
+    checks.append(("redis", "ok", "%s answered in %.1f ms" % (ctx.redis.peer, (t1 - t0) * 1000)))
+    if hb_pttl == -2:
+        checks.append(("heartbeat", "fail", "hb:%s is missing: is heartbeat.py scheduled?" % ctx.node_id))
+        code = 1
+    else:
+        checks.append(("heartbeat", "ok", "hb:%s expires in %.1fs" % (ctx.node_id, hb_pttl / 1000)))
+    if leader is None:
+        checks.append(("leader", "fail", "no leader holds the lease: is leader_election.py scheduled?"))
+        code = 1
+    else:
+        checks.append(("leader", "ok", "leader is %s" % leader.decode()))
+    skew = (t0 + t1) / 2 - (int(redis_time[0]) + int(redis_time[1]) / 1e6)
+    if abs(skew) > CLOCK_SKEW_WARN_S:
+        checks.append(("clock", "warn", "local clock is %+.2fs off Redis's (liveness uses Redis's clock, "
+                                        "but logs will disagree; check NTP)" % skew))
+    else:
+        checks.append(("clock", "ok", "within %.3fs of Redis's" % abs(skew)))
+    return _health_result(ctx, checks, code)
+
+
+def _health_result(ctx, checks, code: int) -> dict:
+    ctx.exit_code = code
+    if not ctx.flags.get("--json"):
+        for name, verdict, detail in checks:
+            print("%-10s %-5s %s" % (name, verdict, detail))
+        print({0: "healthy", 1: "degraded", 2: "unreachable"}[code])
+    return {"node": ctx.node_id, "status": {0: "healthy", 1: "degraded", 2: "unreachable"}[code],
+            "checks": [{"check": n, "result": v, "detail": d} for n, v, d in checks]}
+
+
+def cmd_prune(ctx) -> dict:
+    raw = ctx.flags.get("--older-than")
+    try:
+        older_than_s = float(raw)
+    except (TypeError, ValueError):
+        raise runner.UsageError("prune needs --older-than SECONDS (a number), got %r" % raw) from None
+    if older_than_s < 0:
+        raise runner.UsageError("--older-than must be 0 or more, got %g" % older_than_s)
+    pruned = [p.decode() for p in lua.PRUNE(ctx.redis, (keys.nodes(),), (older_than_s,))]
+    ctx.log.info("pruned %d member(s): %s", len(pruned), ", ".join(pruned) or "none")
+    if not ctx.flags.get("--json"):
+        print("pruned: %s" % (", ".join(pruned) or "none"))
+    return {"pruned": pruned}
+
+
+def tick(ctx) -> dict:
+    if len(ctx.args) != 1 or ctx.args[0] not in COMMANDS:
+        raise runner.UsageError("expected one command: %s (see --help)" % ", ".join(COMMANDS))
+    return globals()["cmd_" + ctx.args[0]](ctx)
+
+
+def main(argv=None) -> int:
+    common = [f for f in runner.COMMON_FLAGS if f[0] != "--loop"]
+    return runner.main("node_manager", tick, __doc__, extra_flags=FLAGS, argv=argv, locked=False,
+                       usage="{%s} [options]" % ",".join(COMMANDS), common_flags=common)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

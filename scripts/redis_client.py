@@ -1,0 +1,586 @@
+"""A small RESP2 client for Redis written on the standard library's ``socket``.
+
+It does what the cluster scripts need and no more: one connection per tick
+(a small pool in loop mode), pipelines and MULTI/EXEC, AUTH (password or ACL
+user), SELECT, optional TLS, timeouts, Lua scripts with EVALSHA and a NOSCRIPT
+fallback, and discovery of the current master through Redis Sentinel.
+
+Guarantees:
+- Every reply type of RESP2 parses correctly however the bytes are split
+  across ``recv`` calls; an absurd length is a ``ProtocolError``, never an
+  allocation.
+- Every fault is one of the exceptions below, whose message names
+  ``host:port`` and never the password.
+- The handshake (AUTH, SELECT) travels in the same write as the first
+  command, so a one-shot tick costs one round trip.
+"""
+
+import socket
+
+__all__ = [
+    "RedisError", "RedisConnectionError", "RedisTimeoutError", "AuthError",
+    "ProtocolError", "ResponseError", "NoScriptError", "ReadOnlyError",
+    "LoadingError", "WrongTypeError", "NoAuthError", "WrongPassError",
+    "NoPermError", "BusyError", "ExecAbortError", "Parser", "Connection",
+    "Redis", "Pipeline", "Script", "encode_command",
+]
+
+MAX_BULK_BYTES = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len default
+MAX_ARRAY_LEN = 1024 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 5.0
+_RECV_BYTES = 65536
+
+
+# -- the exception tree -----------------------------------------------------
+
+class RedisError(Exception):
+    """Root of every error this module raises."""
+
+
+class RedisConnectionError(RedisError):
+    """The server could not be reached, or the connection broke."""
+
+
+class RedisTimeoutError(RedisConnectionError):
+    """Connecting or waiting for a reply took longer than the timeout."""
+
+
+class ProtocolError(RedisError):
+    """The peer sent bytes that are not valid RESP (maybe not Redis at all)."""
+
+
+class ResponseError(RedisError):
+    """The server answered with an error reply (``-ERR ...``)."""
+
+
+class AuthError(ResponseError):
+    """The server refused our credentials, or needs some."""
+
+
+class NoScriptError(ResponseError):
+    pass
+
+
+class ReadOnlyError(ResponseError):
+    pass
+
+
+class LoadingError(ResponseError):
+    pass
+
+
+class WrongTypeError(ResponseError):
+    pass
+
+
+class NoAuthError(AuthError):
+    pass
+
+
+class WrongPassError(AuthError):
+    pass
+
+
+class NoPermError(ResponseError):
+    pass
+
+
+class BusyError(ResponseError):
+    pass
+
+
+class ExecAbortError(ResponseError):
+    pass
+
+
+class MasterDownError(ResponseError):
+    pass
+
+
+# The first word of an error reply picks its class, as redis-py does.
+_ERROR_PREFIXES = {
+    "NOSCRIPT": NoScriptError,
+    "READONLY": ReadOnlyError,
+    "LOADING": LoadingError,
+    "WRONGTYPE": WrongTypeError,
+    "NOAUTH": NoAuthError,
+    "WRONGPASS": WrongPassError,
+    "NOPERM": NoPermError,
+    "BUSY": BusyError,
+    "EXECABORT": ExecAbortError,
+    "MASTERDOWN": MasterDownError,
+}
+
+
+def error_from_reply(text: str) -> ResponseError:
+    """Map an error reply's text to the most specific exception class."""
+    first = text.split(" ", 1)[0]
+    cls = _ERROR_PREFIXES.get(first, ResponseError)
+    if cls is ResponseError and "invalid password" in text:
+        cls = WrongPassError  # Redis < 6: "ERR invalid password"
+    elif cls is ResponseError and "AUTH" in text and "no password is set" in text:
+        cls = AuthError  # password given but the server has none
+    return cls(text)
+
+
+# -- the wire format --------------------------------------------------------
+
+def _as_bytes(arg) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode("utf-8")
+    if isinstance(arg, bool):
+        raise TypeError("a bool is not a Redis argument; pass 0/1 or a string")
+    if isinstance(arg, (int, float)):
+        return repr(arg).encode("ascii")
+    if isinstance(arg, (bytearray, memoryview)):
+        return bytes(arg)
+    raise TypeError("cannot send %s to Redis" % type(arg).__name__)
+
+
+def encode_command(args) -> bytes:
+    """Encode one command as a RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = _as_bytes(arg)
+        out.append(b"$%d\r\n" % len(data))
+        out.append(data)
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+class _Incomplete(Exception):
+    """Internal: the buffer ends before the reply does."""
+
+
+NOT_READY = object()
+
+
+class Parser:
+    """Incremental RESP2 parser: ``feed`` bytes, then ``gets`` replies.
+
+    Error replies are returned as ``ResponseError`` instances, not raised, so a
+    pipeline can hand them back in place. Bulk strings come back as ``bytes``,
+    simple strings as ``str``.
+    """
+
+    def __init__(self, peer: str = "server"):
+        self._buf = bytearray()
+        self._pos = 0
+        self.peer = peer
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def gets(self):
+        """Return the next complete reply, or ``NOT_READY``."""
+        try:
+            value, end = self._parse(self._pos)
+        except _Incomplete:
+            return NOT_READY
+        self._pos = end
+        return value
+
+    def _line(self, pos: int):
+        end = self._buf.find(b"\r\n", pos)
+        if end < 0:
+            if len(self._buf) - pos > 65536:
+                raise ProtocolError("%s sent a header line longer than 64 KiB" % self.peer)
+            raise _Incomplete()
+        return bytes(self._buf[pos:end]), end + 2
+
+    def _length(self, raw: bytes, kind: str, cap: int) -> int:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ProtocolError("%s sent a malformed %s length %r" % (self.peer, kind, raw[:32])) from None
+        if n < -1 or n > cap:
+            raise ProtocolError("%s sent an absurd %s length %d (cap %d)" % (self.peer, kind, n, cap))
+        return n
+
+    def _parse(self, pos: int):
+        if pos >= len(self._buf):
+            raise _Incomplete()
+        marker = self._buf[pos]
+        line, pos = self._line(pos + 1)
+        if marker == 43:  # '+'
+            return line.decode("utf-8", "replace"), pos
+        if marker == 45:  # '-'
+            return error_from_reply(line.decode("utf-8", "replace")), pos
+        if marker == 58:  # ':'
+            try:
+                return int(line), pos
+            except ValueError:
+                raise ProtocolError("%s sent a malformed integer %r" % (self.peer, line[:32])) from None
+        if marker == 36:  # '$'
+            n = self._length(line, "bulk", MAX_BULK_BYTES)
+            if n == -1:
+                return None, pos
+            if len(self._buf) < pos + n + 2:
+                raise _Incomplete()
+            if self._buf[pos + n: pos + n + 2] != b"\r\n":
+                raise ProtocolError("%s sent a bulk string without its CRLF terminator" % self.peer)
+            return bytes(self._buf[pos: pos + n]), pos + n + 2
+        if marker == 42:  # '*'
+            n = self._length(line, "array", MAX_ARRAY_LEN)
+            if n == -1:
+                return None, pos
+            items = []
+            for _ in range(n):
+                item, pos = self._parse(pos)
+                items.append(item)
+            return items, pos
+        head = bytes(self._buf[pos - len(line) - 3: pos - len(line) + 13])
+        raise ProtocolError("%s sent a reply that is not RESP (starts with %r): is it a Redis server?"
+                            % (self.peer, head))
+
+
+# -- one connection ---------------------------------------------------------
+
+class Connection:
+    """One socket to one server, with its handshake queued for the first send."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 6379, password: str = "",
+                 username: str = "", db: int = 0, connect_timeout_s: float = DEFAULT_TIMEOUT_S,
+                 socket_timeout_s: float = DEFAULT_TIMEOUT_S, tls: bool = False,
+                 tls_ca_file: str = "", tls_insecure: bool = False):
+        self.host, self.port = host, int(port)
+        self.peer = "%s:%d" % (host, self.port)
+        self._password, self._username, self._db = password, username, int(db)
+        self.connect_timeout_s, self.socket_timeout_s = connect_timeout_s, socket_timeout_s
+        self._tls, self._tls_ca_file, self._tls_insecure = tls, tls_ca_file, tls_insecure
+        self._sock = None
+        self._parser = None
+        self._handshake = []
+        self.round_trips = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            return
+        try:
+            sock = socket.create_connection((self.host, self.port), self.connect_timeout_s)
+        except socket.timeout:
+            raise RedisTimeoutError("connecting to %s timed out after %gs" % (self.peer, self.connect_timeout_s)) from None
+        except socket.gaierror as exc:
+            raise RedisConnectionError("cannot resolve host of %s: %s" % (self.peer, exc.strerror)) from None
+        except OSError as exc:
+            raise RedisConnectionError("cannot connect to %s: %s" % (self.peer, exc.strerror or exc)) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls:
+            sock = self._wrap_tls(sock)
+        sock.settimeout(self.socket_timeout_s)
+        self._sock = sock
+        self._parser = Parser(self.peer)
+        self._handshake = []
+        if self._password:
+            auth = ["AUTH", self._username, self._password] if self._username else ["AUTH", self._password]
+            self._handshake.append(auth)
+        if self._db:
+            self._handshake.append(["SELECT", self._db])
+
+    def _wrap_tls(self, sock):
+        import ssl  # only TLS users pay for importing ssl
+        ctx = ssl.create_default_context(cafile=self._tls_ca_file or None)
+        if self._tls_insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        try:
+            sock.settimeout(self.connect_timeout_s)
+            return ctx.wrap_socket(sock, server_hostname=self.host)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise RedisConnectionError("TLS handshake with %s failed: %s" % (self.peer, exc)) from None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+        self._parser = None
+
+    def request(self, commands) -> list:
+        """Send commands in one write, read one reply each (errors in place)."""
+        self.connect()
+        handshake, self._handshake = self._handshake, []
+        payload = b"".join(encode_command(c) for c in handshake + list(commands))
+        try:
+            self._sock.sendall(payload)
+            self.round_trips += 1
+            replies = [self._read_reply() for _ in range(len(handshake) + len(commands))]
+        except BaseException:
+            self.close()  # a half-read stream is useless: never reuse it
+            raise
+        for cmd, reply in zip(handshake, replies):
+            if isinstance(reply, ResponseError):
+                self.close()
+                raise self._handshake_error(cmd[0], reply)
+        return replies[len(handshake):]
+
+    def _handshake_error(self, cmd: str, reply: ResponseError) -> RedisError:
+        text = str(reply)
+        if cmd == "AUTH":
+            if "no password is set" in text or "without any password configured" in text:
+                return AuthError("%s: a password was given but the server has none set (%s)" % (self.peer, text))
+            return AuthError("%s refused the credentials: %s" % (self.peer, text))
+        return type(reply)("%s: %s %s failed: %s" % (self.peer, cmd, self._db, text))
+
+    def _read_reply(self):
+        parser = self._parser
+        while True:
+            reply = parser.gets()
+            if reply is not NOT_READY:
+                return reply
+            try:
+                data = self._sock.recv(_RECV_BYTES)
+            except socket.timeout:
+                raise RedisTimeoutError("no reply from %s within %gs" % (self.peer, self.socket_timeout_s)) from None
+            except OSError as exc:
+                raise RedisConnectionError("connection to %s broke: %s" % (self.peer, exc.strerror or exc)) from None
+            if not data:
+                raise RedisConnectionError("%s closed the connection%s" % (
+                    self.peer, " mid-reply" if parser._buf[parser._pos:] else ""))
+            parser.feed(data)
+
+
+# -- the client -------------------------------------------------------------
+
+class Redis:
+    """Commands over a small pool of connections to one server.
+
+    One-shot ticks use one connection; loop mode reuses pooled connections.
+    ``execute`` raises error replies; ``pipeline().execute()`` returns them.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 6379, pool_size: int = 2, **conn_kwargs):
+        self.host, self.port = host, int(port)
+        self.peer = "%s:%d" % (host, self.port)
+        self._conn_kwargs = conn_kwargs
+        self._pool_size = pool_size
+        self._idle = []
+        self.round_trips = 0
+
+    @classmethod
+    def from_settings(cls, redis_cfg: dict, **overrides) -> "Redis":
+        """Build a client from the config's ``redis`` section."""
+        kw = dict(host=redis_cfg["host"], port=redis_cfg["port"], password=redis_cfg.get("password", ""),
+                  username=redis_cfg.get("username", ""), db=redis_cfg.get("db", 0),
+                  connect_timeout_s=redis_cfg.get("connect_timeout", DEFAULT_TIMEOUT_S),
+                  socket_timeout_s=redis_cfg.get("socket_timeout", DEFAULT_TIMEOUT_S),
+                  tls=redis_cfg.get("tls", False), tls_ca_file=redis_cfg.get("tls_ca_file", ""),
+                  tls_insecure=redis_cfg.get("tls_insecure", False))
+        kw.update(overrides)
+        return cls(**kw)
+
+    def _connection(self) -> Connection:
+        if self._idle:
+            return self._idle.pop()
+        return Connection(self.host, self.port, **self._conn_kwargs)
+
+    def _release(self, conn: Connection) -> None:
+        if conn.connected and len(self._idle) < self._pool_size:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def request(self, commands) -> list:
+        """Run commands in one round trip; error replies are returned in place."""
+        conn = self._connection()
+        try:
+            replies = conn.request(commands)
+        finally:
+            self._release(conn)
+        self.round_trips += 1
+        return replies
+
+    def execute(self, *args):
+        """Run one command; an error reply is raised."""
+        reply = self.request([args])[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def pipeline(self, transaction: bool = False) -> "Pipeline":
+        return Pipeline(self, transaction)
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    # -- helpers for the commands the project uses --
+    def ping(self):
+        return self.execute("PING")
+
+    def time(self) -> float:
+        sec, usec = self.execute("TIME")
+        return int(sec) + int(usec) / 1e6
+
+    def get(self, key):
+        return self.execute("GET", key)
+
+    def set(self, key, value, ex: int = None, px: int = None, nx: bool = False, xx: bool = False):
+        args = ["SET", key, value]
+        if ex is not None:
+            args += ["EX", ex]
+        if px is not None:
+            args += ["PX", px]
+        if nx:
+            args.append("NX")
+        if xx:
+            args.append("XX")
+        return self.execute(*args)
+
+    def setex(self, key, seconds: int, value):
+        return self.execute("SETEX", key, seconds, value)
+
+    def delete(self, *keys) -> int:
+        return self.execute("DEL", *keys)
+
+    def expire(self, key, seconds: int) -> int:
+        return self.execute("EXPIRE", key, seconds)
+
+    def pexpire(self, key, ms: int) -> int:
+        return self.execute("PEXPIRE", key, ms)
+
+    def ttl(self, key) -> int:
+        return self.execute("TTL", key)
+
+    def pttl(self, key) -> int:
+        return self.execute("PTTL", key)
+
+    def incr(self, key) -> int:
+        return self.execute("INCR", key)
+
+    def hset(self, key, field, value) -> int:
+        return self.execute("HSET", key, field, value)
+
+    def hget(self, key, field):
+        return self.execute("HGET", key, field)
+
+    def hdel(self, key, *fields) -> int:
+        return self.execute("HDEL", key, *fields)
+
+    def hgetall(self, key) -> dict:
+        flat = self.execute("HGETALL", key) or []
+        return dict(zip(flat[::2], flat[1::2]))
+
+    def publish(self, channel, message) -> int:
+        return self.execute("PUBLISH", channel, message)
+
+    def eval(self, script: str, keys=(), args=()):
+        return self.execute("EVAL", script, len(keys), *keys, *args)
+
+    def evalsha(self, sha: str, keys=(), args=()):
+        return self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+
+class Pipeline:
+    """Buffer commands and send them in one write.
+
+    With ``transaction=True`` they are wrapped in MULTI/EXEC and ``execute``
+    returns the EXEC results; otherwise one reply per command. Error replies
+    are returned in place either way.
+    """
+
+    def __init__(self, client: Redis, transaction: bool = False):
+        self._client = client
+        self._transaction = transaction
+        self._commands = []
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def execute_command(self, *args) -> "Pipeline":
+        self._commands.append(args)
+        return self
+
+    def __getattr__(self, name):
+        # pipe.hset(...), pipe.get(...): queue the same command the client would run
+        if name.startswith("_") or not hasattr(Redis, name):
+            raise AttributeError(name)
+        return _QueueingHelper(self, name)
+
+    def execute(self) -> list:
+        commands, self._commands = self._commands, []
+        if not commands:
+            return []
+        if not self._transaction:
+            return self._client.request(commands)
+        replies = self._client.request([("MULTI",)] + commands + [("EXEC",)])
+        queued, result = replies[1:-1], replies[-1]
+        if isinstance(result, ResponseError):
+            # EXECABORT: the first queue-time error is the useful one
+            errors = [r for r in queued if isinstance(r, ResponseError)]
+            raise errors[0] if errors else result
+        return result
+
+
+class _QueueingHelper:
+    """Calls a client helper against a recorder, queueing the command instead."""
+
+    def __init__(self, pipe: Pipeline, name: str):
+        self._pipe, self._name = pipe, name
+
+    def __call__(self, *args, **kwargs) -> Pipeline:
+        recorder = _Recorder()
+        getattr(Redis, self._name)(recorder, *args, **kwargs)
+        self._pipe._commands.extend(recorder.commands)
+        return self._pipe
+
+
+class _Recorder:
+    def __init__(self):
+        self.commands = []
+
+    def execute(self, *args):
+        self.commands.append(args)
+
+
+class Script:
+    """A Lua script run by EVALSHA once the server is known to have it.
+
+    The first call on a client sends EVAL (which also caches the script in
+    Redis), so a one-shot tick needs neither hashlib nor a second round trip;
+    later calls send EVALSHA and fall back to EVAL on NOSCRIPT (Redis
+    restarted or flushed its script cache).
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+        self._sha = None
+
+    @property
+    def sha(self) -> str:
+        if self._sha is None:
+            import hashlib
+            self._sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        return self._sha
+
+    def args(self, keys, args, use_sha: bool) -> tuple:
+        head = ("EVALSHA", self.sha) if use_sha else ("EVAL", self.source)
+        return head + (len(keys),) + tuple(keys) + tuple(args)
+
+    def __call__(self, client: Redis, keys=(), args=()):
+        known = getattr(client, "_known_scripts", None)
+        if known is None:
+            known = client._known_scripts = set()
+        if self.source in known:
+            reply = client.request([self.args(keys, args, True)])[0]
+            if not isinstance(reply, NoScriptError):
+                if isinstance(reply, ResponseError):
+                    raise reply
+                return reply
+        reply = client.request([self.args(keys, args, False)])[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        known.add(self.source)
+        return reply

@@ -1,0 +1,284 @@
+"""The shared ``main()`` of every tick script: flags, config, log, lock, retries, loop.
+
+A tick script defines ``tick(ctx) -> dict`` and calls ``runner.main(...)``.
+This module turns that into a command that:
+
+- parses the common flags (``--config-dir``, ``--log-dir``, ``--print-config``,
+  ``--loop``, ``--json``, ``--quiet``, ``--help``) plus the script's own;
+- never overlaps a previous run of itself for the same node (non-blocking
+  ``flock``; the late run logs and exits 0);
+- retries a tick on connection faults only, ``retry_count`` times,
+  ``retry_delay`` seconds apart with jitter;
+- maps failures to exit codes with one line on stderr and no traceback:
+  0 ok, 1 Redis unreachable or refusing, 2 bad config or usage,
+  3 an unexpected error (its traceback goes to the log file only).
+
+The flag parser is hand-written because ``argparse`` costs a cron tick
+about as much as its Redis round trip.
+"""
+
+import os
+import sys
+import time
+
+import config as config_mod
+import redis_client as rc
+from errors import TickError
+
+EXIT_OK, EXIT_REDIS, EXIT_CONFIG, EXIT_INTERNAL = 0, 1, 2, 3
+RETRYABLE = (rc.RedisConnectionError, rc.LoadingError, rc.ReadOnlyError, rc.MasterDownError)
+
+COMMON_FLAGS = [
+    ("--config-dir", "DIR", "config folder (env OPENCLAW_DISTRIBUTED_CONFIG_DIR; default: the skill's config/)"),
+    ("--log-dir", "DIR", "log folder (env OPENCLAW_DISTRIBUTED_LOG_DIR; default: the skill's logs/)"),
+    ("--print-config", None, "print the effective config with the source of each value, then exit"),
+    ("--loop", None, "run ticks forever in one process (hosts without OpenClaw cron); stop with SIGTERM"),
+    ("--json", None, "print the tick's result as one JSON object on stdout"),
+    ("--quiet", None, "log to the file and syslog only, not to stderr"),
+    ("--help", None, "show this help and exit"),
+]
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_flags(argv, flags) -> dict:
+    """Parse ``--name VALUE`` / ``--name=VALUE`` / ``--switch``; return {name: value}.
+
+    Words that are not options are collected in order under ``"args"``.
+    A repeated ``--name VALUE`` keeps every value in a list under ``"--name*"``.
+    """
+    spec = {name: metavar for name, metavar, _ in flags}
+    out, i = {"args": []}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-":
+            out["args"].append(arg)
+            i += 1
+            continue
+        name, eq, value = arg.partition("=")
+        if name == "-h":
+            name = "--help"
+        if name not in spec:
+            raise UsageError("unknown option %s (see --help)" % arg)
+        if spec[name] is None:
+            if eq:
+                raise UsageError("%s takes no value" % name)
+            out[name] = True
+        else:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError("%s needs a value (%s)" % (name, spec[name]))
+                value = argv[i]
+            out[name] = value
+            out.setdefault(name + "*", []).append(value)
+        i += 1
+    return out
+
+
+def format_help(prog: str, description: str, flags, usage: str = "[options]") -> str:
+    lines = ["usage: %s %s" % (prog, usage), "", description.strip(), "", "options:"]
+    for name, metavar, text in flags:
+        head = "  %s %s" % (name, metavar) if metavar else "  " + name
+        lines.append("%-26s %s" % (head, text) if len(head) < 26 else head + "\n" + " " * 27 + text)
+    lines += ["", "exit codes: 0 ok (or skipped: a previous run still holds the lock), 1 Redis unreachable",
+              "or refusing, 2 bad config or usage, 3 unexpected error (details in the log file)."]
+    return "\n".join(lines)
+
+
+class Context:
+    """What a tick gets: config, logger, a lazily connected client, its flags."""
+
+    def __init__(self, script: str, cfg, log, flags: dict):
+        self.script, self.cfg, self.log, self.flags = script, cfg, log, flags
+        self.node_id = cfg.node_id
+        self.args = flags.get("args", [])
+        self.loop = bool(flags.get("--loop"))
+        self.stopping = False
+        self.exit_code = EXIT_OK
+        self._redis = None
+        self._sleeping = False
+
+    @property
+    def redis(self) -> rc.Redis:
+        if self._redis is None:
+            self._redis = rc.Redis.from_settings(self.cfg["redis"])
+        return self._redis
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once on SIGTERM/SIGINT in loop mode."""
+        if self.stopping or seconds <= 0:
+            return
+        self._sleeping = True
+        try:
+            time.sleep(seconds)
+        except _WakeUp:
+            pass
+        finally:
+            self._sleeping = False
+
+
+class _WakeUp(Exception):
+    pass
+
+
+def _jitter(delay_s: float) -> float:
+    return delay_s * (1 + os.urandom(1)[0] / 510.0)  # +0..50 %, no `random` import
+
+
+def run_with_retry(ctx: Context, tick):
+    node = ctx.cfg["node"]
+    attempts = node["retry_count"] + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return tick(ctx)
+        except RETRYABLE as exc:
+            if attempt >= attempts or ctx.stopping:
+                raise
+            ctx.log.warning("attempt %d/%d failed: %s; retrying", attempt, attempts, exc)
+            ctx.sleep(_jitter(node["retry_delay"]))
+
+
+def acquire_lock(cfg, script: str):
+    """Hold ``<run_dir>/<script>.<node>.lock``; None if another run holds it."""
+    import fcntl
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    fd = os.open(os.path.join(cfg.run_dir, "%s.%s.lock" % (script, cfg.node_id)), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def explain(exc: BaseException, cfg=None) -> str:
+    """One line for an expected failure, with a hint of what to check."""
+    if isinstance(exc, rc.AuthError):
+        return "%s (check redis.password / redis.username in secrets.json or REDIS_PASSWORD)" % exc
+    if isinstance(exc, rc.RedisTimeoutError):
+        return "Redis timed out: %s (is the host reachable and the server responsive?)" % exc
+    if isinstance(exc, rc.RedisConnectionError):
+        return "Redis unreachable: %s (check redis.host / redis.port and that redis-server runs)" % exc
+    if isinstance(exc, rc.ProtocolError):
+        return "not a Redis server? %s" % exc
+    if isinstance(exc, rc.NoPermError):
+        return "Redis ACL refused a command: %s (grant the user the commands listed in the README)" % exc
+    if isinstance(exc, rc.ResponseError):
+        return "Redis refused: %s" % exc
+    return str(exc)
+
+
+def main(script: str, tick, description: str, extra_flags=(), interval_s=None, on_stop=None,
+         argv=None, locked=True, usage: str = "[options]", common_flags=None) -> int:
+    """Run ``tick`` once (or forever with --loop) and return the exit code.
+
+    ``locked`` (a bool, or a function of the Context) says whether this run
+    takes the per-node lock that keeps runs of this script from overlapping.
+    The tick may set ``ctx.exit_code`` for a non-zero exit without an error.
+    """
+    prog = script + ".py"
+    flags_spec = list(extra_flags) + (COMMON_FLAGS if common_flags is None else common_flags)
+    try:
+        flags = parse_flags(sys.argv[1:] if argv is None else argv, flags_spec)
+    except UsageError as exc:
+        sys.stderr.write("%s: error: %s\n" % (prog, exc))
+        return EXIT_CONFIG
+    if flags.get("--help"):
+        print(format_help(prog, description, flags_spec, usage))
+        return EXIT_OK
+    try:
+        cfg = config_mod.load(flags.get("--config-dir", ""), flags.get("--log-dir", ""))
+    except config_mod.ConfigError as exc:
+        sys.stderr.write("%s: config error: %s\n" % (prog, exc))
+        return EXIT_CONFIG
+    if flags.get("--print-config"):
+        for warning in cfg.warnings:
+            sys.stderr.write("warning: %s\n" % warning)
+        print(cfg.describe())
+        return EXIT_OK
+    import log as log_mod
+    log = log_mod.for_config(script, cfg, console=None if flags.get("--quiet") else sys.stderr)
+    for warning in cfg.warnings:
+        log.warning("config: %s", warning)
+    ctx = Context(script, cfg, log, flags)
+    try:
+        if locked(ctx) if callable(locked) else locked:
+            if acquire_lock(cfg, script) is None:
+                log.info("a previous %s run for node %s still holds the lock; skipping this one", prog, cfg.node_id)
+                return EXIT_OK
+        if ctx.loop:
+            return _loop(ctx, tick, interval_s, on_stop)
+        _emit(ctx, run_with_retry(ctx, tick))
+        return ctx.exit_code
+    except BaseException as exc:  # the top of main(): every failure becomes an exit code
+        return _fail(ctx, prog, exc)
+    finally:
+        ctx.close()
+        log.close()
+
+
+def _emit(ctx: Context, result) -> None:
+    if ctx.flags.get("--json") and result is not None:
+        import json
+        print(json.dumps(result, sort_keys=True))
+
+
+def _fail(ctx: Context, prog: str, exc: BaseException) -> int:
+    if isinstance(exc, KeyboardInterrupt):
+        ctx.log.info("interrupted")
+        return 130
+    if isinstance(exc, SystemExit):
+        raise exc
+    if isinstance(exc, config_mod.ConfigError):
+        code, line = EXIT_CONFIG, "config error: %s" % exc
+    elif isinstance(exc, UsageError):
+        code, line = EXIT_CONFIG, "error: %s" % exc
+    elif isinstance(exc, (rc.RedisError, TickError)):
+        code, line = EXIT_REDIS, "error: %s" % explain(exc)
+    else:
+        import traceback
+        ctx.log.log("ERROR", "unexpected error:\n" + traceback.format_exc(), console=False)
+        code, line = EXIT_INTERNAL, "unexpected error: %s: %s (traceback in %s)" % (
+            type(exc).__name__, exc, ctx.log.path)
+    if code != EXIT_INTERNAL:
+        ctx.log.log("ERROR", line, console=False)
+    sys.stderr.write("%s: %s\n" % (prog, line))
+    return code
+
+
+def _loop(ctx: Context, tick, interval_s, on_stop) -> int:
+    import signal
+
+    def stop(signum, _frame):
+        ctx.stopping = True
+        ctx.log.info("got %s; stopping", signal.Signals(signum).name)
+        if ctx._sleeping:
+            raise _WakeUp()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    period_s = interval_s(ctx.cfg)
+    ctx.log.info("loop mode: a tick every %gs", period_s)
+    failures = 0
+    while not ctx.stopping:
+        started = time.monotonic()
+        try:
+            _emit(ctx, run_with_retry(ctx, tick))
+            failures = 0
+        except (rc.RedisError, TickError) as exc:
+            failures += 1
+            ctx.log.error("tick failed (%d in a row): %s", failures, explain(exc))
+        ctx.sleep(period_s - (time.monotonic() - started))
+    if on_stop is not None:
+        try:
+            on_stop(ctx)
+        except (rc.RedisError, TickError) as exc:
+            ctx.log.error("on stop: %s", explain(exc))
+    return EXIT_OK
