@@ -36,8 +36,6 @@ narrows that window (see Kleppmann's critique of Redlock: fencing tokens are
 this project's answer to it).
 """
 
-import os
-
 import hooks
 import keys
 import local_state
@@ -74,10 +72,15 @@ class Elector:
         self.node_id = ctx.node_id
         self.lease_ms = int(ctx.cfg.lease_ttl_s * 1000)
         self.maxlen = ctx.cfg["cluster"]["events_maxlen"]
-        self.state_path = os.path.join(ctx.cfg.run_dir, "election.%s.json" % self.node_id)
-        self.state = local_state.read_json(self.state_path, None) or {}
-        if not isinstance(self.state, dict):
-            self.state = {}
+        self.bootstrap_wait_ms = int(ctx.cfg["node"]["heartbeat_interval"] * 1000)
+        self.state_path = local_state.epoch_memory_path(ctx.cfg.run_dir, self.node_id)
+        self.state = {}
+        self._reload()
+
+    def _reload(self) -> None:
+        """Re-read the memory the node's other processes share (cron ticks, loops)."""
+        state = local_state.read_json(self.state_path, None)
+        self.state = state if isinstance(state, dict) else {}
 
     @property
     def remembered_epoch(self) -> int:
@@ -86,12 +89,15 @@ class Elector:
 
     def try_acquire_or_renew(self) -> Observation:
         """One election step; fires hooks on transitions; remembers what it saw."""
+        self._reload()
         if self.ctx.cfg["redis"]["instances"]:
             obs = self._redlock_step()
         else:
             reply = lua.ELECT(self.ctx.redis,
-                              (keys.leader(), keys.epoch(), keys.heartbeat(self.node_id), keys.nodes(), keys.events()),
-                              (self.node_id, self.lease_ms, self.remembered_epoch, self.maxlen))
+                              (keys.leader(), keys.epoch(), keys.heartbeat(self.node_id), keys.nodes(), keys.events(),
+                               keys.bootstrap(), keys.released(self.node_id)),
+                              (self.node_id, self.lease_ms, self.remembered_epoch, self.maxlen,
+                               self.bootstrap_wait_ms))
             obs = Observation(_text(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3]))
         if obs.is_leader and self.ctx.cfg["election"]["min_replicas_acked"]:
             obs = self._confirm_replicated(obs)
@@ -100,11 +106,11 @@ class Elector:
 
     def release(self) -> bool:
         """Give the lease up at once if this node holds it at the epoch it knows."""
+        self._reload()
         epoch = self.state.get("epoch", 0)
         if not self.state.get("is_leader"):
             return False
-        released = lua.RELEASE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events()),
-                               (self.node_id, epoch, self.maxlen)) == 1
+        released = self._release_at(epoch)
         for client in self._instances():
             try:
                 lua.REDLOCK_RELEASE(client, (keys.leader(),), (self.node_id,))
@@ -113,12 +119,29 @@ class Elector:
         self._observe(Observation("released", "", epoch, 0))
         return released
 
+    def close(self) -> None:
+        for client in getattr(self, "_clients", ()):
+            client.close()
+
+    def _release_at(self, epoch: int) -> bool:
+        return lua.RELEASE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events(), keys.released(self.node_id)),
+                           (self.node_id, epoch, self.maxlen, self.lease_ms)) == 1
+
     # -- transitions and memory --
     def _observe(self, obs: Observation) -> None:
-        before = dict(self.state)
+        """Record what this step saw; fire hooks once per node for each transition.
+
+        The memory file is updated under a lock, so when two processes of one
+        node (a cron tick and the failover manager, say) see the same
+        transition, exactly one of them fires its hook.
+        """
+        def change(state):
+            state.update(is_leader=obs.is_leader, leader=obs.leader, epoch=obs.epoch,
+                         max_epoch=max(state.get("max_epoch", 0), obs.epoch))
+        before = local_state.update_json(self.state_path, change)
+        self.state = dict(before)
+        change(self.state)
         was_leader, old_leader, old_epoch = before.get("is_leader", False), before.get("leader", ""), before.get("epoch", 0)
-        self.state.update(is_leader=obs.is_leader, leader=obs.leader, epoch=obs.epoch,
-                          max_epoch=max(self.remembered_epoch, obs.epoch))
         new_term = obs.is_leader and (not was_leader or obs.epoch != old_epoch)
         log = self.ctx.log
         if new_term:
@@ -130,8 +153,6 @@ class Elector:
         if obs.leader and obs.leader != old_leader:
             log.info("leader is now %s (epoch %d)", obs.leader, obs.epoch)
             hooks.fire(self.ctx, "on_leader_change", obs.leader, obs.epoch)
-        if self.state != before:
-            local_state.atomic_write_json(self.state_path, self.state)
 
     def _confirm_replicated(self, obs: Observation) -> Observation:
         """WAIT for replicas to hold the lease and epoch; give it up if they do not."""
@@ -140,7 +161,7 @@ class Elector:
         if got >= want:
             return obs
         self.ctx.log.warning("only %d of %d replicas confirmed the lease at epoch %d; releasing", got, want, obs.epoch)
-        lua.RELEASE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events()), (self.node_id, obs.epoch, self.maxlen))
+        self._release_at(obs.epoch)
         return Observation("unreplicated", "", obs.epoch, 0)
 
     # -- Redlock over several independent masters --

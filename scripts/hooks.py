@@ -13,6 +13,7 @@ import sys
 import time
 
 HOOK_NAMES = ("on_become_leader", "on_lose_leadership", "on_leader_change", "on_node_offline")
+_started = []  # supervisors of this process, reaped as they finish (loop mode would collect zombies)
 
 
 def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
@@ -24,9 +25,10 @@ def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
     env.update({k: str(v) for k, v in extra_env.items()})
     log_path = os.path.join(ctx.cfg.log_dir, "hooks.log")
     cmd = [sys.executable, os.path.abspath(__file__), str(ctx.cfg["hooks"]["timeout_s"]), log_path, name, "--"]
+    _started[:] = [p for p in _started if p.poll() is None]
     try:
-        subprocess.Popen(cmd + argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        _started.append(subprocess.Popen(cmd + argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True))
     except OSError as exc:
         ctx.log.error("hook %s could not start: %s", name, exc)
         return False

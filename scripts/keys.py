@@ -32,6 +32,16 @@ def epoch() -> str:
     return CLUSTER + "epoch"
 
 
+def bootstrap() -> str:
+    """String with TTL: while it exists, nobody is elected (Redis had no epoch: new or wiped)."""
+    return CLUSTER + "bootstrap"
+
+
+def released(node_id: str) -> str:
+    """String with TTL = lease: a node that just released the lease does not retake it at once."""
+    return CLUSTER + "released:" + node_id
+
+
 def fence() -> str:
     """Integer: the highest epoch a fenced write has carried (Redlock mode)."""
     return CLUSTER + "fence"
@@ -43,7 +53,8 @@ def events() -> str:
 
 
 def state() -> str:
-    """String: JSON snapshot of the cluster published by the leader."""
+    """Hash: the cluster snapshot the leader publishes (fenced): ``doc`` (the JSON document
+    nodes mirror), ``content`` (it without version and time), ``epoch``, ``version``, ``updated``."""
     return CLUSTER + "state"
 
 
@@ -53,8 +64,13 @@ def kv(name: str) -> str:
 
 
 def kv_index() -> str:
-    """Sorted set of kv entry names (score = version), for ``list``."""
+    """Sorted set of kv entry names, all with score 0 so ``list --prefix`` is a ZRANGEBYLEX."""
     return CLUSTER + "kv-index"
+
+
+def kv_version() -> str:
+    """Integer: the last version handed out by the kv store (each write takes the next one)."""
+    return CLUSTER + "kv-version"
 
 
 def kv_channel() -> str:

@@ -39,6 +39,48 @@ def read_json(path: str, default=None):
         return default
 
 
+def update_json(path: str, change) -> dict:
+    """Read-modify-write a JSON object file under an flock, so a node's processes take turns.
+
+    ``change(state)`` mutates the dict in place; the file is rewritten (atomically)
+    only when the content changed. Returns the state before the change.
+    """
+    import fcntl
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    lock_fd = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        before = read_json(path, None)
+        if not isinstance(before, dict):
+            before = {}
+        state = dict(before)
+        change(state)
+        if state != before:
+            atomic_write_json(path, state)
+        return before
+    finally:
+        os.close(lock_fd)
+
+
+def epoch_memory_path(run_dir: str, node_id: str) -> str:
+    """The node's election memory: highest epoch seen (``max_epoch``), last leader, own role."""
+    return os.path.join(run_dir, "election.%s.json" % node_id)
+
+
+def remembered_epoch(run_dir: str, node_id: str) -> int:
+    value = (read_json(epoch_memory_path(run_dir, node_id), None) or {})
+    value = value.get("max_epoch", 0) if isinstance(value, dict) else 0
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def remember_epoch(run_dir: str, node_id: str, epoch: int) -> None:
+    """Raise the remembered epoch to ``epoch`` (never lowers it)."""
+    def change(state):
+        if epoch > state.get("max_epoch", 0):
+            state["max_epoch"] = epoch
+    update_json(epoch_memory_path(run_dir, node_id), change)
+
+
 def instance_token(run_dir: str, node_id: str) -> str:
     """A random token that stays the same for this node id on this machine.
 

@@ -37,19 +37,27 @@ if holder ~= ARGV[1] or current ~= ARGV[2] then
 end
 """
 
-# HEARTBEAT: register or refresh this node, atomically, by Redis's clock.
-# KEYS[1] nodes hash, KEYS[2] hb:{id}
+# HEARTBEAT: register or refresh this node, atomically, by Redis's clock. Also restores the
+# epoch floor: if Redis's epoch is below what this node remembers and nobody holds the
+# lease (Redis lost data), the epoch is raised so the next leader's epoch is above it.
+# KEYS[1] nodes hash, KEYS[2] hb:{id}, KEYS[3] epoch, KEYS[4] leader
 # ARGV[1] node id, ARGV[2] ttl in ms, ARGV[3] the node's own fields as a JSON object
 #         (must include "instance", the token that tells this node's processes apart
-#         from another machine claiming the same id)
-# Returns {'ok', now} or {'collision', <the other record's JSON>}.
+#         from another machine claiming the same id), ARGV[4] highest epoch it remembers
+# Returns {'ok', now, epoch} or {'collision', <the other record's JSON>}.
 HEARTBEAT = Script(_TYPE_GUARD + """
 redis.replicate_commands()
-local err = expect(KEYS[1], 'hash') or expect(KEYS[2], 'string')
+local err = expect(KEYS[1], 'hash') or expect(KEYS[2], 'string') or expect(KEYS[3], 'string')
 if err then return err end
 local t = redis.call('TIME')
 local now = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local mine = cjson.decode(ARGV[3])
+local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
+local remembered = tonumber(ARGV[4])
+if epoch < remembered and redis.call('EXISTS', KEYS[4]) == 0 then
+  epoch = remembered
+  redis.call('SET', KEYS[3], epoch)
+end
 local started = now
 local prev_raw = redis.call('HGET', KEYS[1], ARGV[1])
 if prev_raw then
@@ -67,23 +75,8 @@ local rec = string.sub(ARGV[3], 1, -2) .. ',"status":"online","last_heartbeat":'
   .. ',"started_at":' .. started .. '}'
 redis.call('HSET', KEYS[1], ARGV[1], rec)
 redis.call('SET', KEYS[2], now, 'PX', ARGV[2])
-return {'ok', now}
+return {'ok', now, epoch}
 """)
-
-# EPOCH_FLOOR: raise the epoch above what this node remembers when Redis lost data.
-# Shared by the election scripts; expects KEYS[2] = epoch key and a `remembered` number.
-# A value a node remembers was some leader's token, so the floor is remembered + 1:
-# the current holder (if any) must adopt a fresh epoch, never reuse an old one.
-_EPOCH_FLOOR = """
-local function epoch_floor(remembered)
-  local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if current < remembered then
-    current = remembered + 1
-    redis.call('SET', KEYS[2], current)
-  end
-  return current
-end
-"""
 
 _EVENT = """
 local function event(kind, node, epoch, maxlen, extra)
@@ -102,24 +95,36 @@ end
 
 # ELECT: one election step for one node, atomically: renew the lease if held,
 # otherwise acquire it if vacant and this node is eligible.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes hash, KEYS[5] events stream
-# ARGV[1] me, ARGV[2] lease ms, ARGV[3] highest epoch this node remembers, ARGV[4] events maxlen
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes hash, KEYS[5] events stream,
+# KEYS[6] bootstrap, KEYS[7] released:{me}
+# ARGV[1] me, ARGV[2] lease ms, ARGV[3] highest epoch this node remembers, ARGV[4] events maxlen,
+# ARGV[5] bootstrap wait ms (one heartbeat interval)
 # Returns {outcome, leader, epoch, lease pttl ms} where outcome is one of
 #   renewed     this node held the lease and extended it
 #   acquired    this node took the vacant lease at a new epoch
 #   follower    another node holds the lease
 #   stepped_down this node held the lease but its own heartbeat had expired: released
-#   ineligible  the lease is vacant but this node is not registered and alive
-ELECT = Script(_TYPE_GUARD + _EPOCH_FLOOR + """
+#   ineligible  the lease is vacant but this node is not registered and alive, or it has
+#               just released the lease (graceful handover: another node takes it)
+#   waiting     Redis has no epoch (a new cluster, or Redis lost its data): nobody is elected
+#               for one heartbeat round, while every live node's heartbeat raises the epoch
+#               to the highest it remembers, so the next epoch is above all of them
+ELECT = Script(_TYPE_GUARD + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[5]
 """ + _EVENT + """
 local err = expect(KEYS[1], 'string') or expect(KEYS[2], 'string') or expect(KEYS[4], 'hash')
   or expect(KEYS[5], 'stream')
 if err then return err end
-local me, lease_ms, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[4]
-local epoch = epoch_floor(tonumber(ARGV[3]))
+local me, lease_ms, remembered, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local holder = redis.call('GET', KEYS[1])
+local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+if holder and epoch < remembered then
+  -- Redis lost data under a live lease (a replica missed the last INCR): the holder must
+  -- adopt a fresh epoch, never one a past leader used; its writes at the old one are refused.
+  epoch = remembered + 1
+  redis.call('SET', KEYS[2], epoch)
+end
 local alive = redis.call('EXISTS', KEYS[3]) == 1
 if holder == me then
   if not alive then
@@ -139,17 +144,32 @@ if rec then
   local ok, node = pcall(cjson.decode, rec)
   registered = ok and type(node) == 'table' and node.status ~= 'left'
 end
-if not (alive and registered) then
+if not (alive and registered) or redis.call('EXISTS', KEYS[7]) == 1 then
   return {'ineligible', '', epoch, 0}
 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], remembered)
+  redis.call('SET', KEYS[6], '1', 'PX', ARGV[5])
+  return {'waiting', '', remembered, 0}
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  return {'waiting', '', epoch, redis.call('PTTL', KEYS[6])}
+end
 epoch = redis.call('INCR', KEYS[2])
+if epoch <= remembered then
+  -- Redis restarted empty or lost the last INCR: never reuse an epoch this node has seen
+  epoch = remembered + 1
+  redis.call('SET', KEYS[2], epoch)
+end
 redis.call('SET', KEYS[1], me, 'PX', lease_ms)
 event('leader_elected', me, epoch, maxlen)
 return {'acquired', me, epoch, lease_ms}
 """)
 
-# RELEASE: give the lease up at once (graceful leave, SIGTERM in loop mode).
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] events stream; ARGV[1] me, ARGV[2] epoch, ARGV[3] maxlen
+# RELEASE: give the lease up at once (graceful leave, SIGTERM in loop mode), and stay out of
+# the next election for one lease, so another node takes over rather than this one again.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] events stream, KEYS[4] released:{me}
+# ARGV[1] me, ARGV[2] epoch, ARGV[3] maxlen, ARGV[4] lease ms
 # Returns 1 if this node held the lease at that epoch and released it, else 0.
 RELEASE = Script("""
 redis.replicate_commands()
@@ -157,6 +177,7 @@ local EVENTS_KEY = KEYS[3]
 """ + _EVENT + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
 event('leader_released', ARGV[1], ARGV[2], ARGV[3])
 return 1
 """)
@@ -308,4 +329,109 @@ for i = 1, #flat, 2 do
   end
 end
 return pruned
+""")
+
+
+# -- state --------------------------------------------------------------------
+# The cluster snapshot (fenced, leader only) and the agents' key-value store (not fenced:
+# any agent may write, but every write is one atomic script).
+
+# PUBLISH_STATE: the leader publishes the cluster snapshot, fenced by its lease.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] state hash
+# ARGV[1] me, ARGV[2] my epoch,
+# ARGV[3] content: compact JSON object whose keys all sort before "updated" (it must carry
+#         "epoch" = ARGV[2]); ARGV[4], ARGV[5] the epoch and version of the caller's mirror
+# The version goes up and "updated" (Redis clock) is stamped only when the content changed.
+# Returns {'published'|'unchanged', epoch, version, doc or nil (nil: the caller's mirror is current)}.
+# Refuses with FENCED (not the leader at that epoch) or STALE (a snapshot of a higher epoch is there).
+PUBLISH_STATE = Script(FENCE + """
+local err = expect(KEYS[3], 'hash')
+if err then return err end
+local cur = redis.call('HMGET', KEYS[3], 'epoch', 'version', 'content')
+if tonumber(cur[1] or '0') > tonumber(ARGV[2]) then
+  return redis.error_reply('STALE the published snapshot is at epoch ' .. cur[1] .. ', above ' .. ARGV[2])
+end
+local version, outcome = tonumber(cur[2] or '0'), 'unchanged'
+if cur[3] ~= ARGV[3] then
+  version, outcome = version + 1, 'published'
+  local now = string.format('%.3f', now_s())
+  local doc = string.sub(ARGV[3], 1, -2) .. ',"updated":' .. now .. ',"version":' .. version .. '}'
+  redis.call('HSET', KEYS[3], 'content', ARGV[3], 'doc', doc, 'epoch', ARGV[2], 'version', version,
+             'updated', now)
+end
+local doc = false
+if ARGV[4] ~= ARGV[2] or tonumber(ARGV[5]) ~= version then doc = redis.call('HGET', KEYS[3], 'doc') end
+return {outcome, tonumber(ARGV[2]), version, doc}
+""")
+
+# STATE_READ: a follower's one read per tick: the snapshot, only if its mirror is out of date.
+# KEYS[1] leader, KEYS[2] state hash; ARGV[1], ARGV[2] the epoch and version of the caller's mirror
+# Returns {leader or '', epoch, version (0: nothing published), doc or nil (nil: mirror current)}.
+STATE_READ = Script(_TYPE_GUARD + """
+local err = expect(KEYS[2], 'hash')
+if err then return err end
+local cur = redis.call('HMGET', KEYS[2], 'epoch', 'version')
+local doc = false
+if cur[2] and (cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2]) then doc = redis.call('HGET', KEYS[2], 'doc') end
+return {redis.call('GET', KEYS[1]) or '', tonumber(cur[1] or '0'), tonumber(cur[2] or '0'), doc}
+""")
+
+# KV_SET: write one entry of the key-value store; with an expected version, only if the
+# entry is at that version (compare-and-set). Versions come from one counter, so they only
+# grow, also across a delete and re-create (no ABA for compare-and-set).
+# KEYS[1] kv:<name>, KEYS[2] kv index, KEYS[3] kv version counter
+# ARGV[1] name, ARGV[2] value (JSON text), ARGV[3] expected version ('': any; '0': must not exist),
+# ARGV[4] the caller's operation token (a retry whose first reply was lost finds its own write),
+# ARGV[5] channel that announces the change (message: the name)
+# Returns {'ok', version, updated} | {'conflict', current version (0: missing), updated or ''}.
+KV_SET = Script(_TYPE_GUARD + """
+redis.replicate_commands()
+local err = expect(KEYS[1], 'hash') or expect(KEYS[2], 'zset') or expect(KEYS[3], 'string')
+if err then return err end
+local cur = redis.call('HMGET', KEYS[1], 'version', 'updated', 'op')
+local current = tonumber(cur[1] or '0')
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= current then
+  if cur[3] == ARGV[4] then return {'ok', current, cur[2]} end
+  return {'conflict', current, cur[2] or ''}
+end
+local version = redis.call('INCR', KEYS[3])
+local t = redis.call('TIME')
+local now = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+redis.call('HSET', KEYS[1], 'value', ARGV[2], 'version', version, 'updated', now, 'op', ARGV[4])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[1])
+return {'ok', version, now}
+""")
+
+# KV_DELETE: delete one entry; with an expected version, only if the entry is at it.
+# KEYS[1] kv:<name>, KEYS[2] kv index; ARGV[1] name, ARGV[2] expected version ('': any),
+# ARGV[3] channel that announces the change
+# Returns {'deleted', old version} | {'missing', 0} | {'conflict', current version}.
+KV_DELETE = Script(_TYPE_GUARD + """
+local err = expect(KEYS[1], 'hash') or expect(KEYS[2], 'zset')
+if err then return err end
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current then return {'conflict', current} end
+if current == 0 then return {'missing', 0} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return {'deleted', current}
+""")
+
+# KV_LIST: names in a lexical range of the index, with their versions and update times.
+# KEYS[1] kv index; ARGV[1], ARGV[2] ZRANGEBYLEX bounds, ARGV[3] most names to return,
+# ARGV[4] the prefix of entry keys (keys.kv(""))
+# Returns a flat list {name, version, updated, ...}; a name whose entry is gone is skipped.
+KV_LIST = Script(_TYPE_GUARD + """
+local err = expect(KEYS[1], 'zset')
+if err then return err end
+local out = {}
+for _, name in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])) do
+  local cur = redis.call('HMGET', ARGV[4] .. name, 'version', 'updated')
+  if cur[1] then
+    out[#out + 1] = name; out[#out + 1] = cur[1]; out[#out + 1] = cur[2] or ''
+  end
+end
+return out
 """)

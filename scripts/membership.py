@@ -104,14 +104,18 @@ def node_fields(ctx) -> str:
 def beat(ctx) -> float:
     """Refresh this node's record and heartbeat key; return Redis's time of the beat."""
     ttl_ms = int(ctx.cfg["node"]["heartbeat_ttl"] * 1000)
-    status, detail = lua.HEARTBEAT(ctx.redis, (keys.nodes(), keys.heartbeat(ctx.node_id)),
-                                   (ctx.node_id, ttl_ms, node_fields(ctx)))
+    remembered = local_state.remembered_epoch(ctx.cfg.run_dir, ctx.node_id)
+    status, detail, *rest = lua.HEARTBEAT(ctx.redis, (keys.nodes(), keys.heartbeat(ctx.node_id), keys.epoch(),
+                                                      keys.leader()),
+                                          (ctx.node_id, ttl_ms, node_fields(ctx), remembered))
     if status == b"collision":
         other = _safe_json(detail)
         raise NodeIdCollision(
             "node id %r is already used by another live process (host %s, pid %s); give this node its own "
             "node.id / OPENCLAW_NODE_ID, or stop the other one" % (ctx.node_id, other.get("host", "?"),
                                                                     other.get("pid", "?")))
+    if int(rest[0]) > remembered:
+        local_state.remember_epoch(ctx.cfg.run_dir, ctx.node_id, int(rest[0]))
     return float(detail)
 
 
