@@ -66,6 +66,7 @@ SCHEMA = {
     ("tasks", "handlers"): ("handlers", {}, None, "task type -> argv run for it (payload on stdin)"),
     ("tasks", "max_per_tick"): ("int", 10, 0, "tasks one worker tick runs at most"),
     ("tasks", "tick_budget_s"): ("num", 8, 0, "seconds one worker tick may spend"),
+    ("tasks", "poll_interval_s"): ("num", 1, 0, "seconds between polls of an idle `task_queue.py work --loop`"),
     ("tasks", "default_timeout_s"): ("num", 60, 0, "seconds a handler may run unless the task says"),
     ("tasks", "default_max_attempts"): ("int", 3, 0, "attempts before a task is dead-lettered"),
     ("tasks", "backoff_base_s"): ("num", 2, -1, "first retry delay; doubles per attempt"),
@@ -122,7 +123,7 @@ class Config:
         lines = []
         for (section, key), spec in SCHEMA.items():
             value = self.values[section][key]
-            shown = ("***" if value else "''") if spec[0] == "secret" else json.dumps(value)
+            shown = ("***" if value else "''") if spec[0] == "secret" else json.dumps(_masked(value))
             lines.append("%s.%s = %s  (%s)" % (section, key, shown, self.sources["%s.%s" % (section, key)]))
         return "\n".join(lines)
 
@@ -197,6 +198,8 @@ def _check(spec: tuple, value, where: str):
         ok = isinstance(value, int) or (kind == "num" and isinstance(value, float))
         if isinstance(value, bool) or not ok:
             raise _bad(where, "a whole number" if kind != "num" else "a number", value)
+        if value - value != 0:  # NaN or Infinity, which json.loads accepts
+            raise _bad(where, "a finite number", value)
         if kind == "port" and not 1 <= value <= 65535:
             raise _bad(where, "a port number from 1 to 65535", value)
         if lower is not None and value <= lower:
@@ -255,7 +258,7 @@ def _check_endpoints(value, where: str) -> list:
     for i, item in enumerate(value):
         here = "%s[%d]" % (where, i)
         if not isinstance(item, dict) or "host" not in item:
-            raise _bad(here, "an object with host and port", item)
+            raise _bad(here, "an object with host and port", _masked(item))
         for key in item:
             if key not in ("host", "port", "password", "username", "db"):
                 raise ConfigError("%s: unknown key '%s' (host, port, password, username, db)" % (here, key))
@@ -266,6 +269,15 @@ def _check_endpoints(value, where: str) -> list:
               "db": _check(("int", 0, -1, ""), item.get("db", 0), here + ".db")}
         out.append(ep)
     return out
+
+
+def _masked(value):
+    """``value`` with every endpoint's password replaced by ``***``, for messages and --print-config."""
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    if isinstance(value, dict) and value.get("password"):
+        return dict(value, password="***")
+    return value
 
 
 def _env_value(name: str, spec: tuple):
@@ -291,6 +303,10 @@ def _check_relations(values: dict, lease_ttl_s: float, renew_s: float) -> None:
         if redis[key] >= lease_ttl_s / 2:
             raise ConfigError("redis.%s (%gs) must be below half of the lease (%gs), or one slow reply "
                               "outlives the lease" % (key, redis[key], lease_ttl_s))
+    election = values["election"]
+    if election["min_replicas_acked"] and election["replica_wait_ms"] >= redis["socket_timeout"] * 1000:
+        raise ConfigError("election.replica_wait_ms (%dms) must be below redis.socket_timeout (%gs), or WAIT "
+                          "outlasts the socket timeout" % (election["replica_wait_ms"], redis["socket_timeout"]))
     if bool(redis["sentinels"]) != bool(redis["master_name"]):
         raise ConfigError("redis.sentinels and redis.master_name go together: set both or neither")
 

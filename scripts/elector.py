@@ -12,6 +12,12 @@ The algorithm, one step (single Redis, one round trip, one Lua script):
   3. If another node holds it: follow.
   4. If it is vacant and this node is registered (not ``left``) with a live
      heartbeat: INCR the epoch and take the lease at that epoch.
+  5. If this node renewed but its Redis master changed since its last step
+     (a Sentinel failover), it starts a new term: INCR under the fence
+     (``lua.NEW_TERM``), one more round trip, only then.
+  6. With ``election.min_replicas_acked``, a new term counts only once WAIT
+     confirms that many replicas hold its lease and epoch (``lua.CONFIRM_TERM``
+     + WAIT in one round trip); otherwise the lease is released at once.
 
 With ``redis.instances`` (several independent masters) step 4 is Redlock:
 claim on every instance, keep it only if a majority agreed within the
@@ -40,7 +46,7 @@ import hooks
 import keys
 import local_state
 import lua
-from redis_client import Redis, RedisError
+from redis_client import Redis, RedisError, ResponseError
 
 LEADER_OUTCOMES = ("renewed", "acquired")
 
@@ -99,7 +105,8 @@ class Elector:
                               (self.node_id, self.lease_ms, self.remembered_epoch, self.maxlen,
                                self.bootstrap_wait_ms))
             obs = Observation(_text(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3]))
-        if obs.is_leader and self.ctx.cfg["election"]["min_replicas_acked"]:
+            obs = self._new_term_if_master_moved(obs)
+        if obs.is_leader and self.ctx.cfg["election"]["min_replicas_acked"] and self._is_new_term(obs):
             obs = self._confirm_replicated(obs)
         self._observe(obs)
         return obs
@@ -154,13 +161,63 @@ class Elector:
             log.info("leader is now %s (epoch %d)", obs.leader, obs.epoch)
             hooks.fire(self.ctx, "on_leader_change", obs.leader, obs.epoch)
 
-    def _confirm_replicated(self, obs: Observation) -> Observation:
-        """WAIT for replicas to hold the lease and epoch; give it up if they do not."""
-        want = self.ctx.cfg["election"]["min_replicas_acked"]
-        got = self.ctx.redis.execute("WAIT", want, self.ctx.cfg["election"]["replica_wait_ms"])
-        if got >= want:
+    # -- surviving a Redis failover --
+    def _is_new_term(self, obs: Observation) -> bool:
+        return not self.state.get("is_leader") or self.state.get("epoch") != obs.epoch
+
+    def _new_term_if_master_moved(self, obs: Observation) -> Observation:
+        """A leader whose Redis master changed keeps the lease but starts a new, higher epoch.
+
+        After a Sentinel failover the new master holds only what the old one
+        had replicated, which may miss the running term's last writes; a new
+        term makes every write still carrying the old epoch fail its fence,
+        and gives the failover an epoch above every one seen before it. The
+        master in use is remembered in the node's memory file, so one-shot
+        ticks notice the change too. Costs a round trip only on a change.
+        """
+        master = getattr(self.ctx.redis, "peer", "")
+        before = self.state.get("redis_master")
+        if master and before != master:
+            local_state.update_json(self.state_path, lambda state: state.update(redis_master=master))
+            self.state["redis_master"] = master
+        if not before or before == master or obs.outcome != "renewed":
             return obs
-        self.ctx.log.warning("only %d of %d replicas confirmed the lease at epoch %d; releasing", got, want, obs.epoch)
+        try:
+            epoch = lua.NEW_TERM(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events()),
+                                 (self.node_id, obs.epoch, self.lease_ms, self.maxlen, "redis master is now " + master))
+        except ResponseError as exc:
+            if not str(exc).startswith("FENCED"):
+                raise
+            self.ctx.log.warning("lease lost while starting a new term on %s: %s", master, exc)
+            return Observation("fenced", "", obs.epoch, 0)
+        self.ctx.log.warning("redis master moved from %s to %s: new term at epoch %d", before, master, epoch)
+        return Observation("acquired", self.node_id, int(epoch), self.lease_ms)
+
+    def _confirm_replicated(self, obs: Observation) -> Observation:
+        """Keep a new term only once ``min_replicas_acked`` replicas hold its lease and epoch.
+
+        One round trip: a fenced no-op write and WAIT, pipelined on one
+        connection, so WAIT counts the replicas that received everything up
+        to this term's lease and epoch (replication is one ordered stream,
+        and WAIT only counts the writes of its own connection). Short of
+        that within ``replica_wait_ms`` the lease is released, so a failover
+        cannot promote a replica that never saw this epoch while the leader
+        acts on it; another node (or this one after the handover pause)
+        tries again.
+        """
+        election = self.ctx.cfg["election"]
+        want, wait_ms = election["min_replicas_acked"], election["replica_wait_ms"]
+        confirm, acked = self.ctx.redis.request([
+            lua.CONFIRM_TERM.args((keys.leader(), keys.epoch()), (self.node_id, obs.epoch), False),
+            ("WAIT", want, wait_ms)])
+        if isinstance(confirm, ResponseError):
+            self.ctx.log.warning("lease at epoch %d lost before replicas confirmed it: %s", obs.epoch, confirm)
+            return Observation("unreplicated", "", obs.epoch, 0)
+        if isinstance(acked, int) and acked >= want:
+            return obs
+        why = ("WAIT failed: %s" % acked if isinstance(acked, ResponseError)
+               else "%s of %d replicas confirmed within %dms" % (acked, want, wait_ms))
+        self.ctx.log.warning("not leading at epoch %d: %s; releasing the lease", obs.epoch, why)
         self._release_at(obs.epoch)
         return Observation("unreplicated", "", obs.epoch, 0)
 
@@ -168,7 +225,9 @@ class Elector:
     def _instances(self) -> list:
         if not hasattr(self, "_clients"):
             base = self.ctx.cfg["redis"]
-            self._clients = [Redis.from_settings(dict(base, **ep)) for ep in base["instances"]]
+            # each instance is its own master: the data Redis's Sentinel settings do not apply
+            self._clients = [Redis.from_settings(dict(base, sentinels=[], master_name="", **ep))
+                             for ep in base["instances"]]
         return self._clients
 
     def _redlock_step(self) -> Observation:

@@ -99,13 +99,22 @@ def task_idempotency(key: str) -> str:
 
 
 def task_index(state: str) -> str:
-    """Sorted set of task ids in one state (score = time of the change)."""
+    """Sorted set of task ids in one state (pending, running, done, dead), scores in ms by Redis's clock.
+
+    The score is the time of the last change, except for ``running``, where it
+    is the attempt's deadline (start + timeout), so overdue attempts are a range.
+    """
     return TASKS + "state:" + state
 
 
 def task_delayed() -> str:
     """Sorted set of task ids waiting for a retry (score = due time, ms)."""
     return TASKS + "delayed"
+
+
+def task_streams() -> str:
+    """Set of every task stream that has a consumer group (the shared one and each node's)."""
+    return TASKS + "streams"
 
 
 TASK_GROUP = "workers"

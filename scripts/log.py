@@ -79,7 +79,7 @@ class Logger:
                 self.close()
                 self._open()
             if self.max_bytes and os.fstat(self._fd).st_size + len(data) > self.max_bytes:
-                self._rotate()
+                self._rotate(len(data))
             os.write(self._fd, data)
         except OSError as exc:
             # A full disk or unwritable log dir must not stop the tick itself.
@@ -92,13 +92,15 @@ class Logger:
         except FileNotFoundError:
             return True
 
-    def _rotate(self) -> None:
+    def _rotate(self, pending: int) -> None:
+        """Rotate if the file still cannot take ``pending`` more bytes (an empty file never rotates)."""
         import fcntl
         lock_fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o640)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             # Someone may have rotated while we waited: only rotate what is still too big.
-            if not self._renamed() and os.fstat(self._fd).st_size >= self.max_bytes:
+            size = os.fstat(self._fd).st_size
+            if not self._renamed() and size and size + pending > self.max_bytes:
                 if self.backup_count > 0:
                     for i in range(self.backup_count - 1, 0, -1):
                         src = "%s.%d" % (self.path, i)

@@ -125,3 +125,18 @@ def _safe_json(raw: bytes) -> dict:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def leave(ctx) -> dict:
+    """Leave gracefully: hand back pending tasks, release the lease, delete hb, mark ``left``."""
+    try:
+        import taskq
+    except ImportError:
+        taskq = None
+    handed_back = taskq.hand_back(ctx) if taskq is not None else 0
+    released, had_record = lua.LEAVE(ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(ctx.node_id),
+                                                 keys.nodes(), keys.events()),
+                                     (ctx.node_id, ctx.cfg["cluster"]["events_maxlen"]))
+    ctx.log.info("left the cluster (lease released: %s, tasks handed back: %d)", bool(released), handed_back)
+    return {"node": ctx.node_id, "left": bool(had_record), "released_lease": bool(released),
+            "tasks_handed_back": handed_back}

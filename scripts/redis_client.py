@@ -16,6 +16,7 @@ Guarantees:
 """
 
 import socket
+import time
 
 __all__ = [
     "RedisError", "RedisConnectionError", "RedisTimeoutError", "AuthError",
@@ -23,6 +24,8 @@ __all__ = [
     "LoadingError", "WrongTypeError", "NoAuthError", "WrongPassError",
     "NoPermError", "BusyError", "ExecAbortError", "Parser", "Connection",
     "Redis", "Pipeline", "Script", "encode_command",
+    "MasterDownError", "SentinelError", "MasterNotFoundError", "NotMasterError", "SentinelAuthError",
+    "SentinelResolver",
 ]
 
 MAX_BULK_BYTES = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len default
@@ -97,6 +100,22 @@ class MasterDownError(ResponseError):
     pass
 
 
+class SentinelError(RedisError):
+    """A fault in finding the master through Redis Sentinel (a marker, mixed into the classes below)."""
+
+
+class MasterNotFoundError(SentinelError, RedisConnectionError):
+    """No sentinel answered, or none of them knows a master by that name."""
+
+
+class NotMasterError(SentinelError, RedisConnectionError):
+    """The server the sentinels named is not a master (yet, or any more): a failover is under way."""
+
+
+class SentinelAuthError(SentinelError, AuthError):
+    """Every sentinel that answered refused our credentials (``redis.sentinel_password``)."""
+
+
 # The first word of an error reply picks its class, as redis-py does.
 _ERROR_PREFIXES = {
     "NOSCRIPT": NoScriptError,
@@ -120,6 +139,8 @@ def error_from_reply(text: str) -> ResponseError:
         cls = WrongPassError  # Redis < 6: "ERR invalid password"
     elif cls is ResponseError and "AUTH" in text and "no password is set" in text:
         cls = AuthError  # password given but the server has none
+    elif cls is ResponseError and "Protocol error: unauthenticated" in text:
+        cls = NoAuthError  # Redis >= 6.2.6 refuses long commands before AUTH this way
     return cls(text)
 
 
@@ -155,6 +176,7 @@ class _Incomplete(Exception):
 
 
 NOT_READY = object()
+_MARKERS = frozenset(b"+-:$*")
 
 
 class Parser:
@@ -169,11 +191,17 @@ class Parser:
         self._buf = bytearray()
         self._pos = 0
         self.peer = peer
+        # Arrays of the reply in progress that ran out of bytes: their '*' position ->
+        # (items so far, position of the next item). A large reply arrives in many
+        # recv()s; resuming where the last attempt stopped keeps parsing it linear
+        # instead of re-parsing every item after every chunk.
+        self._partial = {}
 
     def feed(self, data: bytes) -> None:
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
+            self._partial.clear()  # positions moved; the reply in progress restarts (once)
         self._buf += data
 
     def gets(self):
@@ -205,7 +233,13 @@ class Parser:
     def _parse(self, pos: int):
         if pos >= len(self._buf):
             raise _Incomplete()
+        start = pos
         marker = self._buf[pos]
+        if marker not in _MARKERS:
+            # Judge the first byte before waiting for a CRLF a non-Redis peer may never send.
+            head = bytes(self._buf[pos: pos + 16])
+            raise ProtocolError("%s sent a reply that is not RESP (starts with %r): is it a Redis server?"
+                                % (self.peer, head))
         line, pos = self._line(pos + 1)
         if marker == 43:  # '+'
             return line.decode("utf-8", "replace"), pos
@@ -229,17 +263,25 @@ class Parser:
             n = self._length(line, "array", MAX_ARRAY_LEN)
             if n == -1:
                 return None, pos
-            items = []
-            for _ in range(n):
-                item, pos = self._parse(pos)
+            items, pos = self._partial.pop(start, ([], pos))
+            while len(items) < n:
+                try:
+                    item, pos = self._parse(pos)
+                except _Incomplete:
+                    self._partial[start] = (items, pos)
+                    raise
                 items.append(item)
             return items, pos
-        head = bytes(self._buf[pos - len(line) - 3: pos - len(line) + 13])
-        raise ProtocolError("%s sent a reply that is not RESP (starts with %r): is it a Redis server?"
-                            % (self.peer, head))
+        raise AssertionError(marker)  # every marker in _MARKERS is handled above
 
 
 # -- one connection ---------------------------------------------------------
+
+def _host_arg(host: str):
+    """``host`` for getaddrinfo: an ASCII name as bytes, which resolves the same but skips
+    importing the ``idna`` codec that a str host costs every one-shot tick (~1.5 ms)."""
+    return host.encode("ascii") if host.isascii() else host
+
 
 class Connection:
     """One socket to one server, with its handshake queued for the first send."""
@@ -247,8 +289,11 @@ class Connection:
     def __init__(self, host: str = "127.0.0.1", port: int = 6379, password: str = "",
                  username: str = "", db: int = 0, connect_timeout_s: float = DEFAULT_TIMEOUT_S,
                  socket_timeout_s: float = DEFAULT_TIMEOUT_S, tls: bool = False,
-                 tls_ca_file: str = "", tls_insecure: bool = False):
+                 tls_ca_file: str = "", tls_insecure: bool = False, expect_master: bool = False):
         self.host, self.port = host, int(port)
+        # Sentinel mode: ROLE rides with the first command, so a server that is not the
+        # master is caught without an extra round trip.
+        self._expect_master = expect_master
         self.peer = "%s:%d" % (host, self.port)
         self._password, self._username, self._db = password, username, int(db)
         self.connect_timeout_s, self.socket_timeout_s = connect_timeout_s, socket_timeout_s
@@ -266,7 +311,7 @@ class Connection:
         if self._sock is not None:
             return
         try:
-            sock = socket.create_connection((self.host, self.port), self.connect_timeout_s)
+            sock = socket.create_connection((_host_arg(self.host), self.port), self.connect_timeout_s)
         except socket.timeout:
             raise RedisTimeoutError("connecting to %s timed out after %gs" % (self.peer, self.connect_timeout_s)) from None
         except socket.gaierror as exc:
@@ -285,6 +330,8 @@ class Connection:
             self._handshake.append(auth)
         if self._db:
             self._handshake.append(["SELECT", self._db])
+        if self._expect_master:
+            self._handshake.append(["ROLE"])
 
     def _wrap_tls(self, sock):
         import ssl  # only TLS users pay for importing ssl
@@ -314,17 +361,30 @@ class Connection:
         handshake, self._handshake = self._handshake, []
         payload = b"".join(encode_command(c) for c in handshake + list(commands))
         try:
-            self._sock.sendall(payload)
+            self._send(payload)
             self.round_trips += 1
             replies = [self._read_reply() for _ in range(len(handshake) + len(commands))]
         except BaseException:
             self.close()  # a half-read stream is useless: never reuse it
             raise
         for cmd, reply in zip(handshake, replies):
-            if isinstance(reply, ResponseError):
+            if cmd[0] == "ROLE":
+                self._check_master(reply)
+            elif isinstance(reply, ResponseError):
                 self.close()
                 raise self._handshake_error(cmd[0], reply)
         return replies[len(handshake):]
+
+    def _check_master(self, reply) -> None:
+        """Refuse a server whose ROLE is not master; a ROLE the ACL forbids is not a verdict."""
+        if isinstance(reply, LoadingError):
+            self.close()
+            raise reply
+        if isinstance(reply, list) and reply and reply[0] != b"master":
+            self.close()
+            role = reply[0].decode("utf-8", "replace") if isinstance(reply[0], bytes) else str(reply[0])
+            raise NotMasterError("%s is a %s, not the master (a failover may be under way)" % (
+                self.peer, "replica" if role == "slave" else role))
 
     def _handshake_error(self, cmd: str, reply: ResponseError) -> RedisError:
         text = str(reply)
@@ -333,6 +393,14 @@ class Connection:
                 return AuthError("%s: a password was given but the server has none set (%s)" % (self.peer, text))
             return AuthError("%s refused the credentials: %s" % (self.peer, text))
         return type(reply)("%s: %s %s failed: %s" % (self.peer, cmd, self._db, text))
+
+    def _send(self, payload: bytes) -> None:
+        try:
+            self._sock.sendall(payload)
+        except socket.timeout:
+            raise RedisTimeoutError("sending to %s timed out after %gs" % (self.peer, self.socket_timeout_s)) from None
+        except OSError as exc:
+            raise RedisConnectionError("connection to %s broke: %s" % (self.peer, exc.strerror or exc)) from None
 
     def _read_reply(self):
         parser = self._parser
@@ -352,6 +420,83 @@ class Connection:
             parser.feed(data)
 
 
+# -- Sentinel ---------------------------------------------------------------
+
+# Shorter than any sensible tick interval, so a loop-mode process asks once per tick, as a
+# one-shot tick does; long enough that one tick's requests share one answer.
+SENTINEL_RECHECK_S = 0.5
+
+
+class SentinelResolver:
+    """Finds the current master of ``master_name`` by asking Redis Sentinel.
+
+    One answer costs one round trip to one sentinel (AUTH rides in the same
+    write). Sentinels are asked in order until one names the master; the one
+    that answered is asked first next time, so a dead sentinel costs its
+    connect timeout once per process. An answer is trusted for ``recheck_s``
+    seconds: a loop-mode process asks again on its first request after that
+    (in effect once per tick), which makes it follow a failover within one
+    tick even when nothing failed: after ``SENTINEL FAILOVER`` the old master
+    keeps accepting writes for several seconds until Sentinel demotes it.
+    """
+
+    def __init__(self, endpoints, master_name: str, password: str = "", username: str = "",
+                 recheck_s: float = SENTINEL_RECHECK_S, **conn_kwargs):
+        self.endpoints = [dict(ep) for ep in endpoints]
+        self.master_name = master_name
+        self._password, self._username = password, username
+        self.recheck_s = recheck_s
+        self._conn_kwargs = conn_kwargs
+        self.round_trips = 0
+        self.answered_by = ""
+
+    def _ask(self, ep: dict, command: tuple):
+        conn = Connection(ep["host"], ep.get("port", 26379), password=ep.get("password") or self._password,
+                          username=ep.get("username") or self._username, **self._conn_kwargs)
+        try:
+            reply = conn.request([command])[0]
+        finally:
+            conn.close()
+        self.round_trips += 1
+        if isinstance(reply, ResponseError):
+            raise type(reply)("%s: %s" % (conn.peer, reply))
+        return reply, conn.peer
+
+    def master_address(self) -> tuple:
+        """``(host, port)`` of the master; MasterNotFoundError or SentinelAuthError if nobody says."""
+        problems, refused = [], 0
+        for i, ep in enumerate(self.endpoints):
+            try:
+                reply, peer = self._ask(ep, ("SENTINEL", "get-master-addr-by-name", self.master_name))
+            except AuthError as exc:
+                refused += 1
+                problems.append(str(exc))
+                continue
+            except RedisError as exc:  # down, not a sentinel, or refusing: ask the next one
+                problems.append(str(exc))
+                continue
+            if not reply:
+                problems.append("%s knows no master named %r" % (peer, self.master_name))
+                continue
+            self.endpoints.insert(0, self.endpoints.pop(i))
+            self.answered_by = peer
+            return _text(reply[0]), int(reply[1])
+        detail = "; ".join(problems) or "no sentinels configured"
+        if refused and refused == len(problems):
+            raise SentinelAuthError("sentinels refused the credentials: %s" % detail)
+        raise MasterNotFoundError("no sentinel named a master for %r: %s" % (self.master_name, detail))
+
+    def master_state(self) -> dict:
+        """``SENTINEL MASTER <name>`` from the sentinel that answered last, as a dict of str."""
+        reply, _peer = self._ask(self.endpoints[0], ("SENTINEL", "MASTER", self.master_name))
+        flat = [_text(v) for v in reply or []]
+        return dict(zip(flat[::2], flat[1::2]))
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 # -- the client -------------------------------------------------------------
 
 class Redis:
@@ -361,13 +506,20 @@ class Redis:
     ``execute`` raises error replies; ``pipeline().execute()`` returns them.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 6379, pool_size: int = 2, **conn_kwargs):
+    def __init__(self, host: str = "127.0.0.1", port: int = 6379, pool_size: int = 2,
+                 sentinel: SentinelResolver = None, **conn_kwargs):
         self.host, self.port = host, int(port)
         self.peer = "%s:%d" % (host, self.port)
         self._conn_kwargs = conn_kwargs
         self._pool_size = pool_size
         self._idle = []
         self.round_trips = 0
+        # With a resolver, host and port are the master's as Sentinel last named it.
+        self.sentinel = sentinel
+        self._resolved_at = None
+        self._reused = False
+        if sentinel is not None:
+            self.peer = "the master %r (via Sentinel)" % sentinel.master_name
 
     @classmethod
     def from_settings(cls, redis_cfg: dict, **overrides) -> "Redis":
@@ -378,13 +530,69 @@ class Redis:
                   socket_timeout_s=redis_cfg.get("socket_timeout", DEFAULT_TIMEOUT_S),
                   tls=redis_cfg.get("tls", False), tls_ca_file=redis_cfg.get("tls_ca_file", ""),
                   tls_insecure=redis_cfg.get("tls_insecure", False))
+        if redis_cfg.get("sentinels"):
+            kw["sentinel"] = SentinelResolver(
+                redis_cfg["sentinels"], redis_cfg["master_name"], password=redis_cfg.get("sentinel_password", ""),
+                username=redis_cfg.get("sentinel_username", ""), connect_timeout_s=kw["connect_timeout_s"],
+                socket_timeout_s=kw["socket_timeout_s"], tls=kw["tls"], tls_ca_file=kw["tls_ca_file"],
+                tls_insecure=kw["tls_insecure"])
         kw.update(overrides)
         return cls(**kw)
 
     def _connection(self) -> Connection:
+        if self.sentinel is not None:
+            self._follow_master(force=False)
+        self._reused = bool(self._idle)
         if self._idle:
             return self._idle.pop()
-        return Connection(self.host, self.port, **self._conn_kwargs)
+        return Connection(self.host, self.port, expect_master=self.sentinel is not None, **self._conn_kwargs)
+
+    def _follow_master(self, force: bool) -> bool:
+        """Ask the sentinels where the master is (when forced or the answer is old); True if it moved.
+
+        A routine re-check that finds no sentinel keeps the master it knows:
+        an outage of the sentinels alone must not stop a healthy cluster.
+        """
+        known = self._resolved_at is not None
+        if not force and known and time.monotonic() - self._resolved_at < self.sentinel.recheck_s:
+            return False
+        try:
+            host, port = self.sentinel.master_address()
+        except SentinelError:
+            if force or not known:
+                raise
+            self._resolved_at = time.monotonic()
+            return False
+        self._resolved_at = time.monotonic()
+        moved = (host, port) != (self.host, self.port)
+        if moved:
+            self.close()  # pooled connections lead to the old master
+            self.host, self.port, self.peer = host, port, "%s:%d" % (host, port)
+        return moved
+
+    def _resend_after(self, exc) -> bool:
+        """After a fault (``exc``) or a READONLY reply (None): ask the sentinels again; say if resending helps.
+
+        It helps when the master moved, or when a pooled connection had gone
+        stale (the server restarted or dropped us). A timeout on the same
+        master, or a fresh connection refused, is left to the tick's retries.
+        """
+        if isinstance(exc, SentinelError) and not isinstance(exc, NotMasterError):
+            return False  # the sentinels themselves failed: asking again at once will not help
+        reused = self._reused
+        self.close()
+        if self._follow_master(force=True):
+            return True
+        return exc is not None and reused and not isinstance(exc, (RedisTimeoutError, NotMasterError))
+
+    def _send(self, commands) -> list:
+        conn = self._connection()
+        try:
+            replies = conn.request(commands)
+        finally:
+            self._release(conn)
+        self.round_trips += 1
+        return replies
 
     def _release(self, conn: Connection) -> None:
         if conn.connected and len(self._idle) < self._pool_size:
@@ -393,13 +601,23 @@ class Redis:
             conn.close()
 
     def request(self, commands) -> list:
-        """Run commands in one round trip; error replies are returned in place."""
-        conn = self._connection()
+        """Run commands in one round trip; error replies are returned in place.
+
+        With Sentinel, a connection fault or a READONLY reply sends the
+        commands once more to the master the sentinels name now, when that
+        can help (see ``_resend_after``); like the tick's own retries, a fault
+        after the write may run a command twice.
+        """
+        if self.sentinel is None:
+            return self._send(commands)
         try:
-            replies = conn.request(commands)
-        finally:
-            self._release(conn)
-        self.round_trips += 1
+            replies = self._send(commands)
+        except RedisConnectionError as exc:
+            if not self._resend_after(exc):
+                raise
+            return self._send(commands)
+        if any(isinstance(r, ReadOnlyError) for r in replies) and self._resend_after(None):
+            return self._send(commands)
         return replies
 
     def execute(self, *args):

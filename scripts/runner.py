@@ -46,13 +46,17 @@ class UsageError(Exception):
 def parse_flags(argv, flags) -> dict:
     """Parse ``--name VALUE`` / ``--name=VALUE`` / ``--switch``; return {name: value}.
 
-    Words that are not options are collected in order under ``"args"``.
+    Words that are not options are collected in order under ``"args"``, and so is
+    every word after ``--`` (a value like ``-1`` is then not taken for an option).
     A repeated ``--name VALUE`` keeps every value in a list under ``"--name*"``.
     """
     spec = {name: metavar for name, metavar, _ in flags}
     out, i = {"args": []}, 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--":
+            out["args"].extend(argv[i + 1:])
+            break
         if not arg.startswith("-") or arg == "-":
             out["args"].append(arg)
             i += 1
@@ -96,10 +100,19 @@ class Context:
         self.node_id = cfg.node_id
         self.args = flags.get("args", [])
         self.loop = bool(flags.get("--loop"))
-        self.stopping = False
         self.exit_code = EXIT_OK
+        self.stop_event = None  # a threading.Event when several loops share one process
+        self._stopping = False
         self._redis = None
         self._sleeping = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping or (self.stop_event is not None and self.stop_event.is_set())
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self._stopping = value
 
     @property
     def redis(self) -> rc.Redis:
@@ -114,6 +127,9 @@ class Context:
     def sleep(self, seconds: float) -> None:
         """Sleep, but wake at once on SIGTERM/SIGINT in loop mode."""
         if self.stopping or seconds <= 0:
+            return
+        if self.stop_event is not None:
+            self.stop_event.wait(seconds)
             return
         self._sleeping = True
         try:
@@ -160,6 +176,9 @@ def acquire_lock(cfg, script: str):
 
 def explain(exc: BaseException, cfg=None) -> str:
     """One line for an expected failure, with a hint of what to check."""
+    if isinstance(exc, rc.SentinelError):
+        return "Redis Sentinel: %s (check redis.sentinels, redis.master_name and redis.sentinel_password; " \
+               "during a failover this clears within seconds)" % exc
     if isinstance(exc, rc.AuthError):
         return "%s (check redis.password / redis.username in secrets.json or REDIS_PASSWORD)" % exc
     if isinstance(exc, rc.RedisTimeoutError):
@@ -208,9 +227,11 @@ def main(script: str, tick, description: str, extra_flags=(), interval_s=None, o
     for warning in cfg.warnings:
         log.warning("config: %s", warning)
     ctx = Context(script, cfg, log, flags)
+    lock_fd = None
     try:
         if locked(ctx) if callable(locked) else locked:
-            if acquire_lock(cfg, script) is None:
+            lock_fd = acquire_lock(cfg, script)
+            if lock_fd is None:
                 log.info("a previous %s run for node %s still holds the lock; skipping this one", prog, cfg.node_id)
                 return EXIT_OK
         if ctx.loop:
@@ -222,6 +243,8 @@ def main(script: str, tick, description: str, extra_flags=(), interval_s=None, o
     finally:
         ctx.close()
         log.close()
+        if lock_fd is not None:
+            os.close(lock_fd)  # releases the flock (main() may run more than once per process)
 
 
 def _emit(ctx: Context, result) -> None:
@@ -253,18 +276,8 @@ def _fail(ctx: Context, prog: str, exc: BaseException) -> int:
     return code
 
 
-def _loop(ctx: Context, tick, interval_s, on_stop) -> int:
-    import signal
-
-    def stop(signum, _frame):
-        ctx.stopping = True
-        ctx.log.info("got %s; stopping", signal.Signals(signum).name)
-        if ctx._sleeping:
-            raise _WakeUp()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    period_s = interval_s(ctx.cfg)
+def run_loop(ctx: Context, tick, period_s: float) -> None:
+    """Tick every ``period_s`` until ``ctx.stopping``; a failed tick is logged, not fatal."""
     ctx.log.info("loop mode: a tick every %gs", period_s)
     failures = 0
     while not ctx.stopping:
@@ -276,6 +289,20 @@ def _loop(ctx: Context, tick, interval_s, on_stop) -> int:
             failures += 1
             ctx.log.error("tick failed (%d in a row): %s", failures, explain(exc))
         ctx.sleep(period_s - (time.monotonic() - started))
+
+
+def _loop(ctx: Context, tick, interval_s, on_stop) -> int:
+    import signal
+
+    def stop(signum, _frame):
+        ctx.stopping = True
+        ctx.log.info("got %s; stopping", signal.Signals(signum).name)
+        if ctx._sleeping:
+            raise _WakeUp()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    run_loop(ctx, tick, interval_s(ctx.cfg))
     if on_stop is not None:
         try:
             on_stop(ctx)

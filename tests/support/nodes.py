@@ -56,6 +56,9 @@ class NodeEnv:
         self.env = dict(os.environ, OPENCLAW_NODE_ID=node_id, PYTHONDONTWRITEBYTECODE="1")
         for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "REDIS_USERNAME", "LOG_LEVEL"):
             self.env.pop(name, None)
+        # Without a test server, point at a port nothing listens on: never at a Redis
+        # that happens to run on this machine (6379).
+        self.env.update(REDIS_HOST="127.0.0.1", REDIS_PORT="1")
         if server is not None:
             self.env.update(REDIS_HOST=server.host, REDIS_PORT=str(server.port))
             if getattr(server, "password", None):
