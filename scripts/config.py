@@ -47,7 +47,7 @@ SCHEMA = {
     ("redis", "connect_timeout"): ("num", 5, 0, "seconds to wait for a connection"),
     ("redis", "socket_timeout"): ("num", 5, 0, "seconds to wait for a reply"),
     ("redis", "instances"): ("endpoints", [], None, "independent Redis masters for Redlock (host, port, password)"),
-    ("redis", "sentinels"): ("endpoints", [], None, "Sentinel addresses (host, port) to discover the master"),
+    ("redis", "sentinels"): ("sentinels", [], None, "Sentinel addresses (host, port) to discover the master"),
     ("redis", "master_name"): ("str", "", None, "the master's name in Sentinel"),
     ("redis", "sentinel_password"): ("secret", "", None, "Sentinel's own password, if any"),
     ("redis", "sentinel_username"): ("str", "", None, "Sentinel's ACL user, if any"),
@@ -202,7 +202,7 @@ def _check(spec: tuple, value, where: str):
             raise _bad(where, "a finite number", value)
         if kind == "port" and not 1 <= value <= 65535:
             raise _bad(where, "a port number from 1 to 65535", value)
-        if lower is not None and value <= lower:
+        if lower is not None and (value < 0 if lower == -1 else value <= lower):  # -1: "0 or more", -0.5 too
             raise _bad(where, "0 or more" if lower == -1 else "a number above %g" % lower, value)
         return value
     if kind == "level":
@@ -227,8 +227,8 @@ def _check(spec: tuple, value, where: str):
         if not isinstance(value, dict):
             raise _bad(where, "an object mapping task type to argv", value)
         return {name: check_argv(argv, "%s.%s" % (where, name), allow_empty=False) for name, argv in value.items()}
-    if kind == "endpoints":
-        return _check_endpoints(value, where)
+    if kind in ("endpoints", "sentinels"):
+        return _check_endpoints(value, where, 26379 if kind == "sentinels" else 6379)
     raise AssertionError(kind)
 
 
@@ -251,7 +251,7 @@ def check_argv(value, where: str, allow_empty: bool = True) -> list:
     return value
 
 
-def _check_endpoints(value, where: str) -> list:
+def _check_endpoints(value, where: str, default_port: int) -> list:
     if not isinstance(value, list):
         raise _bad(where, "a list of {\"host\": ..., \"port\": ...}", value)
     out = []
@@ -263,7 +263,7 @@ def _check_endpoints(value, where: str) -> list:
             if key not in ("host", "port", "password", "username", "db"):
                 raise ConfigError("%s: unknown key '%s' (host, port, password, username, db)" % (here, key))
         ep = {"host": _check(("str", "", None, ""), item["host"], here + ".host"),
-              "port": _check(("port", 0, None, ""), item.get("port", 6379), here + ".port"),
+              "port": _check(("port", 0, None, ""), item.get("port", default_port), here + ".port"),
               "password": _check(("secret", "", None, ""), item.get("password", ""), here + ".password"),
               "username": _check(("str", "", None, ""), item.get("username", ""), here + ".username"),
               "db": _check(("int", 0, -1, ""), item.get("db", 0), here + ".db")}

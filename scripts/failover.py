@@ -6,7 +6,9 @@ write goes through a Lua script that checks the lease and epoch in Redis.
 
 import hooks
 import keys
+import local_state
 import lua
+from errors import NodeIdCollision
 
 PAGE_SIZE = 2000
 
@@ -17,9 +19,15 @@ def sweep(ctx, epoch: str = ""):
     while True:
         reply = lua.FAILOVER_SCAN(ctx.redis, (keys.leader(), keys.epoch(), keys.nodes(), keys.events(),
                                               keys.heartbeat(ctx.node_id)),
-                                  (ctx.node_id, epoch, cursor, PAGE_SIZE, ctx.cfg["cluster"]["events_maxlen"]))
+                                  (ctx.node_id, epoch, cursor, PAGE_SIZE, ctx.cfg["cluster"]["events_maxlen"],
+                                   local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)))
         trips += 1
         outcome = reply[0].decode()
+        if outcome == "collision":
+            raise NodeIdCollision(
+                "node id %r is used by another live process (host %s, pid %s) that holds its record; this one "
+                "does not act as leader: give this node its own node.id / OPENCLAW_NODE_ID, or stop the other one"
+                % (ctx.node_id, reply[1].decode("utf-8", "replace"), reply[2].decode("utf-8", "replace")))
         if outcome != "leader":
             detail = reply[1].decode() if len(reply) > 1 else ""
             return outcome, detail, marked, trips

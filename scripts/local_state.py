@@ -97,10 +97,10 @@ def instance_token(run_dir: str, node_id: str) -> str:
     except OSError:
         pass
     token = os.urandom(8).hex()
-    tmp = "%s.tmp.%d" % (path, os.getpid())
+    tmp = "%s.tmp.%d.%s" % (path, os.getpid(), token)  # unique per call: threads of one process race too
     atomic_write(tmp, token.encode("ascii"), 0o600)
     try:
-        os.link(tmp, path)  # first writer wins; a racing process reads the winner's token
+        os.link(tmp, path)  # first writer wins; a racing process or thread reads the winner's token
     except FileExistsError:
         with open(path) as fh:
             token = fh.read().strip()

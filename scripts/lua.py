@@ -40,6 +40,9 @@ end
 # HEARTBEAT: register or refresh this node, atomically, by Redis's clock. Also restores the
 # epoch floor: if Redis's epoch is below what this node remembers and nobody holds the
 # lease (Redis lost data), the epoch is raised so the next leader's epoch is above it.
+# A missing epoch is left missing: that is how ELECT knows to hold the bootstrap round in
+# which every live node's heartbeat raises it (creating it here would skip that round, and
+# a node that never saw the last epoch could then be elected at it).
 # KEYS[1] nodes hash, KEYS[2] hb:{id}, KEYS[3] epoch, KEYS[4] leader
 # ARGV[1] node id, ARGV[2] ttl in ms, ARGV[3] the node's own fields as a JSON object
 #         (must include "instance", the token that tells this node's processes apart
@@ -54,7 +57,7 @@ local now = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local mine = cjson.decode(ARGV[3])
 local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
 local remembered = tonumber(ARGV[4])
-if epoch < remembered and redis.call('EXISTS', KEYS[4]) == 0 then
+if epoch < remembered and redis.call('EXISTS', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[3]) == 1 then
   epoch = remembered
   redis.call('SET', KEYS[3], epoch)
 end
@@ -93,13 +96,29 @@ local function event(kind, node, epoch, maxlen, extra)
 end
 """
 
+# Defines other_instance(nodes key, me, token): the record of node ``me`` if it names an
+# instance token other than ``token`` (another live process claims this node id, see
+# HEARTBEAT), else nil. An empty or missing token skips the check.
+_OTHER_INSTANCE = """
+local function other_instance(nodes_key, me, token)
+  if not token or token == '' then return nil end
+  local ok, rec = pcall(cjson.decode, redis.call('HGET', nodes_key, me) or 'null')
+  if ok and type(rec) == 'table' and type(rec.instance) == 'string' and rec.instance ~= token then
+    return rec
+  end
+end
+"""
+
 # ELECT: one election step for one node, atomically: renew the lease if held,
 # otherwise acquire it if vacant and this node is eligible.
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes hash, KEYS[5] events stream,
 # KEYS[6] bootstrap, KEYS[7] released:{me}
 # ARGV[1] me, ARGV[2] lease ms, ARGV[3] highest epoch this node remembers, ARGV[4] events maxlen,
-# ARGV[5] bootstrap wait ms (one heartbeat interval)
+# ARGV[5] bootstrap wait ms (one heartbeat interval), ARGV[6] this process's instance token
+#         (membership.node_fields; optional)
 # Returns {outcome, leader, epoch, lease pttl ms} where outcome is one of
+#   collision   this node's record names another instance token: another live process
+#               claims this node id; nothing was changed (it must not renew that one's lease)
 #   renewed     this node held the lease and extended it
 #   acquired    this node took the vacant lease at a new epoch
 #   follower    another node holds the lease
@@ -109,7 +128,7 @@ end
 #   waiting     Redis has no epoch (a new cluster, or Redis lost its data): nobody is elected
 #               for one heartbeat round, while every live node's heartbeat raises the epoch
 #               to the highest it remembers, so the next epoch is above all of them
-ELECT = Script(_TYPE_GUARD + """
+ELECT = Script(_TYPE_GUARD + _OTHER_INSTANCE + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[5]
 """ + _EVENT + """
@@ -119,6 +138,9 @@ if err then return err end
 local me, lease_ms, remembered, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local holder = redis.call('GET', KEYS[1])
 local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+if other_instance(KEYS[4], me, ARGV[6]) then
+  return {'collision', holder or '', epoch, 0}
+end
 if holder and epoch < remembered then
   -- Redis lost data under a live lease (a replica missed the last INCR): the holder must
   -- adopt a fresh epoch, never one a past leader used; its writes at the old one are refused.
@@ -182,6 +204,31 @@ event('leader_released', ARGV[1], ARGV[2], ARGV[3])
 return 1
 """)
 
+# NEW_TERM: the lease holder starts a new term at a higher epoch and keeps the lease. Used when
+# the Redis master changed under a live lease (a Sentinel failover): replication is
+# asynchronous, so writes of the term that ran on the old master may be missing here.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] events stream
+# ARGV[1] me, ARGV[2] my epoch, ARGV[3] lease ms, ARGV[4] events maxlen, ARGV[5] why (event detail)
+# Returns the new epoch, or a FENCED error reply if the lease is not mine at that epoch.
+NEW_TERM = Script(FENCE + """
+local EVENTS_KEY = KEYS[3]
+""" + _EVENT + """
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+event('leader_elected', ARGV[1], epoch, ARGV[4], ARGV[5])
+return epoch
+""")
+
+# CONFIRM_TERM: a fenced no-op write (the epoch set to itself). Sent with a WAIT right after it
+# on the same connection, WAIT then counts the replicas that hold everything up to it, the lease
+# and epoch of this term included, whichever connection wrote them (replication is one ordered
+# stream). KEYS[1] leader, KEYS[2] epoch; ARGV[1] me, ARGV[2] my epoch
+# Returns the lease's PTTL in ms, or a FENCED error reply if the lease is not mine at that epoch.
+CONFIRM_TERM = Script(FENCE + """
+redis.call('SET', KEYS[2], ARGV[2])
+return redis.call('PTTL', KEYS[1])
+""")
+
 # REDLOCK_CLAIM: on one of several independent masters, take or extend the lease.
 # KEYS[1] leader, KEYS[2] epoch; ARGV[1] me, ARGV[2] lease ms
 # Returns {'mine', epoch} or {'other', holder, epoch}.
@@ -238,19 +285,24 @@ return {'ok', epoch}
 # marks members whose heartbeat key has expired as offline, once, with an event.
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] nodes hash, KEYS[4] events stream, KEYS[5] hb:{me}
 # ARGV[1] me, ARGV[2] my epoch ('' on the first page: whatever epoch I hold now),
-# ARGV[3] HSCAN cursor, ARGV[4] page size, ARGV[5] events maxlen
+# ARGV[3] HSCAN cursor, ARGV[4] page size, ARGV[5] events maxlen, ARGV[6] this process's instance
+# token (optional; see ELECT)
 # Returns {'vacant'} | {'follower', holder} | {'stale'} (my heartbeat expired) |
+#         {'collision', host, pid} (another live process claims my node id and holds its record) |
 #         {'fenced', epoch} (my epoch is gone) | {'leader', epoch, next cursor, {newly offline ids}}
-FAILOVER_SCAN = Script(_TYPE_GUARD + """
+FAILOVER_SCAN = Script(_TYPE_GUARD + _OTHER_INSTANCE + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[4]
 """ + _EVENT + """
-local err = expect(KEYS[3], 'hash') or expect(KEYS[4], 'stream')
+local err = expect(KEYS[1], 'string') or expect(KEYS[2], 'string') or expect(KEYS[3], 'hash')
+  or expect(KEYS[4], 'stream')
 if err then return err end
 local me = ARGV[1]
 local holder = redis.call('GET', KEYS[1])
 if not holder then return {'vacant'} end
 if holder ~= me then return {'follower', holder} end
+local other = other_instance(KEYS[3], me, ARGV[6])
+if other then return {'collision', tostring(other.host or '?'), tostring(other.pid or '?')} end
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'stale'} end
 local epoch = redis.call('GET', KEYS[2]) or '0'
 if ARGV[2] ~= '' and ARGV[2] ~= epoch then return {'fenced', epoch} end
@@ -261,7 +313,8 @@ local at = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 for i = 1, #fields, 2 do
   local id, raw = fields[i], fields[i + 1]
   local ok, rec = pcall(cjson.decode, raw)
-  if ok and type(rec) == 'table' and (rec.status == 'online' or rec.status == nil)
+  -- only JSON objects are member records: a foreign array decodes to a table too, and must be left alone
+  if ok and type(rec) == 'table' and string.sub(raw, 1, 1) == '{' and (rec.status == 'online' or rec.status == nil)
       and redis.call('EXISTS', 'hb:' .. id) == 0 then
     local body = string.gsub(raw, '"status":"online"', '"status":"offline"', 1)
     if not string.find(body, '"status":"offline"', 1, true) then
@@ -435,3 +488,499 @@ for _, name in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMI
 end
 return out
 """)
+
+
+# -- tasks ----------------------------------------------------------------------
+# The task queue's scripts (scripts/taskq.py holds the state machine they implement).
+# Every task script shares one header, so the library below can name its keys:
+#   KEYS[K..K+6]  pending index, running index, done index, dead index, delayed zset,
+#                 dead-letter stream, set of task streams
+#   ARGV[H..H+7]  me (node id), consumer group, task hash key prefix, idempotency key prefix,
+#                 backoff base ms, backoff max ms, done/dead retention ms, stream maxlen
+# Plain scripts have K = H = 1 (their own keys from KEYS[8], arguments from ARGV[9]);
+# the fenced RECLAIM has K = H = 3 (FENCE's own two come first), its own from KEYS[10]/ARGV[11].
+# Task hashes and idempotency keys are named inside the scripts from those prefixes, and a
+# stream entry's body is only {task = id}: the task hash is the truth, the stream delivers.
+
+def _task_lib(first_key: int, first_arg: int) -> str:
+    return """
+local K, H = %d, %d
+""" % (first_key, first_arg) + """
+local IDX_PENDING, IDX_RUNNING, IDX_DONE, IDX_DEAD = KEYS[K], KEYS[K + 1], KEYS[K + 2], KEYS[K + 3]
+local DELAYED, DEAD_STREAM, STREAMS = KEYS[K + 4], KEYS[K + 5], KEYS[K + 6]
+local ME, GROUP, TASK_PFX, IDEM_PFX = ARGV[H], ARGV[H + 1], ARGV[H + 2], ARGV[H + 3]
+local BACKOFF_BASE_MS, BACKOFF_MAX_MS = tonumber(ARGV[H + 4]), tonumber(ARGV[H + 5])
+local DONE_TTL_MS, STREAM_MAXLEN = tonumber(ARGV[H + 6]), tonumber(ARGV[H + 7])
+local CLOCK = redis.call('TIME')
+local NOW = tonumber(CLOCK[1]) * 1000 + math.floor(tonumber(CLOCK[2]) / 1000)
+
+local function header_type_error()
+  return expect(IDX_PENDING, 'zset') or expect(IDX_RUNNING, 'zset') or expect(IDX_DONE, 'zset')
+    or expect(IDX_DEAD, 'zset') or expect(DELAYED, 'zset') or expect(DEAD_STREAM, 'stream')
+    or expect(STREAMS, 'set')
+end
+
+local function task_key(id) return TASK_PFX .. id end
+
+local function failed(reply) return type(reply) ~= 'table' or reply.err ~= nil end
+
+local function as_table(flat)
+  local out = {}
+  for i = 1, #flat, 2 do out[flat[i]] = flat[i + 1] end
+  return out
+end
+
+-- Stream ids compare as (milliseconds, sequence) pairs.
+local function id_le(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  if am ~= bm then return am < bm end
+  return as <= bs
+end
+
+local function group_info(stream)
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if failed(groups) then return nil end
+  for _, g in ipairs(groups) do
+    local f = as_table(g)
+    if f['name'] == GROUP then return f end
+  end
+  return nil
+end
+
+-- A missing stream is made by XADD + XDEL of a seed entry: XGROUP's MKSTREAM came late in 5.0.
+local function ensure_group(stream)
+  if not group_info(stream) then
+    if redis.call('EXISTS', stream) == 0 then
+      local seed = redis.call('XADD', stream, '*', 'seed', '1')
+      redis.call('XGROUP', 'CREATE', stream, GROUP, seed)
+      redis.call('XDEL', stream, seed)
+    else
+      redis.call('XGROUP', 'CREATE', stream, GROUP, '0')
+    end
+  end
+  redis.call('SADD', STREAMS, stream)
+end
+
+local function entry_task(stream, eid)
+  local found = redis.call('XRANGE', stream, eid, eid)
+  if #found == 0 then return nil end
+  return as_table(found[1][2])['task']
+end
+
+-- How many entries at the head of a stream every group has delivered and acknowledged:
+-- only those may be trimmed, so MAXLEN never drops a task that is still on its way.
+local function droppable_head(stream, count)
+  local limits = {}
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local f = as_table(g)
+    local oldest = false
+    if tonumber(f['pending']) > 0 then oldest = redis.call('XPENDING', stream, f['name'])[2] end
+    limits[#limits + 1] = {f['last-delivered-id'], oldest}
+  end
+  local n = 0
+  for _, e in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', count)) do
+    for _, l in ipairs(limits) do
+      if not id_le(e[1], l[1]) or (l[2] and id_le(l[2], e[1])) then return n end
+    end
+    n = n + 1
+  end
+  return n
+end
+
+local function trim(stream)
+  local len = redis.call('XLEN', stream)
+  if len <= STREAM_MAXLEN then return end
+  local n = droppable_head(stream, math.min(len - STREAM_MAXLEN, 100))
+  if n > 0 then redis.call('XTRIM', stream, 'MAXLEN', len - n) end
+end
+
+-- A fresh stream entry for a pending task (the old one, if any, is acked by the caller).
+local function enqueue(id)
+  local t = task_key(id)
+  local stream = redis.call('HGET', t, 'stream')
+  ensure_group(stream)
+  local eid = redis.call('XADD', stream, '*', 'task', id)
+  redis.call('HSET', t, 'entry', eid)
+  trim(stream)
+  return eid
+end
+
+local function expire_record(t)
+  redis.call('PEXPIRE', t, DONE_TTL_MS)
+  local key = redis.call('HGET', t, 'key')
+  if key and key ~= '' then redis.call('PEXPIRE', IDEM_PFX .. key, DONE_TTL_MS) end
+end
+
+-- -> pending: a new stream entry now, or the delayed zset when a backoff applies.
+local function to_pending(id, delay_ms)
+  local t = task_key(id)
+  redis.call('ZREM', IDX_RUNNING, id)
+  redis.call('ZADD', IDX_PENDING, NOW, id)
+  redis.call('HSET', t, 'state', 'pending', 'entry', '', 'updated_ms', NOW)
+  redis.call('HDEL', t, 'deadline_ms')
+  if delay_ms > 0 then
+    redis.call('HSET', t, 'due_ms', NOW + delay_ms)
+    redis.call('ZADD', DELAYED, NOW + delay_ms, id)
+  else
+    redis.call('HDEL', t, 'due_ms')
+    redis.call('ZREM', DELAYED, id)
+    enqueue(id)
+  end
+end
+
+local function to_done(id, result, truncated)
+  local t = task_key(id)
+  redis.call('HSET', t, 'state', 'done', 'result', result, 'result_truncated', truncated, 'entry', '',
+    'finished_ms', NOW, 'updated_ms', NOW)
+  redis.call('HDEL', t, 'deadline_ms')
+  redis.call('ZREM', IDX_RUNNING, id)
+  redis.call('ZADD', IDX_DONE, NOW, id)
+  expire_record(t)
+end
+
+local function to_dead(id, reason)
+  local t = task_key(id)
+  local f = redis.call('HMGET', t, 'type', 'attempts', 'worker')
+  local dead_entry = redis.call('XADD', DEAD_STREAM, 'MAXLEN', '~', STREAM_MAXLEN, '*', 'task', id,
+    'type', f[1] or '', 'attempts', f[2] or '0', 'worker', f[3] or '', 'error', reason)
+  redis.call('HSET', t, 'state', 'dead', 'error', reason, 'entry', '', 'dead_entry', dead_entry,
+    'finished_ms', NOW, 'updated_ms', NOW)
+  redis.call('HDEL', t, 'due_ms', 'deadline_ms')
+  redis.call('ZREM', IDX_RUNNING, id)
+  redis.call('ZREM', IDX_PENDING, id)
+  redis.call('ZREM', DELAYED, id)
+  redis.call('ZADD', IDX_DEAD, NOW, id)
+  expire_record(t)
+end
+
+-- An attempt ended without a result: retry after a backoff, or dead-letter once attempts are used up.
+local function fail_attempt(id, reason)
+  local t = task_key(id)
+  local f = redis.call('HMGET', t, 'attempts', 'max_attempts')
+  local attempts, max_attempts = tonumber(f[1]) or 0, tonumber(f[2]) or 1
+  redis.call('HSET', t, 'error', reason)
+  if attempts >= max_attempts then
+    to_dead(id, reason)
+    return 'dead'
+  end
+  local delay_ms = math.min(BACKOFF_BASE_MS * 2 ^ math.max(attempts - 1, 0), BACKOFF_MAX_MS)
+  to_pending(id, math.floor(delay_ms))
+  return 'retry'
+end
+
+-- pending -> running on this node; the token (runs@node) names this attempt and no other.
+local function start_attempt(id, stream, eid)
+  local t = task_key(id)
+  redis.call('XCLAIM', stream, GROUP, ME, 0, eid, 'JUSTID')  -- restart the idle clock: it times this attempt
+  local attempts = redis.call('HINCRBY', t, 'attempts', 1)
+  local runs = redis.call('HINCRBY', t, 'runs', 1)
+  local f = redis.call('HMGET', t, 'type', 'payload', 'max_attempts', 'timeout_ms')
+  local timeout_ms = tonumber(f[4])
+  local token = runs .. '@' .. ME
+  redis.call('HSET', t, 'state', 'running', 'worker', ME, 'token', token, 'started_ms', NOW, 'updated_ms', NOW,
+    'deadline_ms', NOW + timeout_ms)
+  redis.call('ZREM', IDX_PENDING, id)
+  redis.call('ZADD', IDX_RUNNING, NOW + timeout_ms, id)
+  return {id, f[1], f[2], attempts, tonumber(f[3]), timeout_ms, token, stream, eid}
+end
+"""
+
+
+_TASK_PLAIN = _TYPE_GUARD + "\nredis.replicate_commands()\n" + _task_lib(1, 1) + """
+local type_error = header_type_error()
+if type_error then return type_error end
+"""
+
+# TASK_SUBMIT: create a task (pending, with a stream entry) unless its idempotency key is taken.
+# KEYS[1..7] task header, KEYS[8] the stream it goes to, KEYS[9] nodes hash
+# ARGV[1..8] task header, ARGV[9] task id, ARGV[10] type, ARGV[11] payload, ARGV[12] target node
+#   ('' = any), ARGV[13] idempotency key ('' = none), ARGV[14] max attempts, ARGV[15] timeout ms
+# Returns {'created' | 'duplicate', task id, 1 if the target node is a known member (or none) else 0}.
+TASK_SUBMIT = Script(_TASK_PLAIN + """
+local id, key, target = ARGV[9], ARGV[13], ARGV[12]
+local known = 1
+if target ~= '' then known = redis.call('HEXISTS', KEYS[9], target) end
+if key ~= '' then
+  local prev = redis.call('GET', IDEM_PFX .. key)
+  if prev and redis.call('EXISTS', task_key(prev)) == 1 then return {'duplicate', prev, known} end
+end
+local t = task_key(id)
+if redis.call('EXISTS', t) == 1 then return {'duplicate', id, known} end
+redis.call('HSET', t, 'id', id, 'type', ARGV[10], 'payload', ARGV[11], 'target', target, 'key', key,
+  'max_attempts', ARGV[14], 'timeout_ms', ARGV[15], 'stream', KEYS[8], 'attempts', 0, 'runs', 0,
+  'created_ms', NOW, 'submitted_by', ME)
+if key ~= '' then redis.call('SET', IDEM_PFX .. key, id) end
+to_pending(id, 0)
+return {'created', id, known}
+""")
+
+# TASK_PREPARE: before a worker reads: make sure its streams have the group, and give the
+# retries that are due a stream entry.
+# KEYS[1..7] task header, KEYS[8..] the streams the worker reads
+# ARGV[1..8] task header, ARGV[9] most retries to promote
+# Returns the number of due retries promoted.
+TASK_PREPARE = Script(_TASK_PLAIN + """
+for i = 8, #KEYS do ensure_group(KEYS[i]) end
+local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[9]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', DELAYED, id)
+  local t = task_key(id)
+  if redis.call('HGET', t, 'state') == 'pending' then
+    redis.call('HDEL', t, 'due_ms')
+    enqueue(id)
+  end
+end
+return #due
+""")
+
+# TASK_CLAIM: start the first pending task delivered to this worker (its entries in the
+# group's pending list, XPENDING, in stream order). Entries of tasks that moved on are
+# acked; an entry whose task is still `running` here is an attempt a crashed earlier run
+# left behind: it counts as failed (retry or dead).
+# KEYS[1..7] task header, KEYS[8..] the streams the worker reads, in priority order
+# ARGV[1..8] task header, ARGV[9] pending entries examined per stream
+# Returns {task, waiting, interrupted}: task = {id, type, payload, attempt, max attempts,
+# timeout ms, token, stream, entry id} or {}; waiting = further delivered entries not started;
+# interrupted = {id, 'retry' | 'dead', ...}.
+TASK_CLAIM = Script(_TASK_PLAIN + """
+local claimed, waiting, interrupted = {}, 0, {}
+for i = 8, #KEYS do
+  local stream = KEYS[i]
+  local pel = redis.pcall('XPENDING', stream, GROUP, '-', '+', tonumber(ARGV[9]), ME)
+  if not failed(pel) then
+    for _, p in ipairs(pel) do
+      local eid = p[1]
+      local id = entry_task(stream, eid)
+      local f = id and redis.call('HMGET', task_key(id), 'state', 'entry', 'worker', 'attempts') or {}
+      if f[2] == eid and f[1] == 'pending' then
+        if #claimed == 0 then claimed = start_attempt(id, stream, eid) else waiting = waiting + 1 end
+      else
+        redis.call('XACK', stream, GROUP, eid)
+        if f[2] == eid and f[1] == 'running' and f[3] == ME then
+          interrupted[#interrupted + 1] = id
+          interrupted[#interrupted + 1] = fail_attempt(id, 'attempt ' .. f[4] .. ' on ' .. ME
+            .. ' was interrupted before it reported a result (worker crashed or was killed)')
+        end
+      end
+    end
+  end
+end
+return {claimed, waiting, interrupted}
+""")
+
+# TASK_FINISH: store an attempt's outcome, only if the attempt is still the task's current one.
+# KEYS[1..7] task header, KEYS[8] the entry's stream
+# ARGV[1..8] task header, ARGV[9] task id, ARGV[10] attempt token, ARGV[11] entry id,
+#   ARGV[12] 'ok' | 'fail', ARGV[13] result (ok) or error (fail), ARGV[14] 1 if the result was truncated
+# Returns {'done'} | {'retry'} | {'dead'} | {'stale', current state, current token}
+# (stale: the attempt was reclaimed or handed back meanwhile; nothing is overwritten).
+TASK_FINISH = Script(_TASK_PLAIN + """
+local id, token, eid = ARGV[9], ARGV[10], ARGV[11]
+local f = redis.call('HMGET', task_key(id), 'state', 'token', 'entry')
+if f[1] ~= 'running' or f[2] ~= token then
+  if f[3] ~= eid then redis.call('XACK', KEYS[8], GROUP, eid) end
+  return {'stale', f[1] or 'missing', f[2] or ''}
+end
+redis.call('XACK', KEYS[8], GROUP, eid)
+if ARGV[12] == 'ok' then
+  to_done(id, ARGV[13], ARGV[14])
+  return {'done'}
+end
+return {fail_attempt(id, ARGV[13])}
+""")
+
+# TASK_RELEASE: give back the entries delivered to this worker: the ones not started yet
+# (mode 'unstarted', end of a tick), or all of them (mode 'all', the node leaves: running
+# attempts are handed back too, without counting as failed). Each goes back to the queue
+# with a new entry at once.
+# KEYS[1..7] task header, KEYS[8..] the worker's streams
+# ARGV[1..8] task header, ARGV[9] 'unstarted' | 'all'
+# Returns the ids handed back.
+TASK_RELEASE = Script(_TASK_PLAIN + """
+local handed = {}
+for i = 8, #KEYS do
+  local stream = KEYS[i]
+  local pel = redis.pcall('XPENDING', stream, GROUP, '-', '+', 1000, ME)
+  if not failed(pel) then
+    for _, p in ipairs(pel) do
+      local eid = p[1]
+      local id = entry_task(stream, eid)
+      local f = id and redis.call('HMGET', task_key(id), 'state', 'entry', 'worker') or {}
+      local current = f[2] == eid
+      local running_here = current and f[1] == 'running' and f[3] == ME
+      if not (running_here and ARGV[9] ~= 'all') then
+        redis.call('XACK', stream, GROUP, eid)
+        if running_here then redis.call('HINCRBY', task_key(id), 'attempts', -1) end
+        if running_here or (current and f[1] == 'pending') then
+          to_pending(id, 0)
+          handed[#handed + 1] = id
+        end
+      end
+    end
+  end
+end
+return handed
+""")
+
+# TASK_RECLAIM: the leader's sweep, fenced by the lease. In order:
+#   1. entries pending on consumers whose hb:<id> key is gone: XCLAIM to the leader, XACK,
+#      the task to the retry path (a started attempt counts as failed; one never started
+#      is re-queued); entries idle past their task's timeout + grace on live consumers too;
+#   2. running tasks past deadline + grace in the running index, whatever their entry
+#      (acked or lost): the same retry path;
+#   3. pending tasks whose entry can no longer be delivered (deleted or lost): re-queued;
+#   4. done/dead index members past the retention (their records expire by themselves).
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3..9] task header
+# ARGV[1] me, ARGV[2] my epoch, ARGV[3..10] task header, ARGV[11] grace ms,
+#   ARGV[12] batch (entries or tasks per step), ARGV[13] heartbeat key prefix
+# Returns {more (1 if a batch was full), {id, outcome, reason, ...}}; FENCED error if not leader.
+TASK_RECLAIM = Script(FENCE + _task_lib(3, 3) + """
+local type_error = header_type_error()
+if type_error then return type_error end
+local GRACE_MS, BATCH, HB_PFX = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
+local grace_text = tostring(GRACE_MS / 1000) .. 's grace'
+local notes, more, alive = {}, 0, {}
+local function note(id, outcome, reason)
+  notes[#notes + 1] = id; notes[#notes + 1] = outcome; notes[#notes + 1] = reason
+end
+local function is_alive(node)
+  if alive[node] == nil then alive[node] = redis.call('EXISTS', HB_PFX .. node) == 1 end
+  return alive[node]
+end
+local function reclaim_entry(stream, eid, reason)
+  redis.call('XCLAIM', stream, GROUP, ME, 0, eid, 'JUSTID')
+  redis.call('XACK', stream, GROUP, eid)
+  local id = entry_task(stream, eid)
+  if not id then return end
+  local f = redis.call('HMGET', task_key(id), 'state', 'entry', 'attempts')
+  if f[2] ~= eid then return end
+  if f[1] == 'pending' then
+    to_pending(id, 0)
+    note(id, 'requeued', reason)
+  elseif f[1] == 'running' then
+    note(id, fail_attempt(id, 'attempt ' .. f[3] .. ': ' .. reason), reason)
+  end
+end
+
+-- 1. the pending entries lists
+for _, stream in ipairs(redis.call('SMEMBERS', STREAMS)) do
+  if redis.call('EXISTS', stream) == 0 then
+    redis.call('SREM', STREAMS, stream)
+  else
+    local summary = redis.pcall('XPENDING', stream, GROUP)
+    if not failed(summary) and tonumber(summary[1]) > 0 then
+      for _, c in ipairs(summary[4]) do
+        if not is_alive(c[1]) then
+          local pel = redis.call('XPENDING', stream, GROUP, '-', '+', BATCH, c[1])
+          if #pel >= BATCH then more = 1 end
+          for _, p in ipairs(pel) do reclaim_entry(stream, p[1], 'worker ' .. c[1] .. ' is offline or has left') end
+        end
+      end
+      for _, p in ipairs(redis.call('XPENDING', stream, GROUP, '-', '+', BATCH)) do
+        local eid, owner, idle = p[1], p[2], tonumber(p[3])
+        if idle > GRACE_MS and is_alive(owner) then
+          local id = entry_task(stream, eid)
+          local timeout_ms = id and tonumber(redis.call('HGET', task_key(id), 'timeout_ms')) or 0
+          if idle > (timeout_ms or 0) + GRACE_MS then
+            reclaim_entry(stream, eid, 'no result from ' .. owner .. ' within its timeout plus ' .. grace_text
+              .. ' (hung worker?)')
+          end
+        end
+      end
+    end
+  end
+end
+
+-- 2. the running index
+local overdue = redis.call('ZRANGEBYSCORE', IDX_RUNNING, '-inf', NOW - GRACE_MS, 'LIMIT', 0, BATCH)
+if #overdue >= BATCH then more = 1 end
+for _, id in ipairs(overdue) do
+  local f = redis.call('HMGET', task_key(id), 'state', 'stream', 'entry', 'worker', 'attempts')
+  if f[1] ~= 'running' then
+    redis.call('ZREM', IDX_RUNNING, id)
+  else
+    if f[3] and f[3] ~= '' then
+      redis.pcall('XCLAIM', f[2], GROUP, ME, 0, f[3], 'JUSTID')
+      redis.pcall('XACK', f[2], GROUP, f[3])
+    end
+    local reason = 'no result from ' .. tostring(f[4]) .. ' by its deadline plus ' .. grace_text
+    note(id, fail_attempt(id, 'attempt ' .. tostring(f[5]) .. ': ' .. reason), reason)
+  end
+end
+
+-- 3. pending tasks that lost their entry
+local groups = {}
+local function deliverable(stream, eid)
+  if not stream or not eid or eid == '' then return false end
+  if #redis.call('XRANGE', stream, eid, eid) == 0 then return false end
+  if groups[stream] == nil then groups[stream] = group_info(stream) or false end
+  local g = groups[stream]
+  if not g then return false end
+  if not id_le(eid, g['last-delivered-id']) then return true end
+  return #redis.call('XPENDING', stream, GROUP, eid, eid, 1) > 0
+end
+local oldest = redis.call('ZRANGEBYSCORE', IDX_PENDING, '-inf', NOW - GRACE_MS, 'LIMIT', 0, math.min(BATCH, 100))
+for _, id in ipairs(oldest) do
+  local f = redis.call('HMGET', task_key(id), 'state', 'stream', 'entry')
+  if f[1] ~= 'pending' then
+    redis.call('ZREM', IDX_PENDING, id)
+  elseif not redis.call('ZSCORE', DELAYED, id) and not deliverable(f[2], f[3]) then
+    to_pending(id, 0)
+    note(id, 'requeued', 'its stream entry was lost')
+  end
+end
+
+-- 4. retention of the done and dead indexes
+redis.call('ZREMRANGEBYSCORE', IDX_DONE, '-inf', NOW - DONE_TTL_MS)
+redis.call('ZREMRANGEBYSCORE', IDX_DEAD, '-inf', NOW - DONE_TTL_MS)
+return {more, notes}
+""")
+
+# TASK_RETRY: put a dead-lettered task back in the queue with a fresh attempt budget.
+# KEYS[1..7] task header; ARGV[1..8] task header, ARGV[9] task id
+# Returns {'ok'} | {'missing'} | {'not_dead', state}.
+TASK_RETRY = Script(_TASK_PLAIN + """
+local id = ARGV[9]
+local t = task_key(id)
+local f = redis.call('HMGET', t, 'state', 'dead_entry', 'key')
+if not f[1] then return {'missing'} end
+if f[1] ~= 'dead' then return {'not_dead', f[1]} end
+redis.call('PERSIST', t)
+if f[3] and f[3] ~= '' and redis.call('GET', IDEM_PFX .. f[3]) == id then redis.call('PERSIST', IDEM_PFX .. f[3]) end
+if f[2] then redis.call('XDEL', DEAD_STREAM, f[2]) end
+redis.call('HDEL', t, 'dead_entry', 'finished_ms')
+redis.call('HSET', t, 'attempts', 0)
+redis.call('ZREM', IDX_DEAD, id)
+to_pending(id, 0)
+return {'ok'}
+""")
+
+# TASK_PURGE: delete done (or dead) tasks that ended at least a given age ago: record,
+# idempotency key, dead-letter entry, index member.
+# KEYS[1..7] task header; ARGV[1..8] task header, ARGV[9] 'done' | 'dead', ARGV[10] minimum
+#   age ms, ARGV[11] most tasks examined in this call
+# Returns {records deleted, index members examined}.
+TASK_PURGE = Script(_TASK_PLAIN + """
+local state = ARGV[9]
+local index = IDX_DEAD
+if state == 'done' then index = IDX_DONE end
+local ids = redis.call('ZRANGEBYSCORE', index, '-inf', NOW - tonumber(ARGV[10]), 'LIMIT', 0, tonumber(ARGV[11]))
+local removed = 0
+for _, id in ipairs(ids) do
+  local t = task_key(id)
+  local f = redis.call('HMGET', t, 'state', 'key', 'dead_entry')
+  if not f[1] or f[1] == state then
+    if f[2] and f[2] ~= '' and redis.call('GET', IDEM_PFX .. f[2]) == id then redis.call('DEL', IDEM_PFX .. f[2]) end
+    if f[3] then redis.call('XDEL', DEAD_STREAM, f[3]) end
+    if f[1] then
+      redis.call('DEL', t)
+      removed = removed + 1
+    end
+  end
+  redis.call('ZREM', index, id)
+end
+return {removed, #ids}
+""")
+# -- end tasks ------------------------------------------------------------------

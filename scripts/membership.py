@@ -16,6 +16,7 @@ import local_state
 import lua
 from config import VERSION
 from errors import NodeIdCollision
+from redis_client import WrongTypeError
 
 SUSPECT_AFTER_INTERVALS = 1.5
 
@@ -52,7 +53,11 @@ def snapshot(client) -> dict:
     """
     now, leader, epoch, flat = client.request([("TIME",), ("GET", keys.leader()), ("GET", keys.epoch()),
                                                 ("HGETALL", keys.nodes())])
-    for reply in (now, leader, epoch, flat):
+    for reply, key, kind in ((now, "", ""), (leader, keys.leader(), "string"), (epoch, keys.epoch(), "string"),
+                             (flat, keys.nodes(), "hash")):
+        if isinstance(reply, WrongTypeError):
+            raise WrongTypeError("WRONGTYPE %s is not a %s: another program wrote there (see the README's key "
+                                 "schema)" % (key, kind))
         if isinstance(reply, Exception):
             raise reply
     now_s = int(now[0]) + int(now[1]) / 1e6

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Distribute tasks over the cluster: submit them, work on them, look at them.
+
+Commands:
+  submit --type T [--payload JSON | --payload-file F | -] [--node ID] [--key K]
+         [--max-attempts N] [--timeout S]
+                       queue a task (payload: JSON, `-` reads stdin; default {});
+                       prints its id. --node: only that node runs it. --key: an
+                       idempotency key; the same key never queues twice
+  work                 one worker tick: run up to tasks.max_per_tick tasks or for
+                       tasks.tick_budget_s seconds; --loop works continuously
+  status ID            one task: state, attempts, node, result or error, times
+  list                 recent tasks, newest first (--state S, --limit N)
+  stats                queue depth, running, done, dead, oldest pending age,
+                       entries in flight per node
+  retry ID             put a dead-lettered task back in the queue
+  purge                delete done tasks older than --done-older-than S (and/or
+                       dead ones older than --dead-older-than S)
+
+Each task type runs the argv configured in tasks.handlers, without a shell,
+the payload on stdin, TASK_ID, TASK_TYPE, TASK_ATTEMPT, TASK_MAX_ATTEMPTS and
+NODE_ID in its environment. Exit 0 stores stdout as the result; anything else
+(or the timeout) is retried with backoff, then dead-lettered. Delivery is
+at least once: make handlers idempotent. See scripts/taskq.py for the states.
+"""
+
+import sys
+
+import runner
+import taskq
+from errors import TickError
+
+COMMANDS = ("submit", "work", "status", "list", "stats", "retry", "purge")
+FLAGS = [
+    ("--type", "T", "submit: the task type (a key of tasks.handlers)"),
+    ("--payload", "JSON", "submit: the payload, a JSON text"),
+    ("--payload-file", "F", "submit: read the JSON payload from file F"),
+    ("--node", "ID", "submit: only node ID may run the task"),
+    ("--key", "K", "submit: idempotency key; a key already used returns the first task's id"),
+    ("--max-attempts", "N", "submit: attempts before dead-lettering (default tasks.default_max_attempts)"),
+    ("--timeout", "S", "submit: seconds the handler may run (default tasks.default_timeout_s)"),
+    ("--state", "S", "list: only tasks in state S (pending, running, done, dead)"),
+    ("--limit", "N", "list: at most N tasks (default 50)"),
+    ("--done-older-than", "S", "purge: done tasks that finished at least S seconds ago"),
+    ("--dead-older-than", "S", "purge: dead tasks that died at least S seconds ago"),
+]
+
+
+def _number(ctx, flag: str, kind=float, minimum=0.0, strict=True):
+    raw = ctx.flags.get(flag)
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise runner.UsageError("%s must be a %s, got %r" % (flag, "whole number" if kind is int else "number", raw)) \
+            from None
+    if value != value or value in (float("inf"), float("-inf")) or value < minimum or (strict and value == minimum):
+        raise runner.UsageError("%s must be %s %g, got %s" % (flag, "above" if strict else "at least", minimum, raw))
+    return value
+
+
+def _one_id(ctx) -> str:
+    if len(ctx.args) != 2:
+        raise runner.UsageError("%s needs one task id" % ctx.args[0])
+    return ctx.args[1]
+
+
+def _payload(ctx) -> str:
+    sources = [f for f in ("--payload", "--payload-file") if f in ctx.flags] + (["-"] if "-" in ctx.args[1:] else [])
+    if len(sources) > 1:
+        raise runner.UsageError("give the payload once: --payload, --payload-file or - (stdin), not %s"
+                                % " and ".join(sources))
+    extra = [a for a in ctx.args[1:] if a != "-"]
+    if extra:
+        raise runner.UsageError("submit takes no words but -, got %s" % " ".join(extra))
+    if not sources:
+        return "{}"
+    if sources[0] == "--payload":
+        text, where = ctx.flags["--payload"], "--payload"
+    elif sources[0] == "-":
+        text, where = sys.stdin.read(), "the payload on stdin"
+    else:
+        path = ctx.flags["--payload-file"]
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read().decode("utf-8")
+        except OSError as exc:
+            raise runner.UsageError("cannot read --payload-file %s: %s" % (path, exc.strerror or exc)) from None
+        except UnicodeDecodeError as exc:
+            raise runner.UsageError("--payload-file %s is not UTF-8 (byte %d)" % (path, exc.start)) from None
+        where = "--payload-file " + path
+    try:
+        return taskq.parse_payload(text, where)
+    except ValueError as exc:
+        raise runner.UsageError(str(exc)) from None
+
+
+def cmd_submit(ctx) -> dict:
+    task_type = ctx.flags.get("--type")
+    if task_type is None:
+        raise runner.UsageError("submit needs --type T")
+    target, key = ctx.flags.get("--node", ""), ctx.flags.get("--key", "")
+    try:
+        taskq.check_name(task_type, "--type")
+        if target:
+            taskq.check_name(target, "--node")
+    except ValueError as exc:
+        raise runner.UsageError(str(exc)) from None
+    if "--key" in ctx.flags and not 0 < len(key) <= taskq.MAX_KEY_LEN:
+        raise runner.UsageError("--key must be 1 to %d characters" % taskq.MAX_KEY_LEN)
+    max_attempts = _number(ctx, "--max-attempts", int)
+    timeout_s = _number(ctx, "--timeout")
+    payload = _payload(ctx)
+    if task_type not in ctx.cfg["tasks"]["handlers"]:
+        ctx.log.warning("task type %r has no handler on this node; only nodes that have one should work it",
+                        task_type)
+    if not hasattr(ctx, "submit_id"):
+        ctx.submit_id = taskq.new_task_id()  # kept across the runner's retries: a retry finds, not adds
+    result = taskq.submit(ctx, task_type, payload, target=target, key=key, max_attempts=max_attempts or 0,
+                          timeout_s=timeout_s or 0, task_id=ctx.submit_id)
+    if target and not result["target_known"]:
+        ctx.log.warning("node %s is not a member (yet): the task waits until it runs a worker", target)
+    if not ctx.flags.get("--json"):
+        print(result["id"])
+    return result
+
+
+def cmd_work(ctx) -> dict:
+    if len(ctx.args) != 1:
+        raise runner.UsageError("work takes no arguments")
+    return taskq.work_tick(ctx)
+
+
+def cmd_status(ctx) -> dict:
+    task_id = _one_id(ctx)
+    rec = taskq.status(ctx, task_id)
+    if rec is None:
+        raise TickError("no task %s (never submitted, or purged after tasks.done_ttl_s)" % task_id)
+    if not ctx.flags.get("--json"):
+        print(format_status(rec))
+    return rec
+
+
+def format_status(rec: dict) -> str:
+    """The record as aligned ``name: value`` lines, the result (or the last error) last."""
+    node = rec.get("worker") or "-"
+    if rec.get("target"):
+        node += "  (target: %s)" % rec["target"]
+    rows = [("id", rec.get("id", "?")), ("type", rec.get("type", "?")), ("state", rec.get("state", "?")),
+            ("attempts", "%d of %d (runs: %d)" % (rec.get("attempts", 0), rec.get("max_attempts", 0),
+                                                  rec.get("runs", 0))),
+            ("node", node)]
+    rows += [(name[:-3], _when(rec[name])) for name in ("created_at", "started_at", "finished_at", "due_at")
+             if rec.get(name)]
+    if rec.get("error"):
+        rows.append(("error" if rec.get("state") != "done" else "last error", rec["error"]))
+    lines = ["%-10s %s" % (name + ":", value) for name, value in rows]
+    if rec.get("state") == "done":
+        cut = " (truncated to tasks.result_max_bytes)" if rec.get("result_truncated") else ""
+        lines.append("result%s:\n%s" % (cut, rec.get("result", "")))
+    return "\n".join(lines)
+
+
+def _when(seconds: float) -> str:
+    import time
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%03dZ" % (seconds % 1 * 1000)
+
+
+def format_table(tasks: list) -> str:
+    rows = [("ID", "STATE", "TYPE", "ATTEMPTS", "NODE", "UPDATED")]
+    for t in tasks:
+        rows.append((t["id"], t.get("state", "?"), t.get("type", "?"),
+                     "%d/%d" % (t.get("attempts", 0), t.get("max_attempts", 0)),
+                     t.get("worker") or t.get("target") or "-",
+                     _when(t["updated_at"]) if t.get("updated_at") else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def cmd_list(ctx) -> dict:
+    if len(ctx.args) != 1:
+        raise runner.UsageError("list takes no arguments (use --state S)")
+    state = ctx.flags.get("--state", "")
+    if state and state not in taskq.STATES:
+        raise runner.UsageError("--state must be one of %s, got %r" % (", ".join(taskq.STATES), state))
+    limit = _number(ctx, "--limit", int) or 50
+    tasks = taskq.list_tasks(ctx, state, limit)
+    if not ctx.flags.get("--json"):
+        print(format_table(tasks))
+    return {"tasks": tasks}
+
+
+def cmd_stats(ctx) -> dict:
+    if len(ctx.args) != 1:
+        raise runner.UsageError("stats takes no arguments")
+    st = taskq.stats(ctx)
+    if not ctx.flags.get("--json"):
+        age = "%.1fs" % st["oldest_pending_age_s"] if st["oldest_pending_age_s"] is not None else "-"
+        print("pending: %d (%d waiting for a retry)  running: %d  done: %d  dead: %d  oldest pending: %s"
+              % (st["depth"], st["delayed"], st["running"], st["done"], st["dead"], age))
+        for node, count in sorted(st["in_flight_by_node"].items()):
+            print("in flight on %s: %d" % (node, count))
+    return st
+
+
+def cmd_retry(ctx) -> dict:
+    task_id = _one_id(ctx)
+    outcome = taskq.retry(ctx, task_id)
+    if outcome == "missing":
+        raise TickError("no task %s (never submitted, or purged after tasks.done_ttl_s)" % task_id)
+    if outcome != "ok":
+        raise TickError("task %s is %s, not dead: only dead tasks can be retried" % (task_id, outcome))
+    if not ctx.flags.get("--json"):
+        print("task %s is back in the queue" % task_id)
+    return {"id": task_id, "retried": True}
+
+
+def cmd_purge(ctx) -> dict:
+    if len(ctx.args) != 1:
+        raise runner.UsageError("purge takes no arguments")
+    done_s = _number(ctx, "--done-older-than", strict=False)
+    dead_s = _number(ctx, "--dead-older-than", strict=False)
+    if done_s is None and dead_s is None:
+        raise runner.UsageError("purge needs --done-older-than S and/or --dead-older-than S")
+    result = {"done": taskq.purge(ctx, "done", done_s) if done_s is not None else 0,
+              "dead": taskq.purge(ctx, "dead", dead_s) if dead_s is not None else 0}
+    if not ctx.flags.get("--json"):
+        print("purged %d done and %d dead task(s)" % (result["done"], result["dead"]))
+    return result
+
+
+def tick(ctx) -> dict:
+    if not ctx.args or ctx.args[0] not in COMMANDS:
+        raise runner.UsageError("expected a command: %s (see --help)" % ", ".join(COMMANDS))
+    if ctx.loop and ctx.args[0] != "work":
+        raise runner.UsageError("--loop goes with work only")
+    return globals()["cmd_" + ctx.args[0]](ctx)
+
+
+def main(argv=None) -> int:
+    return runner.main("task_queue", tick, __doc__, extra_flags=FLAGS, argv=argv,
+                       locked=lambda ctx: ctx.args[:1] == ["work"],
+                       interval_s=lambda cfg: cfg["tasks"]["poll_interval_s"],
+                       usage="{%s} [ID] [options]" % ",".join(COMMANDS))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

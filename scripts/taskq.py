@@ -1,0 +1,552 @@
+"""The task queue: submit tasks, run them on any node (or one), survive workers that die.
+
+Redis Streams deliver; a hash per task is the truth. Every change of state is
+one Lua script (``lua.TASK_*``), so a crash between any two steps of a client
+leaves each task in exactly one of the states below, from where the system
+moves it on without help.
+
+State machine (``openclaw:tasks:task:<id>``, field ``state``; each state has
+its index ``openclaw:tasks:state:<state>``, a sorted set)::
+
+    from     to       by
+    (new)    pending  submit
+    pending  running  claim by a worker (attempts + 1, runs + 1, new token)
+    running  done     finish, handler exited 0
+    running  pending  finish failed or reclaimed, attempts left: a new entry now,
+                      or the delayed zset until the backoff is over
+    running  dead     finish failed or reclaimed, attempts used up
+    running  pending  hand back (node leaving): attempts - 1, new entry
+    pending  pending  due retry promoted, lost entry replaced, or a delivered but
+                      unstarted entry handed back: a new entry each time
+    dead     pending  retry (CLI): attempts reset, new entry
+
+- ``pending``: waiting. Either it has a live stream entry (field ``entry``,
+  body ``{task: <id>}``) in the shared stream or its target node's stream,
+  or it waits for a retry in ``openclaw:tasks:delayed`` (score = due time)
+  and gets a new entry when due (any worker's tick promotes due retries).
+- ``running``: a worker took it (``worker``, ``token`` = ``<runs>@<node>``,
+  ``deadline_ms`` = start + timeout; the running index is scored by the
+  deadline). The entry stays in the worker's pending entries list (PEL)
+  until the outcome is stored.
+- ``done``: the result (stdout, capped) is stored; ``dead``: attempts used up,
+  the last error is stored and a copy goes to ``openclaw:tasks:dead``.
+
+Transitions, each atomic:
+- submit (TASK_SUBMIT): hash + pending index + entry (+ idempotency key).
+- claim (TASK_CLAIM, after XREADGROUP in the same round trip): the first
+  entry in this worker's PEL whose task is pending -> running; the attempt
+  count and the run count go up and a fresh token names the attempt.
+- finish (TASK_FINISH): only if the token is still the task's: XACK and
+  done, or the retry path (pending + delayed, or dead). A worker that finishes
+  an attempt that was reclaimed meanwhile changes nothing ("stale").
+- reclaim (TASK_RECLAIM, leader only, fenced): PEL entries of consumers whose
+  heartbeat key is gone, and entries idle past timeout + ``reclaim_grace_s``
+  on live ones, are XCLAIMed to the leader, XACKed, and their task takes the
+  retry path (a started attempt counts as failed). Running tasks past
+  deadline + grace are found through the running index even when their entry
+  was acked or lost; pending tasks whose entry cannot be delivered any more
+  get a new one.
+- hand back (TASK_RELEASE): a leaving node's delivered entries go back to the
+  queue with new entries; its running attempts are not counted as failed.
+
+Retries never reuse an entry: the old one is acked and a new one is added, so
+a stream entry belongs to one delivery. ``XTRIM`` only ever removes entries
+every group has delivered and acknowledged (``lua.TASK_*`` trims from the
+head, up to the oldest undelivered or unacknowledged entry), so
+``stream_maxlen`` never drops a task that is still on its way; a stream may
+hold more while that many tasks are in flight.
+
+Crash windows and what recovers them:
+- worker dies after the claim: its entry is in its PEL with the task
+  ``running``. Its own next tick counts the attempt as failed (TASK_CLAIM);
+  if the node is gone, the leader's reclaim does, once ``hb:<id>`` expires;
+  if the worker hangs, the reclaim does at deadline + grace.
+- a ``running`` task whose entry was acked or lost: the running index sweep.
+- a ``pending`` task whose entry was trimmed or deleted by hand: the pending
+  sweep gives it a new one (it checks the oldest pending tasks each tick).
+- a reply lost on the wire: submit reuses its task id (a retry finds the
+  task and reports it), finish is retried and finds its own stored outcome.
+
+Guarantees: at-least-once execution; every task ends ``done`` or ``dead``
+(and stays findable for ``done_ttl_s``); an attempt that lost its claim never
+overwrites the current one. Not guaranteed: exactly-once (a handler may run
+twice when a worker dies or hangs after starting it: handlers get TASK_ID and
+TASK_ATTEMPT to be idempotent), order across workers, or progress for tasks
+targeted at a node that never comes back.
+"""
+
+import json
+import os
+import time
+
+import keys
+import lua
+import redis_client as rc
+
+GROUP = keys.TASK_GROUP
+STATES = ("pending", "running", "done", "dead")
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+MAX_NAME_LEN = 64
+MAX_KEY_LEN = 256
+ERROR_MAX_BYTES = 4096   # stderr kept in an error message
+CLAIM_SCAN = 16          # PEL entries a claim examines per stream
+PROMOTE_BATCH = 100      # due retries one fetch promotes
+RECLAIM_BATCH = 500      # entries or tasks per reclaim step
+RECLAIM_CALLS_MAX = 5    # reclaim calls per leader tick when batches are full
+PURGE_BATCH = 500
+
+
+class Task:
+    """One claimed attempt, as the worker runs it."""
+
+    __slots__ = ("id", "type", "payload", "attempt", "max_attempts", "timeout_s", "token", "stream", "entry")
+
+    def __init__(self, reply: list):
+        (tid, ttype, self.payload, self.attempt, self.max_attempts, timeout_ms, token, stream, entry) = reply
+        self.id, self.type, self.token = tid.decode(), ttype.decode(), token.decode()
+        self.stream, self.entry = stream.decode(), entry.decode()
+        self.timeout_s = int(timeout_ms) / 1000.0
+
+
+# -- names and checks --------------------------------------------------------
+
+def check_name(value: str, what: str) -> str:
+    """Task types (and node ids) end up in key names and environments: [A-Za-z0-9._-]{1,64}."""
+    if not value or len(value) > MAX_NAME_LEN or any(ch not in NAME_CHARS for ch in value):
+        raise ValueError("%s must be 1 to %d characters of letters, digits, '.', '_' and '-', got %r"
+                         % (what, MAX_NAME_LEN, value))
+    return value
+
+
+def new_task_id() -> str:
+    """Sortable and unique: milliseconds (local clock, only for ordering ids) + 40 random bits."""
+    return "%d-%s" % (int(time.time() * 1000), os.urandom(5).hex())
+
+
+def worker_streams(ctx) -> list:
+    """The streams this node's worker reads, in priority order: its own, then the shared one.
+
+    The place to add more (e.g. one stream per label a node carries) when tasks gain routing.
+    """
+    return [keys.task_stream(ctx.node_id), keys.task_stream()]
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def _header(ctx) -> tuple:
+    """(KEYS, ARGV) every task script starts with (see the `# -- tasks` block of lua.py)."""
+    t = ctx.cfg["tasks"]
+    ks = (keys.task_index("pending"), keys.task_index("running"), keys.task_index("done"),
+          keys.task_index("dead"), keys.task_delayed(), keys.task_dead(), keys.task_streams())
+    args = (ctx.node_id, GROUP, keys.task(""), keys.task_idempotency(""), _ms(t["backoff_base_s"]),
+            _ms(t["backoff_max_s"]), max(1, _ms(t["done_ttl_s"])), t["stream_maxlen"])
+    return ks, args
+
+
+def _run(ctx, script, extra_keys=(), extra_args=()):
+    ks, args = _header(ctx)
+    return script(ctx.redis, ks + tuple(extra_keys), args + tuple(extra_args))
+
+
+def _request(client, items: list) -> list:
+    """Send commands and scripts in one round trip; a script item is (Script, keys, args).
+
+    Scripts go as EVALSHA once this client has run them, else as EVAL; on NOSCRIPT
+    (Redis restarted or flushed its cache) the request is sent once more with EVAL.
+    """
+    known = getattr(client, "_known_scripts", None)
+    if known is None:
+        known = client._known_scripts = set()
+    for _ in range(2):
+        cmds = [it[0].args(it[1], it[2], it[0].source in known) if isinstance(it[0], rc.Script) else it
+                for it in items]
+        replies = client.request(cmds)
+        scripts = [(it[0], r) for it, r in zip(items, replies) if isinstance(it[0], rc.Script)]
+        if any(isinstance(r, rc.NoScriptError) for _, r in scripts):
+            known.difference_update(s.source for s, _ in scripts)
+            continue
+        known.update(s.source for s, r in scripts if not isinstance(r, rc.ResponseError))
+        return replies
+    return replies
+
+
+def _raise_errors(replies: list) -> list:
+    for reply in replies:
+        if isinstance(reply, rc.ResponseError):
+            raise reply
+    return replies
+
+
+# -- submit ------------------------------------------------------------------
+
+def submit(ctx, task_type: str, payload: str, target: str = "", key: str = "", max_attempts: int = 0,
+           timeout_s: float = 0, task_id: str = "") -> dict:
+    """Enqueue a task; return {"id", "created", "target_known"}.
+
+    The same idempotency ``key`` never enqueues twice while its task is kept
+    (``created`` is then False and ``id`` is the first task's). Passing the
+    same ``task_id`` again (a retried call) finds the task instead of adding one.
+    Defaults for attempts and timeout come from this (the submitting) node's config.
+    """
+    t = ctx.cfg["tasks"]
+    task_id = task_id or new_task_id()
+    stream = keys.task_stream(target)
+    outcome, tid, known = _run(ctx, lua.TASK_SUBMIT, (stream, keys.nodes()), (
+        task_id, task_type, payload, target, key, max_attempts or t["default_max_attempts"],
+        max(1, _ms(timeout_s or t["default_timeout_s"]))))
+    tid = tid.decode()
+    created = outcome == b"created" or tid == task_id
+    if created:
+        ctx.log.info("submitted task %s (type %s%s)", tid, task_type, ", for node " + target if target else "")
+    else:
+        ctx.log.info("idempotency key %r already names task %s: not submitted again", key, tid)
+    return {"id": tid, "created": created, "target_known": bool(known)}
+
+
+# -- the worker ----------------------------------------------------------------
+
+def work_tick(ctx) -> dict:
+    """One worker tick: claim and run tasks one at a time, then return.
+
+    Stops after ``tasks.max_per_tick`` tasks (not in loop mode, where an idle
+    poll waits ``tasks.poll_interval_s`` instead), when ``tasks.tick_budget_s``
+    has passed (a running task is finished first), when the queue is empty,
+    or on SIGTERM. An empty queue costs one round trip.
+    """
+    cfg = ctx.cfg["tasks"]
+    started = time.monotonic()
+    streams = worker_streams(ctx)
+    limit = None if ctx.loop else cfg["max_per_tick"]
+    counts = {"ran": 0, "done": 0, "retry": 0, "dead": 0, "stale": 0, "interrupted": 0}
+    waiting = 0
+    while not ctx.stopping and (limit is None or counts["ran"] < limit) \
+            and time.monotonic() - started < cfg["tick_budget_s"]:
+        task, waiting, interrupted = _claim(ctx, streams, read_new=waiting == 0)
+        counts["interrupted"] += len(interrupted)
+        if task is None:
+            if interrupted:
+                continue  # their retries may be queued already
+            break
+        counts[execute(ctx, task)] += 1
+        counts["ran"] += 1
+    released = _release(ctx, streams, "unstarted") if waiting else []
+    result = dict(counts, node=ctx.node_id, released=len(released))
+    if counts["ran"] or counts["interrupted"]:
+        ctx.log.info("worker tick: %d run (%d done, %d to retry, %d dead, %d stale), %d interrupted earlier",
+                     counts["ran"], counts["done"], counts["retry"], counts["dead"], counts["stale"],
+                     counts["interrupted"])
+    return result
+
+
+def _claim(ctx, streams: list, read_new: bool):
+    """Claim one task: (Task or None, entries still waiting here, interrupted attempts).
+
+    With ``read_new``: promote due retries, XREADGROUP one new entry per stream,
+    and claim, in one round trip. Without: only claim among entries already delivered.
+    """
+    ks, args = _header(ctx)
+    items = []
+    if read_new:
+        items.append((lua.TASK_PREPARE, ks + tuple(streams), args + (PROMOTE_BATCH,)))
+        items.append(("XREADGROUP", "GROUP", GROUP, ctx.node_id, "COUNT", 1, "STREAMS")
+                     + tuple(streams) + (">",) * len(streams))
+    items.append((lua.TASK_CLAIM, ks + tuple(streams), args + (CLAIM_SCAN,)))
+    replies = _request(ctx.redis, items)
+    if read_new and isinstance(replies[1], rc.ResponseError) and not str(replies[1]).startswith("NOGROUP"):
+        raise replies[1]  # NOGROUP: a group deleted by hand; TASK_PREPARE recreates it next time
+    for reply in (replies[0], replies[-1]):
+        if isinstance(reply, rc.ResponseError):
+            raise reply
+    claimed, waiting, interrupted = replies[-1]
+    for i in range(0, len(interrupted), 2):
+        ctx.log.warning("task %s: an earlier attempt on this node was interrupted; %s",
+                        interrupted[i].decode(), _outcome_text(interrupted[i + 1].decode()))
+    return (Task(claimed) if claimed else None), waiting, interrupted[::2]
+
+
+def _release(ctx, streams: list, mode: str) -> list:
+    handed = [h.decode() for h in _run(ctx, lua.TASK_RELEASE, streams, (mode,))]
+    if handed:
+        ctx.log.info("handed %d task(s) back to the queue: %s", len(handed), ", ".join(handed[:20]))
+    return handed
+
+
+def execute(ctx, task: Task) -> str:
+    """Run one claimed attempt and store its outcome: 'done', 'retry', 'dead' or 'stale'."""
+    t0 = time.monotonic()
+    ok, output, error = run_handler(ctx, task)
+    outcome = _finish(ctx, task, ok, output, error)
+    took = time.monotonic() - t0
+    if outcome == "done":
+        ctx.log.info("task %s (%s) attempt %d done in %.2fs", task.id, task.type, task.attempt, took)
+    elif outcome == "stale":
+        ctx.log.warning("task %s (%s) attempt %d finished after it was reclaimed or handed back: its outcome "
+                        "is dropped (%s)", task.id, task.type, task.attempt, "ok" if ok else error)
+    else:
+        ctx.log.warning("task %s (%s) attempt %d/%d failed in %.2fs: %s; %s", task.id, task.type, task.attempt,
+                        task.max_attempts, took, error, _outcome_text(outcome))
+    return outcome
+
+
+def _outcome_text(outcome: str) -> str:
+    return {"retry": "it will be retried", "dead": "attempts used up: moved to the dead letters",
+            "requeued": "back in the queue"}.get(outcome, outcome)
+
+
+def _finish(ctx, task: Task, ok: bool, output: bytes, error: str) -> str:
+    """Store the outcome, retrying on connection faults (a repeat finds its own stored outcome)."""
+    max_bytes = ctx.cfg["tasks"]["result_max_bytes"]
+    body = output[:max_bytes] if ok else error.encode("utf-8", "replace")
+    args = (task.id, task.token, task.entry, "ok" if ok else "fail", body, 1 if ok and len(output) > max_bytes else 0)
+    node = ctx.cfg["node"]
+    for attempt in range(node["retry_count"] + 1):
+        try:
+            reply = _run(ctx, lua.TASK_FINISH, (task.stream,), args)
+            break
+        except rc.RedisConnectionError as exc:
+            if attempt >= node["retry_count"]:
+                raise
+            ctx.log.warning("storing the outcome of task %s failed: %s; retrying", task.id, exc)
+            time.sleep(node["retry_delay"])
+    outcome = reply[0].decode()
+    if outcome == "stale" and attempt > 0 and reply[2].decode() == task.token:
+        # our own earlier try got through before its reply was lost
+        return {"done": "done", "dead": "dead", "pending": "retry"}.get(reply[1].decode(), outcome)
+    return outcome
+
+
+def run_handler(ctx, task: Task):
+    """Run the task's handler: (ok, output bytes, error text).
+
+    The one place task types are dispatched: a configured ``tasks.handlers``
+    argv (run without a shell, payload on stdin, TASK_ID, TASK_TYPE,
+    TASK_ATTEMPT, TASK_MAX_ATTEMPTS and NODE_ID in its environment, killed
+    with its process group at the task's timeout). Output is read up to
+    ``result_max_bytes`` + 1 bytes so the caller can tell it was cut.
+    """
+    argv = ctx.cfg["tasks"]["handlers"].get(task.type)
+    if not argv:
+        return False, b"", "no handler for task type %r on node %s (add it to tasks.handlers)" % (
+            task.type, ctx.node_id)
+    env = dict(os.environ, TASK_ID=task.id, TASK_TYPE=task.type, TASK_ATTEMPT=str(task.attempt),
+               TASK_MAX_ATTEMPTS=str(task.max_attempts), NODE_ID=ctx.node_id)
+    return run_argv(argv, task.payload, env, task.timeout_s, ctx.cfg["tasks"]["result_max_bytes"] + 1)
+
+
+def run_argv(argv: list, payload: bytes, env: dict, timeout_s: float, max_bytes: int):
+    """Run ``argv`` with ``payload`` on stdin; (ok, first ``max_bytes`` of stdout, error text).
+
+    Files, not pipes, hold stdin/stdout/stderr: no deadlock and no unbounded
+    memory whatever the handler writes. On timeout (or if this process is
+    interrupted) the handler's whole process group is killed.
+    """
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        stdin.write(payload)
+        stdin.seek(0)
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, env=env, close_fds=True,
+                                    start_new_session=True)
+        except OSError as exc:
+            return False, b"", "cannot run %s: %s" % (argv[0], exc.strerror or exc)
+        restore = _raise_on_sigterm()
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            if proc.poll() is None:
+                _kill_group(proc)
+            if restore is not None:
+                import signal
+                signal.signal(signal.SIGTERM, restore)
+        out.seek(0)
+        output = out.read(max_bytes)
+        if code == 0:
+            return True, output, ""
+        if code is None:
+            return False, output, "timed out after %gs: killed" % timeout_s
+        reason = "exit %d" % code if code > 0 else "killed by signal %d" % -code
+        detail = _tail(err) or _tail(out)
+        return False, output, reason + (": " + detail if detail else "")
+
+
+def _raise_on_sigterm():
+    """In a one-shot tick, turn SIGTERM into SystemExit so the handler is killed, not orphaned.
+
+    Returns the handler to restore, or None where SIGTERM is already handled
+    (loop mode, the foreground runner's threads).
+    """
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _kill_group(proc) -> None:
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def _tail(fh) -> str:
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    fh.seek(max(0, size - ERROR_MAX_BYTES))
+    return fh.read().decode("utf-8", "replace").strip()
+
+
+# -- the leader and leaving ----------------------------------------------------
+
+def reclaim(ctx, epoch: int) -> int:
+    """The leader's fenced sweep (see TASK_RECLAIM); returns how many tasks it moved.
+
+    One script call, repeated only while a batch came back full (at most
+    ``RECLAIM_CALLS_MAX``): round trips do not grow with the number of nodes.
+    A lease lost meanwhile (FENCED) stops it with nothing changed.
+    """
+    grace_ms = _ms(ctx.cfg["tasks"]["reclaim_grace_s"])
+    moved = 0
+    for _ in range(RECLAIM_CALLS_MAX):
+        ks, args = _header(ctx)
+        try:
+            more, notes = lua.TASK_RECLAIM(ctx.redis, (keys.leader(), keys.epoch()) + ks,
+                                           (ctx.node_id, str(epoch)) + args + (grace_ms, RECLAIM_BATCH,
+                                                                             keys.heartbeat("")))
+        except rc.ResponseError as exc:
+            if not str(exc).startswith("FENCED"):
+                raise
+            ctx.log.warning("task reclaim refused: %s", exc)
+            return moved
+        for i in range(0, len(notes), 3):
+            ctx.log.warning("reclaimed task %s: %s; %s", notes[i].decode(), notes[i + 2].decode("utf-8", "replace"),
+                            _outcome_text(notes[i + 1].decode()))
+        moved += len(notes) // 3
+        if not more:
+            break
+    return moved
+
+
+def hand_back(ctx) -> int:
+    """Give every task delivered to this node back to the queue (before it leaves).
+
+    Attempts running here are not counted as failed; if this node's worker is
+    still running one, its outcome will be dropped as stale and the task runs
+    again elsewhere. Tasks targeted at this node stay queued for its return.
+    """
+    return len(_release(ctx, worker_streams(ctx), "all"))
+
+
+# -- looking at tasks ------------------------------------------------------------
+
+INT_FIELDS = ("attempts", "runs", "max_attempts")
+TIME_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "due_ms", "deadline_ms")
+
+
+def status(ctx, task_id: str):
+    """The task's record as a dict (times in seconds since the epoch, Redis's clock), or None."""
+    flat = ctx.redis.execute("HGETALL", keys.task(task_id))
+    if not flat:
+        return None
+    raw = {k.decode(): v for k, v in zip(flat[::2], flat[1::2])}
+    return describe(raw)
+
+
+def describe(raw: dict) -> dict:
+    out = {}
+    for name, value in raw.items():
+        if name in INT_FIELDS:
+            out[name] = int(value)
+        elif name in TIME_FIELDS:
+            out[name[:-3] + "_at"] = int(value) / 1000.0 if value else None
+        elif name == "timeout_ms":
+            out["timeout_s"] = int(value) / 1000.0
+        elif name == "result_truncated":
+            out[name] = value == b"1"
+        else:
+            out[name] = value.decode("utf-8", "replace")
+    return out
+
+
+def list_tasks(ctx, state: str = "", limit: int = 100) -> list:
+    """The most recently changed tasks (of one state, or all), newest first, in two round trips."""
+    states = [state] if state else list(STATES)
+    replies = _raise_errors(ctx.redis.request([("ZREVRANGE", keys.task_index(s), 0, limit - 1) for s in states]))
+    ids = [tid.decode() for reply in replies for tid in reply]
+    fields = ("state", "type", "attempts", "max_attempts", "worker", "target", "updated_ms")
+    rows = _raise_errors(ctx.redis.request([("HMGET", keys.task(tid)) + fields for tid in ids])) if ids else []
+    out = []
+    for tid, row in zip(ids, rows):
+        if row[0] is None:
+            continue  # its record expired
+        rec = describe({k: v for k, v in zip(fields, row) if v is not None})
+        rec["id"] = tid
+        out.append(rec)
+    out.sort(key=lambda r: (r.get("updated_at") or 0, r["id"]), reverse=True)
+    return out[:limit]
+
+
+def stats(ctx) -> dict:
+    """Queue depth, running, done, dead, oldest pending age, entries in flight per node; two round trips."""
+    replies = _raise_errors(ctx.redis.request([
+        ("TIME",), ("SMEMBERS", keys.task_streams()), ("ZCARD", keys.task_index("pending")),
+        ("ZCARD", keys.task_delayed()), ("ZCARD", keys.task_index("running")), ("ZCARD", keys.task_index("done")),
+        ("ZCARD", keys.task_index("dead")), ("ZRANGE", keys.task_index("pending"), 0, 0, "WITHSCORES"),
+        ("XLEN", keys.task_dead())]))
+    now, streams, depth, delayed, running, done, dead, oldest, dead_letters = replies
+    now_s = int(now[0]) + int(now[1]) / 1e6
+    names = sorted(s.decode() for s in streams)
+    per_stream = ctx.redis.request([cmd for s in names for cmd in (("XLEN", s), ("XPENDING", s, GROUP))])
+    in_flight, streams_out = {}, {}
+    for i, name in enumerate(names):
+        length, summary = per_stream[2 * i], per_stream[2 * i + 1]
+        pel = summary[0] if isinstance(summary, list) else 0
+        streams_out[name] = {"length": length if isinstance(length, int) else 0, "in_flight": pel}
+        for consumer, count in (summary[3] or []) if isinstance(summary, list) else []:
+            node = consumer.decode()
+            in_flight[node] = in_flight.get(node, 0) + int(count)
+    return {"depth": depth, "delayed": delayed, "running": running, "done": done, "dead": dead,
+            "dead_letters": dead_letters, "oldest_pending_age_s": round(now_s - float(oldest[1]) / 1000, 3)
+            if oldest else None, "in_flight_by_node": in_flight, "streams": streams_out}
+
+
+def retry(ctx, task_id: str) -> str:
+    """Put a dead task back in the queue with fresh attempts: 'ok', 'missing' or its state."""
+    reply = _run(ctx, lua.TASK_RETRY, (), (task_id,))
+    outcome = reply[0].decode()
+    if outcome == "ok":
+        ctx.log.info("task %s is back in the queue", task_id)
+        return "ok"
+    return reply[1].decode() if outcome == "not_dead" else outcome
+
+
+def purge(ctx, state: str, older_than_s: float) -> int:
+    """Delete ``state`` (done or dead) tasks that ended at least ``older_than_s`` ago; return the count."""
+    removed = 0
+    while True:
+        deleted, examined = _run(ctx, lua.TASK_PURGE, (), (state, _ms(older_than_s), PURGE_BATCH))
+        removed += deleted
+        if examined < PURGE_BATCH:
+            break
+    ctx.log.info("purged %d %s task(s) older than %gs", removed, state, older_than_s)
+    return removed
+
+
+def parse_payload(text: str, where: str) -> str:
+    """Payloads are JSON; return it unchanged if it parses, else ValueError naming ``where``."""
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise ValueError("%s is not valid JSON: %s" % (where, exc)) from None
+    return text

@@ -1,0 +1,305 @@
+"""task_queue.py as users run it: separate processes per node, workers killed and frozen.
+
+Each node is a NodeEnv (its own config dir, log dir and OPENCLAW_NODE_ID)
+against one private redis-server; the leader's reclaim comes from
+failover_manager.py running in --loop mode with one-second intervals.
+The Redis 5.0 compatibility check lives in test_taskq.py.
+"""
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
+
+import config  # noqa: E402
+import keys  # noqa: E402
+import log as log_mod  # noqa: E402
+import runner  # noqa: E402
+import taskq  # noqa: E402
+from support.nodes import FAST, NodeEnv, merge, wait_for, write_config  # noqa: E402
+from support.redis_server import RedisServer  # noqa: E402
+
+TASKS = {
+    "handlers": {
+        "echo": [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())"],
+        "true": ["true"],
+        "fail": ["sh", "-c", "echo boom >&2; exit 3"],
+        "slow": ["sh", "-c", 'sleep 0.5; echo "$NODE_ID"'],
+        "hang": ["sh", "-c", 'sleep 60 & echo $! > "$PID_DIR/$TASK_ID"; wait'],
+    },
+    "backoff_base_s": 0, "reclaim_grace_s": 1, "tick_budget_s": 2, "poll_interval_s": 0.1,
+    "default_timeout_s": 20,
+}
+SERVER = None
+
+
+def setUpModule():  # noqa: N802 - unittest API
+    global SERVER
+    for name in config.ENV_OVERRIDES:
+        os.environ.pop(name, None)
+    SERVER = RedisServer(name="task-queue").start()
+
+
+def tearDownModule():  # noqa: N802
+    SERVER.close()
+
+
+class Cluster(unittest.TestCase):
+    def setUp(self):
+        SERVER.flushall()
+        self.tmp = tempfile.mkdtemp(prefix="task-queue-")
+        self.nodes = []
+        self.ctxs = []
+
+    def tearDown(self):
+        for node in self.nodes:
+            node.kill_all()
+        for ctx in self.ctxs:
+            ctx.close()
+            ctx.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def node(self, node_id: str, **tasks) -> NodeEnv:
+        node = NodeEnv(self.tmp, node_id, SERVER, config={"tasks": dict(TASKS, **tasks)})
+        self.nodes.append(node)
+        return node
+
+    def local_ctx(self, node_id: str) -> runner.Context:
+        """An in-process Context, for bulk submits and for claims that must not finish."""
+        base = os.path.join(self.tmp, "local-" + node_id)
+        write_config(os.path.join(base, "config"), merge(FAST, {
+            "node": {"id": node_id}, "redis": {"host": SERVER.host, "port": SERVER.port}, "tasks": TASKS}))
+        cfg = config.load(os.path.join(base, "config"), os.path.join(base, "logs"))
+        ctx = runner.Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {"args": []})
+        self.ctxs.append(ctx)
+        return ctx
+
+    def status(self, node: NodeEnv, task_id: str) -> dict:
+        return node.run_json("task_queue.py", "status", task_id)
+
+    def wait_leader(self, node_id: str = None) -> str:
+        def leader():
+            holder = SERVER.command("GET", keys.leader())
+            return holder if holder and (node_id is None or holder == node_id) else None
+        return wait_for(leader, 10, message="a leader")
+
+    def task_state(self, task_id: str) -> str:
+        return SERVER.command("HGET", keys.task(task_id), "state")
+
+
+class UserFacing(Cluster):
+    def test_submit_on_one_node_runs_on_another(self):
+        n1, n2 = self.node("n1"), self.node("n2")
+        submitted = n1.run("task_queue.py", "submit", "--type", "echo", "--payload", '{"x":1}')
+        self.assertEqual(submitted.returncode, 0, submitted.stderr)
+        task_id = submitted.stdout.strip()
+        self.assertRegex(task_id, r"^\d+-[0-9a-f]{10}$")
+        worked = n2.run_json("task_queue.py", "work")
+        self.assertEqual((worked["ran"], worked["done"]), (1, 1))
+        shown = n1.run("task_queue.py", "status", task_id)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn("state:     done", shown.stdout)
+        self.assertIn("node:      n2", shown.stdout)
+        self.assertIn('result:\n{"x":1}', shown.stdout)
+        rec = self.status(n1, task_id)
+        self.assertEqual((rec["state"], rec["result"], rec["worker"], rec["attempts"]), ("done", '{"x":1}', "n2", 1))
+
+    def test_payload_sources_and_idempotency(self):
+        n1 = self.node("n1")
+        path = os.path.join(self.tmp, "payload.json")
+        with open(path, "w") as fh:
+            fh.write('{"from": "file"}')
+        from_file = n1.run("task_queue.py", "submit", "--type", "echo", "--payload-file", path, "--key", "k1")
+        from_stdin = n1.run("task_queue.py", "submit", "--type", "echo", "-", input='{"from": "stdin"}')
+        again = n1.run("task_queue.py", "submit", "--type", "echo", "--payload", "{}", "--key", "k1")
+        self.assertEqual([r.returncode for r in (from_file, from_stdin, again)], [0, 0, 0])
+        self.assertEqual(again.stdout, from_file.stdout)
+        self.assertEqual(n1.run_json("task_queue.py", "work")["done"], 2)
+        self.assertEqual(self.status(n1, from_stdin.stdout.strip())["result"], '{"from": "stdin"}')
+        self.assertEqual(self.status(n1, from_file.stdout.strip())["result"], '{"from": "file"}')
+
+    def test_bad_input_is_one_line_and_changes_nothing(self):
+        n1 = self.node("n1")
+        cases = [
+            (("submit", "--type", "echo", "--payload", "{nope"), 2, "--payload is not valid JSON"),
+            (("submit", "--payload", "{}"), 2, "submit needs --type"),
+            (("submit", "--type", "bad type"), 2, "--type must be 1 to 64 characters"),
+            (("submit", "--type", "echo", "--max-attempts", "0"), 2, "--max-attempts must be above 0"),
+            (("submit", "--type", "echo", "--payload-file", "/nonexistent"), 2, "cannot read --payload-file"),
+            (("submit", "--type", "echo", "--payload", "{}", "-"), 2, "give the payload once"),
+            (("status", "no-such-task"), 1, "no task no-such-task"),
+            (("retry", "no-such-task"), 1, "no task no-such-task"),
+            (("list", "--state", "weird"), 2, "--state must be one of"),
+            (("stats", "--loop"), 2, "--loop goes with work only"),
+        ]
+        for args, code, text in cases:
+            result = n1.run("task_queue.py", *args, input="")
+            self.assertEqual(result.returncode, code, (args, result.stderr))
+            self.assertIn(text, result.stderr, args)
+            self.assertNotIn("Traceback", result.stderr, args)
+        self.assertEqual(SERVER.command("KEYS", "openclaw:tasks:*"), [])
+
+    def test_list_stats_retry_purge(self):
+        n1 = self.node("n1")
+        dead_id = n1.run("task_queue.py", "submit", "--type", "fail", "--max-attempts", "1").stdout.strip()
+        n1.run("task_queue.py", "work")
+        listed = n1.run("task_queue.py", "list", "--state", "dead")
+        self.assertIn(dead_id, listed.stdout)
+        self.assertIn("dead", listed.stdout)
+        self.assertEqual(n1.run_json("task_queue.py", "stats")["dead"], 1)
+        self.assertIn("error:     exit 3: boom", n1.run("task_queue.py", "status", dead_id).stdout)
+        retried = n1.run("task_queue.py", "retry", dead_id)
+        self.assertEqual(retried.returncode, 0, retried.stderr)
+        again = n1.run("task_queue.py", "retry", dead_id)
+        self.assertEqual(again.returncode, 1)
+        self.assertIn("is pending, not dead", again.stderr)
+        n1.run("task_queue.py", "work")
+        purged = n1.run_json("task_queue.py", "purge", "--dead-older-than", "0", "--done-older-than", "0")
+        self.assertEqual(purged, {"dead": 1, "done": 0})
+        self.assertEqual(n1.run("task_queue.py", "status", dead_id).returncode, 1)
+
+    def test_targeted_task_runs_only_on_its_node(self):
+        n1, n2 = self.node("n1"), self.node("n2")
+        n2.run("heartbeat.py")
+        task_id = n1.run("task_queue.py", "submit", "--type", "echo", "--node", "n2").stdout.strip()
+        self.assertEqual(n1.run_json("task_queue.py", "work")["ran"], 0)
+        self.assertEqual(self.task_state(task_id), "pending")
+        self.assertEqual(n2.run_json("task_queue.py", "work")["done"], 1)
+        self.assertEqual(self.status(n1, task_id)["worker"], "n2")
+
+    def test_sigterm_to_a_one_shot_worker_kills_its_handler(self):
+        n1 = self.node("n1")
+        task_id = n1.run("task_queue.py", "submit", "--type", "hang", "--max-attempts", "1").stdout.strip()
+        worker = n1.spawn("task_queue.py", "work", env={"PID_DIR": self.tmp})
+        pid_file = os.path.join(self.tmp, task_id)
+        wait_for(lambda: os.path.exists(pid_file) and os.path.getsize(pid_file), 10, message="the handler")
+        with open(pid_file) as fh:
+            handler_child = int(fh.read())
+        worker.send_signal(signal.SIGTERM)  # the worker alone, as cron's timeout would
+        self.assertEqual(worker.wait(10), 128 + signal.SIGTERM)
+        wait_for(lambda: not _alive(handler_child), 5, message="the handler to be killed with its worker")
+        self.assertEqual(n1.run_json("task_queue.py", "work")["interrupted"], 1)
+        rec = self.status(n1, task_id)
+        self.assertEqual(rec["state"], "dead")
+        self.assertIn("was interrupted", rec["error"])
+
+    def test_work_holds_the_node_lock(self):
+        n1 = self.node("n1", tick_budget_s=5)
+        n1.run("task_queue.py", "submit", "--type", "slow")
+        busy = n1.spawn("task_queue.py", "work")
+        wait_for(lambda: SERVER.command("ZCARD", keys.task_index("running")), 10, message="the task to start")
+        second = n1.run("task_queue.py", "work", "--json")
+        self.assertEqual((second.returncode, second.stdout), (0, ""))
+        self.assertIn("still holds the lock", second.stderr)
+        self.assertEqual(busy.wait(10), 0)
+
+
+class Failures(Cluster):
+    def test_three_workers_500_tasks_one_killed(self):
+        workers = [self.node("w%d" % i) for i in (1, 2, 3)]
+        for node in workers:
+            node.spawn_all()
+        leader = self.wait_leader()
+        wait_for(lambda: all(SERVER.command("EXISTS", keys.heartbeat(n.node_id)) for n in workers), 10,
+                 message="three heartbeats")
+        for node in workers:
+            node.spawn("task_queue.py", "work", "--loop", "--quiet")
+        submitter = self.local_ctx("submitter")
+        ids = [taskq.submit(submitter, "true", "{}")["id"] for _ in range(500)]
+        victim = next(n for n in workers if n.node_id != leader)
+
+        def victim_busy():
+            summary = SERVER.command("XPENDING", keys.task_stream(), taskq.GROUP)
+            return int(SERVER.command("ZCARD", keys.task_index("done"))) >= 50 and any(
+                name == victim.node_id for name, _ in summary[3] or [])
+        wait_for(victim_busy, 20, interval_s=0.001, message="the victim to work on a task")
+        victim.kill_all()
+        in_hand = SERVER.command("XPENDING", keys.task_stream(), taskq.GROUP, "-", "+", 10, victim.node_id)
+
+        def finished():
+            return (SERVER.command("ZCARD", keys.task_index("done"))
+                    + SERVER.command("ZCARD", keys.task_index("dead"))) == 500
+        wait_for(finished, 25, interval_s=0.1, message="all 500 tasks to end")
+        records = [dict(zip(*[iter(SERVER.command("HGETALL", keys.task(t)))] * 2)) for t in ids]
+        self.assertEqual([r["state"] for r in records], ["done"] * 500)
+        duplicates = sum(int(r["runs"]) - 1 for r in records)
+        self.assertLessEqual(duplicates, 1, "one kill can repeat at most the one task it was running")
+        self.assertEqual(duplicates, sum(int(r["attempts"]) - 1 for r in records))
+        self.assertEqual(SERVER.command("XPENDING", keys.task_stream(), taskq.GROUP)[0], 0)
+        for entry_id, _consumer, _idle, _count in in_hand:
+            task_id = dict(zip(*[iter(SERVER.command("XRANGE", keys.task_stream(), entry_id, entry_id)[0][1])] * 2))
+            rec = records[ids.index(task_id["task"])]
+            self.assertNotEqual(rec["worker"], victim.node_id)
+        ran_by = {r["worker"] for r in records}
+        self.assertEqual(ran_by, {"w1", "w2", "w3"})
+
+    def test_killed_worker_task_done_by_another_node_within_a_failover_tick(self):
+        n1, n2 = self.node("n1"), self.node("n2")
+        n1.spawn_all()
+        self.wait_leader("n1")
+        n2.spawn("heartbeat.py", "--loop", "--quiet")
+        n2.spawn("task_queue.py", "work", "--loop", "--quiet")
+        task_id = n1.run("task_queue.py", "submit", "--type", "slow").stdout.strip()
+        wait_for(lambda: self.task_state(task_id) == "running", 10, interval_s=0.01, message="n2 to start it")
+        n2.kill_all()
+        n1.spawn("task_queue.py", "work", "--loop", "--quiet")
+        wait_for(lambda: self.task_state(task_id) == "done", 20, interval_s=0.05, message="the task to be done")
+        rec = self.status(n1, task_id)
+        self.assertEqual((rec["worker"], rec["result"], rec["attempts"]), ("n1", "n1\n", 2))
+        self.assertIn("worker n2 is offline or has left", rec["error"])
+        offline_at = json.loads(SERVER.command("HGET", keys.nodes(), "n2"))["offline_at"]
+        self.assertLess(rec["started_at"] - offline_at, 3.0, "reclaimed in the tick that saw n2 offline")
+
+    def test_hung_worker_is_reclaimed_and_its_late_result_dropped(self):
+        lead, w1, w2 = self.node("lead"), self.node("w1"), self.node("w2")
+        lead.spawn_all()
+        self.wait_leader("lead")
+        for node in (w1, w2):
+            node.spawn("heartbeat.py", "--loop", "--quiet")
+        worker = w1.spawn("task_queue.py", "work", "--loop", "--quiet")
+        task_id = lead.run("task_queue.py", "submit", "--type", "slow", "--timeout", "1").stdout.strip()
+        wait_for(lambda: self.task_state(task_id) == "running", 10, interval_s=0.01, message="w1 to start it")
+        os.killpg(worker.pid, signal.SIGSTOP)  # the worker hangs; its heartbeat goes on
+        try:
+            w2.spawn("task_queue.py", "work", "--loop", "--quiet")
+            wait_for(lambda: self.task_state(task_id) == "done", 20, interval_s=0.05, message="w2 to do it")
+        finally:
+            os.killpg(worker.pid, signal.SIGCONT)
+        rec = self.status(lead, task_id)
+        self.assertEqual((rec["worker"], rec["result"], rec["attempts"]), ("w2", "w2\n", 2))
+        self.assertIn("no result from w1", rec["error"])
+        wait_for(lambda: "finished after it was reclaimed" in w1.log_text("task_queue"), 10,
+                 message="w1 to notice its attempt was taken")
+        self.assertEqual(self.status(lead, task_id)["result"], "w2\n")
+
+    def test_deregister_hands_back_pending_tasks(self):
+        n1, n2 = self.node("n1"), self.node("n2")
+        n2.run("heartbeat.py")
+        in_hand = self.local_ctx("n2")
+        task_id = taskq.submit(in_hand, "echo", '"x"')["id"]
+        taskq._claim(in_hand, taskq.worker_streams(in_hand), read_new=True)
+        left = n2.run_json("node_manager.py", "deregister")
+        self.assertEqual(left["tasks_handed_back"], 1)
+        self.assertEqual(self.task_state(task_id), "pending")
+        self.assertEqual(n1.run_json("task_queue.py", "work")["done"], 1)
+        rec = self.status(n1, task_id)
+        self.assertEqual((rec["worker"], rec["attempts"]), ("n1", 1))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+if __name__ == "__main__":
+    unittest.main()

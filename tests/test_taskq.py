@@ -1,0 +1,524 @@
+"""The task queue's state machine (scripts/taskq.py, lua.TASK_*) against a real redis-server.
+
+Most tests drive taskq in-process with one Context per simulated node, so
+they can stop a worker between two steps (claimed, not finished) the way a
+crash would; test_task_queue.py runs the CLI as separate processes. The
+last test records every command Redis receives (MONITOR) while the CLI and
+the leader run a task workload, and checks it against Redis 5.0's command set.
+"""
+
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
+
+import config  # noqa: E402
+import keys  # noqa: E402
+import log as log_mod  # noqa: E402
+import runner  # noqa: E402
+import taskq  # noqa: E402
+from support.nodes import FAST, NodeEnv, merge, wait_for, write_config  # noqa: E402
+from support.redis_server import RedisServer  # noqa: E402
+
+PY = sys.executable
+HANDLERS = {
+    "echo": [PY, "-c", "import sys; sys.stdout.write(sys.stdin.read())"],
+    "true": ["true"],
+    "fail": ["sh", "-c", "echo boom >&2; exit 3"],
+    "flaky": ["sh", "-c", 'if [ "$TASK_ATTEMPT" = 1 ]; then echo not yet >&2; exit 1; fi; echo "ok $TASK_ATTEMPT"'],
+    "env": ["sh", "-c", 'echo "$TASK_ID $TASK_TYPE $TASK_ATTEMPT $TASK_MAX_ATTEMPTS $NODE_ID"'],
+}
+CLI_TASKS = {"handlers": HANDLERS, "backoff_base_s": 0}
+SERVER = None
+
+
+def setUpModule():  # noqa: N802 - unittest API
+    global SERVER
+    for name in config.ENV_OVERRIDES:
+        os.environ.pop(name, None)
+    SERVER = RedisServer(name="taskq").start()
+
+
+def tearDownModule():  # noqa: N802
+    SERVER.close()
+
+
+class TaskQueueTestCase(unittest.TestCase):
+    def setUp(self):
+        SERVER.flushall()
+        self.tmp = tempfile.mkdtemp(prefix="taskq-")
+        self.ctxs = []
+
+    def tearDown(self):
+        for ctx in self.ctxs:
+            ctx.close()
+            ctx.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def ctx(self, node_id: str, **tasks) -> runner.Context:
+        """A Context for node ``node_id`` with test handlers and no retry backoff unless given."""
+        base = os.path.join(self.tmp, "%s-%d" % (node_id, len(self.ctxs)))
+        settings = dict({"handlers": HANDLERS, "backoff_base_s": 0, "reclaim_grace_s": 0}, **tasks)
+        write_config(os.path.join(base, "config"), merge(FAST, {
+            "node": {"id": node_id}, "redis": {"host": SERVER.host, "port": SERVER.port}, "tasks": settings}))
+        cfg = config.load(os.path.join(base, "config"), os.path.join(base, "logs"))
+        ctx = runner.Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {"args": []})
+        self.ctxs.append(ctx)
+        return ctx
+
+    def claim(self, ctx) -> taskq.Task:
+        task, _, _ = taskq._claim(ctx, taskq.worker_streams(ctx), read_new=True)
+        self.assertIsNotNone(task, "nothing to claim")
+        return task
+
+    def make_leader(self, node_id: str = "leader", epoch: int = 7) -> runner.Context:
+        ctx = self.ctx(node_id)
+        SERVER.command("SET", keys.leader(), node_id, "PX", 60000)
+        SERVER.command("SET", keys.epoch(), epoch)
+        SERVER.command("SET", keys.heartbeat(node_id), "1", "PX", 60000)
+        return ctx
+
+    def state(self, task_id: str) -> dict:
+        return taskq.status(self.ctxs[0], task_id)
+
+    def zcard(self, state: str) -> int:
+        return SERVER.command("ZCARD", keys.task_index(state))
+
+
+class SubmitAndWork(TaskQueueTestCase):
+    def test_submit_work_stores_result_and_acks(self):
+        a, b = self.ctx("a"), self.ctx("b")
+        tid = taskq.submit(a, "echo", '{"x": 1}')["id"]
+        self.assertEqual(self.state(tid)["state"], "pending")
+        result = taskq.work_tick(b)
+        self.assertEqual((result["ran"], result["done"]), (1, 1))
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["result"], rec["worker"], rec["attempts"]), ("done", '{"x": 1}', "b", 1))
+        self.assertGreaterEqual(rec["finished_at"], rec["started_at"])
+        self.assertEqual(SERVER.command("XPENDING", keys.task_stream(), taskq.GROUP)[0], 0)
+        self.assertEqual((self.zcard("pending"), self.zcard("running"), self.zcard("done")), (0, 0, 1))
+        self.assertGreater(SERVER.command("PTTL", keys.task(tid)), 0)  # done records expire
+
+    def test_handler_environment(self):
+        a = self.ctx("a")
+        tid = taskq.submit(a, "env", "{}", max_attempts=5)["id"]
+        taskq.work_tick(a)
+        self.assertEqual(self.state(tid)["result"], "%s env 1 5 a\n" % tid)
+
+    def test_empty_queue_tick_is_one_round_trip(self):
+        a = self.ctx("a")
+        taskq.work_tick(a)  # creates the groups
+        before = a.redis.round_trips
+        result = taskq.work_tick(a)
+        self.assertEqual(result["ran"], 0)
+        self.assertEqual(a.redis.round_trips - before, 1)
+
+    def test_failure_then_success(self):
+        a = self.ctx("a")
+        tid = taskq.submit(a, "flaky", "{}")["id"]
+        result = taskq.work_tick(a)
+        self.assertEqual((result["retry"], result["done"]), (1, 1))
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["attempts"], rec["result"]), ("done", 2, "ok 2\n"))
+        self.assertEqual(rec["error"], "exit 1: not yet")
+
+    def test_backoff_delays_the_retry(self):
+        a = self.ctx("a", backoff_base_s=30)
+        tid = taskq.submit(a, "flaky", "{}")["id"]
+        self.assertEqual(taskq.work_tick(a)["retry"], 1)
+        rec = self.state(tid)
+        self.assertEqual(rec["state"], "pending")
+        self.assertAlmostEqual(rec["due_at"] - rec["updated_at"], 30, delta=0.01)
+        self.assertEqual(taskq.work_tick(a)["ran"], 0)  # not due yet
+        SERVER.command("ZADD", keys.task_delayed(), 0, tid)  # make it due
+        self.assertEqual(taskq.work_tick(a)["done"], 1)
+
+    def test_timeout_kills_the_handler_and_its_children(self):
+        pid_file = os.path.join(self.tmp, "pid")
+        a = self.ctx("a", handlers={"slow": ["sh", "-c", "sleep 30 & echo $! > %s; wait" % pid_file]})
+        tid = taskq.submit(a, "slow", "{}", timeout_s=0.5, max_attempts=1)["id"]
+        t0 = time.monotonic()
+        self.assertEqual(taskq.work_tick(a)["dead"], 1)
+        self.assertLess(time.monotonic() - t0, 10)
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["error"]), ("dead", "timed out after 0.5s: killed"))
+        with open(pid_file) as fh:
+            child = int(fh.read())
+        self.assertFalse(_alive(child), "the handler's child survived its timeout")
+
+    def test_max_attempts_dead_letter_then_retry(self):
+        a = self.ctx("a")
+        tid = taskq.submit(a, "fail", '{"n": 1}', max_attempts=2)["id"]
+        result = taskq.work_tick(a)
+        self.assertEqual((result["retry"], result["dead"]), (1, 1))
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["attempts"], rec["error"]), ("dead", 2, "exit 3: boom"))
+        dead = SERVER.command("XRANGE", keys.task_dead(), "-", "+")
+        self.assertEqual(len(dead), 1)
+        fields = dict(zip(dead[0][1][::2], dead[0][1][1::2]))
+        self.assertEqual((fields["task"], fields["error"], fields["attempts"]), (tid, "exit 3: boom", "2"))
+        self.assertEqual(taskq.retry(a, tid), "ok")
+        self.assertEqual(SERVER.command("XLEN", keys.task_dead()), 0)
+        self.assertEqual(SERVER.command("PTTL", keys.task(tid)), -1)
+        self.assertEqual(taskq.retry(a, tid), "pending")
+        fixed = self.ctx("b", handlers=dict(HANDLERS, fail=["echo", "fixed"]))
+        self.assertEqual(taskq.work_tick(fixed)["done"], 1)
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["attempts"], rec["runs"], rec["result"]), ("done", 1, 3, "fixed\n"))
+        self.assertEqual(taskq.retry(a, "no-such-task"), "missing")
+
+    def test_unknown_type_fails_with_a_clear_error(self):
+        a = self.ctx("a")
+        tid = taskq.submit(a, "nope", "{}", max_attempts=1)["id"]
+        taskq.work_tick(a)
+        self.assertIn("no handler for task type 'nope' on node a", self.state(tid)["error"])
+
+    def test_idempotency_key(self):
+        a = self.ctx("a")
+        first = taskq.submit(a, "true", "{}", key="order-42")
+        again = taskq.submit(a, "true", '{"other": 1}', key="order-42")
+        self.assertTrue(first["created"])
+        self.assertEqual((again["id"], again["created"]), (first["id"], False))
+        self.assertEqual(SERVER.command("XLEN", keys.task_stream()), 1)
+        taskq.work_tick(a)
+        self.assertFalse(taskq.submit(a, "true", "{}", key="order-42")["created"])  # done: still remembered
+        self.assertEqual(taskq.purge(a, "done", 0), 1)
+        self.assertIsNone(SERVER.command("GET", keys.task_idempotency("order-42")))
+        self.assertTrue(taskq.submit(a, "true", "{}", key="order-42")["created"])  # purged: free again
+
+    def test_resubmit_with_same_id_finds_the_task(self):
+        a = self.ctx("a")
+        first = taskq.submit(a, "true", "{}", task_id="fixed-id")
+        again = taskq.submit(a, "true", "{}", task_id="fixed-id")
+        self.assertEqual((first["id"], again["id"], again["created"]), ("fixed-id", "fixed-id", True))
+        self.assertEqual(SERVER.command("XLEN", keys.task_stream()), 1)
+
+    def test_targeted_task_runs_only_on_its_node(self):
+        a, b = self.ctx("a"), self.ctx("b")
+        SERVER.command("HSET", keys.nodes(), "b", "{}")
+        sub = taskq.submit(a, "env", "{}", target="b")
+        self.assertTrue(sub["target_known"])
+        self.assertFalse(taskq.submit(a, "true", "{}", target="ghost")["target_known"])
+        self.assertEqual(taskq.work_tick(a)["ran"], 0)
+        self.assertEqual(taskq.work_tick(b)["done"], 1)
+        self.assertEqual(self.state(sub["id"])["worker"], "b")
+
+    def test_result_is_capped(self):
+        a = self.ctx("a", result_max_bytes=10)
+        tid = taskq.submit(a, "echo", '"%s"' % ("x" * 100))["id"]
+        taskq.work_tick(a)
+        rec = self.state(tid)
+        self.assertEqual((rec["result"], rec["result_truncated"]), ('"xxxxxxxxx', True))
+
+    def test_max_per_tick_and_leftover_release(self):
+        a = self.ctx("a", max_per_tick=3)
+        SERVER.command("HSET", keys.nodes(), "a", "{}")
+        taskq.submit(a, "true", "{}", target="a")
+        for _ in range(4):
+            taskq.submit(a, "true", "{}")
+        result = taskq.work_tick(a)
+        self.assertEqual(result["ran"], 3)
+        # nothing is left delivered-but-unstarted in this node's pending lists
+        for stream in taskq.worker_streams(a):
+            self.assertEqual(SERVER.command("XPENDING", stream, taskq.GROUP)[0], 0)
+        self.assertEqual(taskq.work_tick(a)["ran"], 2)
+        self.assertEqual(self.zcard("done"), 5)
+
+    def test_stream_trim_never_drops_undelivered_entries(self):
+        a = self.ctx("a", stream_maxlen=5, max_per_tick=100)
+        ids = [taskq.submit(a, "true", "{}")["id"] for _ in range(20)]
+        self.assertEqual(SERVER.command("XLEN", keys.task_stream()), 20)
+        self.assertEqual(taskq.work_tick(a)["done"], 20)
+        taskq.submit(a, "true", "{}")
+        self.assertEqual(SERVER.command("XLEN", keys.task_stream()), 5)
+        self.assertEqual(taskq.work_tick(a)["done"], 1)
+        self.assertTrue(all(self.state(t)["state"] == "done" for t in ids))
+
+    def test_list_stats_purge(self):
+        a = self.ctx("a")
+        done = taskq.submit(a, "true", "{}")["id"]
+        taskq.work_tick(a)
+        dead = taskq.submit(a, "fail", "{}", max_attempts=1)["id"]
+        taskq.work_tick(a)
+        waiting = taskq.submit(a, "true", "{}")["id"]
+        self.assertEqual([t["id"] for t in taskq.list_tasks(a)], [waiting, dead, done])
+        self.assertEqual([t["id"] for t in taskq.list_tasks(a, "dead")], [dead])
+        st = taskq.stats(a)
+        self.assertEqual((st["depth"], st["running"], st["done"], st["dead"], st["dead_letters"]), (1, 0, 1, 1, 1))
+        self.assertGreaterEqual(st["oldest_pending_age_s"], 0)
+        claimed = self.claim(a)
+        self.assertEqual(taskq.stats(a)["in_flight_by_node"], {"a": 1})
+        self.assertEqual(claimed.id, waiting)
+        self.assertEqual(taskq.purge(a, "done", 3600), 0)
+        self.assertEqual(taskq.purge(a, "done", 0), 1)
+        self.assertEqual(taskq.purge(a, "dead", 0), 1)
+        self.assertIsNone(taskq.status(a, done))
+        self.assertEqual(SERVER.command("XLEN", keys.task_dead()), 0)
+
+
+class CrashesAndReclaim(TaskQueueTestCase):
+    def test_interrupted_attempt_is_counted_by_the_next_tick(self):
+        a = self.ctx("a")
+        tid = taskq.submit(a, "echo", '"hi"')["id"]
+        self.claim(a)  # then "crash": no finish
+        result = taskq.work_tick(self.ctx("a"))  # the next tick of the same node
+        self.assertEqual((result["interrupted"], result["done"]), (1, 1))
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["attempts"], rec["runs"]), ("done", 2, 2))
+        self.assertIn("interrupted", rec["error"])
+
+    def test_offline_worker_reclaimed_and_stale_finish_ignored(self):
+        w1, w2, leader = self.ctx("w1"), self.ctx("w2"), self.make_leader()
+        tid = taskq.submit(w1, "echo", '"first"')["id"]
+        stuck = self.claim(w1)  # w1 has no hb key: it is offline
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["attempts"]), ("pending", 1))
+        self.assertIn("worker w1 is offline or has left", rec["error"])
+        self.assertEqual(SERVER.command("XPENDING", keys.task_stream(), taskq.GROUP)[0], 0)
+        self.assertEqual(taskq.work_tick(w2)["done"], 1)
+        self.assertEqual(taskq._finish(w1, stuck, True, b"late", ""), "stale")
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["result"], rec["worker"], rec["attempts"]), ("done", '"first"', "w2", 2))
+
+    def test_reclaim_is_fenced(self):
+        w1, leader = self.ctx("w1"), self.make_leader(epoch=7)
+        tid = taskq.submit(w1, "true", "{}")["id"]
+        self.claim(w1)
+        self.assertEqual(taskq.reclaim(leader, 6), 0)
+        SERVER.command("SET", keys.leader(), "someone-else", "PX", 60000)
+        self.assertEqual(taskq.reclaim(leader, 7), 0)
+        self.assertEqual(self.state(tid)["state"], "running")
+        with open(leader.log.path) as fh:
+            self.assertIn("task reclaim refused: FENCED", fh.read())
+
+    def test_reclaim_dead_letters_when_attempts_are_used_up(self):
+        w1, leader = self.ctx("w1"), self.make_leader()
+        tid = taskq.submit(w1, "true", "{}", max_attempts=1)["id"]
+        self.claim(w1)
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        self.assertEqual(self.state(tid)["state"], "dead")
+        self.assertEqual(SERVER.command("XLEN", keys.task_dead()), 1)
+
+    def test_unstarted_entry_of_offline_worker_is_requeued_without_an_attempt(self):
+        w1, leader = self.ctx("w1"), self.make_leader()
+        tid = taskq.submit(w1, "true", "{}")["id"]
+        SERVER.command("XREADGROUP", "GROUP", taskq.GROUP, "w1", "COUNT", 1, "STREAMS", keys.task_stream(), ">")
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["attempts"]), ("pending", 0))
+        self.assertEqual(taskq.work_tick(leader)["done"], 1)
+
+    def test_hung_worker_on_a_live_node_is_reclaimed_after_timeout_and_grace(self):
+        w1, leader = self.ctx("w1"), self.make_leader()
+        SERVER.command("SET", keys.heartbeat("w1"), "1", "PX", 60000)  # w1 is alive
+        tid = taskq.submit(w1, "true", "{}", timeout_s=0.3)["id"]
+        self.claim(w1)
+        self.assertEqual(taskq.reclaim(leader, 7), 0)  # within its timeout
+        time.sleep(0.5)
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        rec = self.state(tid)
+        self.assertEqual(rec["state"], "pending")
+        self.assertIn("no result from w1", rec["error"])
+
+    def test_grace_is_respected(self):
+        w1, _ = self.ctx("w1"), self.make_leader()
+        leader = self.ctx("leader", reclaim_grace_s=30)
+        SERVER.command("SET", keys.heartbeat("w1"), "1", "PX", 60000)
+        taskq.submit(w1, "true", "{}", timeout_s=0.1)
+        self.claim(w1)
+        time.sleep(0.3)
+        self.assertEqual(taskq.reclaim(leader, 7), 0)
+
+    def test_running_task_whose_entry_was_acked_is_still_reclaimed(self):
+        w1, leader = self.ctx("w1"), self.make_leader()
+        SERVER.command("SET", keys.heartbeat("w1"), "1", "PX", 60000)
+        tid = taskq.submit(w1, "true", "{}", timeout_s=0.2)["id"]
+        task = self.claim(w1)
+        SERVER.command("XACK", task.stream, taskq.GROUP, task.entry)  # the entry is gone from every PEL
+        time.sleep(0.4)
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        self.assertEqual(self.state(tid)["state"], "pending")
+        self.assertEqual(taskq.work_tick(leader)["done"], 1)
+
+    def test_pending_task_whose_entry_was_deleted_is_requeued(self):
+        a, leader = self.ctx("a"), self.make_leader()
+        tid = taskq.submit(a, "true", "{}")["id"]
+        SERVER.command("XDEL", keys.task_stream(), self.state(tid)["entry"])
+        self.assertEqual(taskq.work_tick(a)["ran"], 0)
+        time.sleep(0.01)
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        self.assertEqual(taskq.work_tick(a)["done"], 1)
+
+    def test_hand_back_does_not_count_the_attempt(self):
+        w1, w2 = self.ctx("w1"), self.ctx("w2")
+        tid = taskq.submit(w1, "echo", '"x"')["id"]
+        running = self.claim(w1)
+        self.assertEqual(taskq.hand_back(w1), 1)
+        rec = self.state(tid)
+        self.assertEqual((rec["state"], rec["attempts"]), ("pending", 0))
+        self.assertEqual(taskq.work_tick(w2)["done"], 1)
+        self.assertEqual(taskq._finish(w1, running, True, b"late", ""), "stale")
+        self.assertEqual(self.state(tid)["attempts"], 1)
+
+    def test_reclaim_cost_does_not_grow_with_nodes(self):
+        leader = self.make_leader()
+        for i in range(30):
+            w = self.ctx("w%d" % i)
+            taskq.submit(w, "true", "{}", target="w%d" % i)
+            self.claim(w)
+        before = leader.redis.round_trips
+        self.assertEqual(taskq.reclaim(leader, 7), 30)
+        self.assertEqual(leader.redis.round_trips - before, 1)
+
+
+# Every command of Redis 5.0 (its command table), and those it refuses inside Lua ("s" flag).
+REDIS5_COMMANDS = frozenset("""
+module get set setnx setex psetex append strlen del unlink exists setbit getbit bitfield setrange getrange
+substr incr decr mget rpush lpush rpushx lpushx linsert rpop lpop brpop brpoplpush blpop llen lindex lset
+lrange ltrim lrem rpoplpush sadd srem smove sismember scard spop srandmember sinter sinterstore sunion
+sunionstore sdiff sdiffstore smembers sscan zadd zincrby zrem zremrangebyscore zremrangebyrank
+zremrangebylex zunionstore zinterstore zrange zrangebyscore zrevrangebyscore zrangebylex zrevrangebylex
+zcount zlexcount zrevrange zcard zscore zrank zrevrank zscan zpopmin zpopmax bzpopmin bzpopmax hset hsetnx
+hget hmset hmget hincrby hincrbyfloat hdel hlen hstrlen hkeys hvals hgetall hexists hscan incrby decrby
+incrbyfloat getset mset msetnx randomkey select swapdb move rename renamenx expire expireat pexpire
+pexpireat keys scan dbsize auth ping echo save bgsave bgrewriteaof shutdown lastsave type multi exec
+discard sync psync replconf flushdb flushall sort info monitor ttl touch pttl persist slaveof replicaof
+role debug config subscribe unsubscribe psubscribe punsubscribe publish pubsub watch unwatch cluster
+restore restore-asking migrate asking readonly readwrite dump object memory client eval evalsha slowlog
+script time bitop bitcount bitpos wait command geoadd georadius georadius_ro georadiusbymember
+georadiusbymember_ro geohash geopos geodist pfselftest pfadd pfcount pfmerge pfdebug xadd xrange xrevrange
+xlen xread xreadgroup xgroup xsetid xack xpending xclaim xinfo xdel xtrim post host: latency lolwut
+""".split())
+REDIS5_NOSCRIPT = frozenset("""
+module brpop brpoplpush blpop bzpopmin bzpopmax auth save bgsave bgrewriteaof shutdown multi exec discard
+sync psync replconf monitor slaveof replicaof role debug config subscribe unsubscribe psubscribe
+punsubscribe watch unwatch client eval evalsha script wait latency xread xreadgroup
+""".split())
+# Options newer than 5.0 of commands that exist in 5.0 (MKSTREAM landed on 5.0's release day: avoided too).
+NEWER_OPTIONS = {
+    "xadd": {"NOMKSTREAM", "MINID", "LIMIT"}, "xtrim": {"MINID", "LIMIT"}, "xpending": {"IDLE"},
+    "xgroup": {"CREATECONSUMER", "ENTRIESREAD", "MKSTREAM"}, "xclaim": {"LASTID"}, "xreadgroup": {"CLAIM"},
+    "set": {"GET", "KEEPTTL", "EXAT", "PXAT"}, "zadd": {"GT", "LT"},
+    "zrange": {"BYSCORE", "BYLEX", "REV", "LIMIT"}, "expire": {"NX", "XX", "GT", "LT"},
+    "pexpire": {"NX", "XX", "GT", "LT"}, "info": {"EVERYTHING"},
+}
+_MONITOR_LINE = re.compile(r'^\+?\d+\.\d+ \[\d+ ([^\]]+)\] (.*)$')
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+class Monitor:
+    """Collect MONITOR lines from a background thread until stop()."""
+
+    def __init__(self, server):
+        self.sock = socket.create_connection((server.host, server.port), timeout=0.2)
+        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        self.lines, self._buf, self._stop = [], b"", threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            self._buf += data
+            *done, self._buf = self._buf.split(b"\r\n")
+            self.lines += [line.decode("utf-8", "replace") for line in done]
+
+    def stop(self):
+        time.sleep(0.2)
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+    def commands(self):
+        """(source, command name in lower case, upper-cased words) for each line; source 'lua' for scripts."""
+        for line in self.lines:
+            match = _MONITOR_LINE.match(line)
+            if not match:
+                continue
+            words = _QUOTED.findall(match.group(2))
+            if words:
+                yield match.group(1), words[0].lower(), {w.upper() for w in words[1:] if len(w) < 32}
+
+
+class Redis5Compatibility(TaskQueueTestCase):
+    def test_task_workload_sends_only_redis_5_commands(self):
+        monitor = Monitor(SERVER)
+        try:
+            self._workload()
+        finally:
+            monitor.stop()
+        seen = list(monitor.commands())
+        names = {name for _, name, _ in seen}
+        for expected in ("evalsha", "xreadgroup", "xadd", "xack", "xclaim", "xpending", "xinfo", "xgroup", "xtrim"):
+            self.assertIn(expected, names, "the workload did not exercise %s" % expected)
+        problems = set()
+        for source, name, words in seen:
+            if name not in REDIS5_COMMANDS:
+                problems.add("%s is not a Redis 5.0 command" % name)
+            elif source == "lua" and name in REDIS5_NOSCRIPT:
+                problems.add("%s is called from Lua, which Redis 5.0 refuses" % name)
+            elif words & NEWER_OPTIONS.get(name, set()):
+                problems.add("%s uses %s, newer than Redis 5.0" % (name, words & NEWER_OPTIONS[name]))
+        self.assertEqual(problems, set())
+
+    def _workload(self):
+        settings = {"tasks": dict(CLI_TASKS, stream_maxlen=2)}
+        n1, n2 = (NodeEnv(self.tmp, node_id, SERVER, config=settings) for node_id in ("n1", "n2"))
+        for node in (n1, n2):
+            node.run("heartbeat.py")
+        n1.run("leader_election.py")
+        for args in (("--type", "echo", "--key", "same"), ("--type", "echo", "--key", "same"),
+                     ("--type", "echo", "--node", "n2"), ("--type", "fail", "--max-attempts", "1"),
+                     ("--type", "fail", "--max-attempts", "2")):
+            self.assertEqual(n1.run("task_queue.py", "submit", *args).returncode, 0)
+        n2.run("task_queue.py", "work")
+        n1.run("task_queue.py", "work")
+        dead = n1.run_json("task_queue.py", "list", "--state", "dead")["tasks"]
+        for command in (("stats",), ("list",), ("status", dead[0]["id"]), ("retry", dead[0]["id"])):
+            self.assertEqual(n1.run("task_queue.py", *command).returncode, 0, command)
+        ghost = self.ctx("ghost")  # claims, then is never heard of again: reclaimed
+        taskq.submit(ghost, "true", "{}")
+        taskq._claim(ghost, taskq.worker_streams(ghost), read_new=True)
+        self.assertGreaterEqual(self._leader_tick(n1)["tasks_reclaimed"], 1)
+        leaving = self.ctx("n2")
+        taskq.submit(leaving, "true", "{}")
+        taskq._claim(leaving, taskq.worker_streams(leaving), read_new=True)
+        self.assertEqual(n2.run_json("node_manager.py", "deregister")["tasks_handed_back"], 1)
+        for _ in range(3):
+            n1.run("task_queue.py", "work")
+        n1.run("task_queue.py", "purge", "--done-older-than", "0", "--dead-older-than", "0")
+
+    def _leader_tick(self, node: NodeEnv) -> dict:
+        """Run failover_manager.py on ``node`` until it acts as the leader; return that tick's result."""
+        def tick():
+            node.run("heartbeat.py")
+            result = node.run_json("failover_manager.py")
+            return result if result["role"] == "leader" else None
+        return wait_for(tick, 15, interval_s=0.2, message="%s to lead" % node.node_id)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+if __name__ == "__main__":
+    unittest.main()
