@@ -1,0 +1,181 @@
+"""The agents' shared key-value store in Redis: small JSON values, versioned, written atomically.
+
+An entry is the hash ``openclaw:cluster:kv:<name>`` {value, version, updated, op}; its
+name is also in ``openclaw:cluster:kv-index`` (for ``list``), and every change is
+announced on the pub/sub channel ``openclaw:cluster:kv-changes`` (message: the name).
+
+Guarantees:
+- every write (set, compare-and-set, delete) is one Lua script: readers see the old
+  entry or the new one, never a mix, and the index never disagrees with the entries;
+- versions only grow: each write takes the next number of one counter, so an entry
+  never shows the same version twice, not even after a delete and re-create; a
+  compare-and-set at the version a reader saw succeeds only if nobody wrote in
+  between, so read-modify-write loops lose no update;
+- ``updated`` is Redis's clock (seconds, 3 decimals), not the writer's;
+- nothing is written unless the name and the value are valid.
+
+Not guaranteed: values are as durable as Redis's persistence; ``watch`` reports that an
+entry changed and its value then, not every version in between. These writes are
+agents' writes and are not fenced by the leader's lease.
+"""
+
+import json
+import os
+import time
+
+import keys
+import lua
+from errors import TickError
+from redis_client import WrongTypeError
+
+MAX_KEY_CHARS = 200
+MAX_VALUE_BYTES = 1024 * 1024
+DEFAULT_LIST_LIMIT = 1000
+POLL_FIRST_S = 0.05
+POLL_MAX_S = 1.0
+
+
+class BadInput(ValueError):
+    """A name or value the store refuses; the message says what and why."""
+
+
+# -- validation --------------------------------------------------------------
+
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:40] + "...")
+
+
+def _bad_char(ch: str):
+    """What is wrong with one character of a name, or None."""
+    code = ord(ch)
+    if 0xD800 <= code <= 0xDFFF:
+        return "bytes that are not UTF-8"
+    if ch == " ":
+        return "a space"
+    if code < 32 or 127 <= code < 160:
+        return "a control character (%r)" % ch
+    if ch.isspace():
+        return "a white-space character (%r)" % ch
+    return None
+
+
+def check_name(name: str, what: str = "key", allow_empty: bool = False) -> str:
+    """Return ``name`` if it is 1-200 characters without spaces or control characters."""
+    if len(name) > MAX_KEY_CHARS or (not name and not allow_empty):
+        raise BadInput("%s must be 1 to %d characters, got %d" % (what, MAX_KEY_CHARS, len(name)))
+    for pos, ch in enumerate(name, 1):
+        problem = _bad_char(ch)
+        if problem:
+            raise BadInput("%s %s has %s at character %d; names are 1-%d characters without spaces or "
+                           "control characters" % (what, _shown(name), problem, pos, MAX_KEY_CHARS))
+    return name
+
+
+def _no_constants(word: str):
+    raise ValueError("%s is not valid JSON" % word)
+
+
+def parse_value(text: str) -> str:
+    """Validate a JSON value given as text; return it in compact form (what is stored)."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadInput("the value is not valid UTF-8") from None
+    if size > MAX_VALUE_BYTES:
+        raise BadInput("the value is %d bytes; the most is %d" % (size, MAX_VALUE_BYTES))
+    if not text.strip():
+        raise BadInput("the value is empty; give a JSON value such as 42, '\"text\"' or '{\"a\": 1}'")
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        hint = " (text must be a quoted JSON string, e.g. '\"hello\"')" if exc.pos == 0 else ""
+        raise BadInput("the value is not valid JSON: %s%s" % (exc, hint)) from None
+    except ValueError as exc:
+        raise BadInput("the value is not valid JSON: %s" % exc) from None
+    return json.dumps(value, separators=(",", ":"))
+
+
+def lex_range(prefix: str) -> tuple:
+    """ZRANGEBYLEX bounds of the names that start with ``prefix`` (UTF-8 never has byte 0xff)."""
+    if not prefix:
+        return b"-", b"+"
+    raw = prefix.encode("utf-8")
+    return b"[" + raw, b"[" + raw + b"\xff"
+
+
+# -- operations ---------------------------------------------------------------
+
+def _float(raw) -> float:
+    return float(raw) if raw else 0.0
+
+
+def get(client, name: str):
+    """The entry {key, value, version, updated}, or None when it does not exist (one round trip)."""
+    check_name(name)
+    try:
+        raw, version, updated = client.execute("HMGET", keys.kv(name), "value", "version", "updated")
+    except WrongTypeError:
+        raise WrongTypeError("WRONGTYPE %s is not a hash, so not a kv entry" % keys.kv(name)) from None
+    if version is None:
+        return None
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:
+        raise TickError("entry %s does not hold JSON (written outside state_sync?)" % _shown(name)) from None
+    return {"key": name, "value": value, "version": int(version), "updated": _float(updated)}
+
+
+def put(client, name: str, value_text: str, expected=None, token: str = "") -> dict:
+    """Write an entry (a JSON text, checked and stored compactly); with ``expected``
+    (0: must not exist) only if the entry is at that version.
+
+    Returns {key, ok, version, updated}: on a conflict ``ok`` is False and ``version``
+    is the entry's current one (0: missing). ``token`` names this operation, so that a
+    retry after a lost reply recognises its own earlier write as a success.
+    """
+    check_name(name)
+    value_json = parse_value(value_text)
+    status, version, updated = lua.KV_SET(
+        client, (keys.kv(name), keys.kv_index(), keys.kv_version()),
+        (name, value_json, "" if expected is None else int(expected), token or os.urandom(8).hex(),
+         keys.kv_channel()))
+    return {"key": name, "ok": status == b"ok", "version": int(version), "updated": _float(updated)}
+
+
+def delete(client, name: str, expected=None) -> dict:
+    """Delete an entry (only at version ``expected``, if given).
+
+    Returns {key, outcome: deleted|missing|conflict, version: the old or current version}.
+    """
+    check_name(name)
+    outcome, version = lua.KV_DELETE(client, (keys.kv(name), keys.kv_index()),
+                                     (name, "" if expected is None else int(expected), keys.kv_channel()))
+    return {"key": name, "outcome": outcome.decode(), "version": int(version)}
+
+
+def list_entries(client, prefix: str = "", limit: int = DEFAULT_LIST_LIMIT) -> tuple:
+    """([{key, version, updated}...] in name order, truncated: bool), in one round trip."""
+    low, high = lex_range(check_name(prefix, "prefix", allow_empty=True))
+    flat = lua.KV_LIST(client, (keys.kv_index(),), (low, high, limit + 1, keys.kv("")))
+    entries = [{"key": flat[i].decode("utf-8", "replace"), "version": int(flat[i + 1]),
+                "updated": _float(flat[i + 2])} for i in range(0, len(flat), 3)]
+    return entries[:limit], len(entries) > limit
+
+
+def watch(client, name: str, baseline: int, deadline_s=None, clock=time.monotonic, sleep=time.sleep):
+    """Wait until the entry's version differs from ``baseline`` (0: missing) or the deadline.
+
+    Polls with backoff (50 ms doubling to 1 s), so a change is seen within about a
+    second. ``deadline_s`` is a ``clock()`` value, None for no deadline. Returns
+    (changed, entry or None): the entry as it is now (None: deleted or missing).
+    """
+    delay_s = POLL_FIRST_S
+    while True:
+        entry = get(client, name)
+        if (entry["version"] if entry else 0) != baseline:
+            return True, entry
+        left_s = None if deadline_s is None else deadline_s - clock()
+        if left_s is not None and left_s <= 0:
+            return False, entry
+        sleep(delay_s if left_s is None else min(delay_s, left_s))
+        delay_s = min(delay_s * 2, POLL_MAX_S)
