@@ -46,6 +46,7 @@ import hooks
 import keys
 import local_state
 import lua
+from errors import NodeIdCollision
 from redis_client import Redis, RedisError, ResponseError
 
 LEADER_OUTCOMES = ("renewed", "acquired")
@@ -78,8 +79,10 @@ class Elector:
         self.node_id = ctx.node_id
         self.lease_ms = int(ctx.cfg.lease_ttl_s * 1000)
         self.maxlen = ctx.cfg["cluster"]["events_maxlen"]
-        self.bootstrap_wait_ms = int(ctx.cfg["node"]["heartbeat_interval"] * 1000)
+        # 1.5 intervals: a heartbeat tick that drifts late still lands inside the wait
+        self.bootstrap_wait_ms = int(ctx.cfg["node"]["heartbeat_interval"] * 1500)
         self.state_path = local_state.epoch_memory_path(ctx.cfg.run_dir, self.node_id)
+        self.instance = local_state.instance_token(ctx.cfg.run_dir, self.node_id)
         self.state = {}
         self._reload()
 
@@ -103,8 +106,14 @@ class Elector:
                               (keys.leader(), keys.epoch(), keys.heartbeat(self.node_id), keys.nodes(), keys.events(),
                                keys.bootstrap(), keys.released(self.node_id)),
                               (self.node_id, self.lease_ms, self.remembered_epoch, self.maxlen,
-                               self.bootstrap_wait_ms))
+                               self.bootstrap_wait_ms, self.instance))
             obs = Observation(_text(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3]))
+            if obs.outcome == "collision":
+                self._observe(Observation("collision", "", obs.epoch, 0))  # not leader, whatever the other does
+                raise NodeIdCollision(
+                    "node id %r is claimed by another live process (the cluster's record of it names another "
+                    "instance); this one takes no part in the election: give this node its own node.id / "
+                    "OPENCLAW_NODE_ID, or stop the other one" % self.node_id)
             obs = self._new_term_if_master_moved(obs)
         if obs.is_leader and self.ctx.cfg["election"]["min_replicas_acked"] and self._is_new_term(obs):
             obs = self._confirm_replicated(obs)

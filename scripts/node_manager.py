@@ -6,11 +6,19 @@ Commands:
   deregister           leave gracefully: hand back this node's pending tasks,
                        release the lease if held, delete hb:<id>, mark it `left`
   status               table of members: state, heartbeat age (Redis clock),
-                       leader marker, epoch, host, labels (--json for scripts)
+                       leader marker, epoch, host, labels (--json for scripts),
+                       and the Redis server in use: address, role, replicas,
+                       persistence, Sentinel's view
   health               exit 0 healthy, 1 degraded, 2 Redis unreachable; checks
-                       Redis, this node's heartbeat, that a leader exists, and
-                       the local clock against Redis's
+                       Redis, this node's heartbeat, that a leader exists,
+                       the local clock against Redis's, and the server: a
+                       replica or too few replicas fail, no replica or no
+                       persistence warn
   prune --older-than S forget members offline or left for at least S seconds
+  check                preflight for start-node.sh: config valid, Redis reachable,
+                       credentials accepted, Redis version at least 5.0
+  run                  every tick of this node in one process until SIGTERM, then
+                       leave gracefully (start-node.sh --foreground)
 """
 
 import sys
@@ -20,10 +28,13 @@ import keys
 import lua
 import membership
 import runner
-from redis_client import RedisConnectionError
+import server_info
+from errors import TickError
+from redis_client import RedisConnectionError, RedisError
 
 CLOCK_SKEW_WARN_S = 1.0
-COMMANDS = ("register", "deregister", "status", "health", "prune")
+COMMANDS = ("register", "deregister", "status", "health", "prune", "check", "run")
+MIN_REDIS_VERSION = (5, 0)
 FLAGS = [("--older-than", "S", "prune: minimum seconds since the member went offline or left")]
 
 
@@ -34,25 +45,15 @@ def cmd_register(ctx) -> dict:
 
 
 def cmd_deregister(ctx) -> dict:
-    handed_back = 0
-    try:
-        import taskq
-    except ImportError:
-        taskq = None
-    if taskq is not None:
-        handed_back = taskq.hand_back(ctx)
-    released, had_record = lua.LEAVE(ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(ctx.node_id),
-                                                 keys.nodes(), keys.events()),
-                                     (ctx.node_id, ctx.cfg["cluster"]["events_maxlen"]))
-    ctx.log.info("left the cluster (lease released: %s, tasks handed back: %d)", bool(released), handed_back)
-    return {"node": ctx.node_id, "left": bool(had_record), "released_lease": bool(released),
-            "tasks_handed_back": handed_back}
+    return membership.leave(ctx)
 
 
 def cmd_status(ctx) -> dict:
     snap = membership.snapshot(ctx.redis)
+    snap["server"] = server_info.describe(ctx.redis)
     if not ctx.flags.get("--json"):
         print(format_table(snap))
+        print("\n".join(server_info.summary_lines(snap["server"], ctx.cfg["election"]["min_replicas_acked"])))
     return snap
 
 
@@ -102,7 +103,21 @@ def cmd_health(ctx) -> dict:
                                         "but logs will disagree; check NTP)" % skew))
     else:
         checks.append(("clock", "ok", "within %.3fs of Redis's" % abs(skew)))
+    if _server_checks(ctx, checks):
+        code = 1
     return _health_result(ctx, checks, code)
+
+
+def _server_checks(ctx, checks: list) -> bool:
+    """Add the server's role, replica, persistence and Sentinel verdicts; True if one failed."""
+    try:
+        server = server_info.describe(ctx.redis)
+    except RedisError as exc:
+        checks.append(("server", "warn", "could not describe %s: %s" % (ctx.redis.peer, exc)))
+        return False
+    found = server_info.checks(server, ctx.cfg["election"]["min_replicas_acked"])
+    checks.extend(found)
+    return any(verdict == "fail" for _name, verdict, _detail in found)
 
 
 def _health_result(ctx, checks, code: int) -> dict:
@@ -128,6 +143,24 @@ def cmd_prune(ctx) -> dict:
     if not ctx.flags.get("--json"):
         print("pruned: %s" % (", ".join(pruned) or "none"))
     return {"pruned": pruned}
+
+
+def cmd_check(ctx) -> dict:
+    info = ctx.redis.execute("INFO", "server").decode("utf-8", "replace")
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    version = fields.get("redis_version", "0").strip()
+    parsed = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parsed < MIN_REDIS_VERSION:
+        raise TickError("Redis at %s is version %s; this skill needs 5.0 or newer (Streams)" % (ctx.redis.peer, version))
+    if not ctx.flags.get("--json"):
+        print("config ok: node %s, config dir %s" % (ctx.node_id, ctx.cfg.config_dir))
+        print("redis ok: %s answers, credentials accepted, version %s" % (ctx.redis.peer, version))
+    return {"node": ctx.node_id, "redis": ctx.redis.peer, "redis_version": version, "ok": True}
+
+
+def cmd_run(ctx) -> dict:
+    import foreground
+    return foreground.run(ctx)
 
 
 def tick(ctx) -> dict:

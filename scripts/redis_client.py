@@ -30,6 +30,7 @@ __all__ = [
 
 MAX_BULK_BYTES = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len default
 MAX_ARRAY_LEN = 1024 * 1024 * 1024
+MAX_NESTING = 32  # arrays in arrays; our replies nest 3 deep, and the parser recurses once per level
 DEFAULT_TIMEOUT_S = 5.0
 _RECV_BYTES = 65536
 
@@ -230,7 +231,7 @@ class Parser:
             raise ProtocolError("%s sent an absurd %s length %d (cap %d)" % (self.peer, kind, n, cap))
         return n
 
-    def _parse(self, pos: int):
+    def _parse(self, pos: int, depth: int = 0):
         if pos >= len(self._buf):
             raise _Incomplete()
         start = pos
@@ -263,10 +264,12 @@ class Parser:
             n = self._length(line, "array", MAX_ARRAY_LEN)
             if n == -1:
                 return None, pos
+            if depth >= MAX_NESTING and n > 0:
+                raise ProtocolError("%s sent arrays nested deeper than %d levels" % (self.peer, MAX_NESTING))
             items, pos = self._partial.pop(start, ([], pos))
             while len(items) < n:
                 try:
-                    item, pos = self._parse(pos)
+                    item, pos = self._parse(pos, depth + 1)
                 except _Incomplete:
                     self._partial[start] = (items, pos)
                     raise
@@ -279,8 +282,8 @@ class Parser:
 
 def _host_arg(host: str):
     """``host`` for getaddrinfo: an ASCII name as bytes, which resolves the same but skips
-    importing the ``idna`` codec that a str host costs every one-shot tick (~1.5 ms)."""
-    return host.encode("ascii") if host.isascii() else host
+    importing the ``idna`` codec that a str host costs every one-shot tick (~1 ms)."""
+    return host.encode("ascii") if isinstance(host, str) and host.isascii() else host
 
 
 class Connection:
@@ -564,10 +567,10 @@ class Redis:
             self._resolved_at = time.monotonic()
             return False
         self._resolved_at = time.monotonic()
-        moved = (host, port) != (self.host, self.port)
+        moved = known and (host, port) != (self.host, self.port)
         if moved:
             self.close()  # pooled connections lead to the old master
-            self.host, self.port, self.peer = host, port, "%s:%d" % (host, port)
+        self.host, self.port, self.peer = host, port, "%s:%d" % (host, port)
         return moved
 
     def _resend_after(self, exc) -> bool:

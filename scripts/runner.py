@@ -187,6 +187,11 @@ def explain(exc: BaseException, cfg=None) -> str:
         return "Redis unreachable: %s (check redis.host / redis.port and that redis-server runs)" % exc
     if isinstance(exc, rc.ProtocolError):
         return "not a Redis server? %s" % exc
+    if isinstance(exc, rc.ReadOnlyError):
+        return "Redis refused: %s (this server is a read-only replica: point redis.host at the master, or " \
+               "use redis.sentinels)" % exc
+    if isinstance(exc, rc.LoadingError):
+        return "Redis refused: %s (the server is still loading its data: this clears by itself)" % exc
     if isinstance(exc, rc.NoPermError):
         return "Redis ACL refused a command: %s (grant the user the commands listed in the README)" % exc
     if isinstance(exc, rc.ResponseError):

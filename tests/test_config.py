@@ -202,6 +202,12 @@ class ValueErrorTest(ConfigCase):
         self.assert_error({"node": {"retry_count": -1}}, "node.retry_count must be 0 or more")
         self.assert_error({"redis": {"socket_timeout": 0}}, "redis.socket_timeout must be a number above 0")
 
+    def test_negative_fractions_where_0_or_more_is_allowed(self):
+        for section, key in (("node", "retry_delay"), ("election", "renew_interval"), ("tasks", "backoff_base_s")):
+            with self.subTest(key=key):
+                self.assert_error({section: {key: -0.5}}, "%s.%s must be 0 or more, got -0.5" % (section, key))
+        self.assertEqual(self.load({"node": {"retry_delay": 0}})["node"]["retry_delay"], 0)
+
     def test_nan_and_infinity(self):
         for raw in ("NaN", "Infinity", "-Infinity"):
             with self.subTest(raw=raw):

@@ -15,6 +15,7 @@ import local_state  # noqa: E402
 import log as log_mod  # noqa: E402
 import runner  # noqa: E402
 from elector import Elector  # noqa: E402
+from errors import NodeIdCollision  # noqa: E402
 from redis_client import WrongTypeError  # noqa: E402
 
 ME, OTHER = "n1", "n2"
@@ -26,6 +27,8 @@ def make_ctx(base_dir: str, node_id: str, server, extra_config: dict = None) -> 
     cfg = config.load(env.config_dir, env.log_dir)
     cfg.values["node"]["id"] = node_id
     cfg.values["redis"].update(host=server.host, port=server.port)
+    # the synthetic records below name instance "x": make it this process's own token
+    local_state.atomic_write(os.path.join(cfg.run_dir, node_id + ".instance"), b"x")
     logger = log_mod.Logger("test", node_id, env.log_dir, console=None, use_syslog=False)
     return runner.Context("test", cfg, logger, {})
 
@@ -109,6 +112,27 @@ class ElectorTable(unittest.TestCase):
                 self.assertEqual(int(self.server.command("GET", "openclaw:cluster:epoch") or 0), epoch)
                 self.assertEqual(ctx.redis.round_trips, 1, "one election step is one round trip")
                 self.assertGreaterEqual(elector.state["max_epoch"], epoch, "the node remembers what it saw")
+                ctx.close()
+
+    def test_record_of_another_instance_is_a_collision_that_changes_nothing(self):
+        """Another live process claims my node id (its heartbeat owns the record): never renew or take the lease."""
+        for holder in (ME, None):
+            with self.subTest(holder=holder):
+                self.server.flushall()
+                self.arrange(dict(holder=holder, epoch=4, alive=True, rec=record().replace('"x"', '"elsewhere"')))
+                if holder:
+                    self.server.command("PEXPIRE", "openclaw:cluster:leader", 1000)
+                ctx = make_ctx(self.tmp.name, ME, self.server)
+                elector = Elector(ctx)
+                remember(elector, {"max_epoch": 4, "is_leader": bool(holder), "epoch": 4, "leader": holder or ""})
+                with self.assertRaises(NodeIdCollision) as cm:
+                    elector.try_acquire_or_renew()
+                self.assertIn("node id 'n1' is claimed by another live process", str(cm.exception))
+                self.assertEqual(self.server.command("GET", "openclaw:cluster:leader"), holder)
+                self.assertLessEqual(self.server.command("PTTL", "openclaw:cluster:leader"), 1000, "not renewed")
+                self.assertEqual(self.server.command("GET", "openclaw:cluster:epoch"), "4")
+                self.assertEqual(self.server.command("EXISTS", "openclaw:cluster:events"), 0)
+                self.assertFalse(elector.state["is_leader"], "its memory no longer says it leads")
                 ctx.close()
 
     def test_after_the_bootstrap_wait_the_epoch_is_above_every_remembered_one(self):

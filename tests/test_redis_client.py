@@ -169,6 +169,19 @@ class ParserTest(unittest.TestCase):
         with self.assertRaises(rc.ProtocolError):
             parse_all(b"+" + b"x" * 70000)
 
+    def test_arrays_nested_too_deep_are_a_protocol_error_not_a_recursion_error(self):
+        deepest = b"*1\r\n" * rc.MAX_NESTING + b":1\r\n"
+        reply = parse_all(deepest)[0]
+        self.assertEqual(parse_all(deepest, step=3)[0], reply)
+        depth = 0
+        while isinstance(reply, list):
+            reply, depth = reply[0], depth + 1
+        self.assertEqual((depth, reply), (rc.MAX_NESTING, 1), "as deep as allowed still parses")
+        for step in (0, 4):
+            with self.subTest(step=step), self.assertRaises(rc.ProtocolError) as ctx:
+                parse_all(b"*1\r\n" * 5000 + b":1\r\n", step=step)
+            self.assertIn("nested deeper than %d levels" % rc.MAX_NESTING, str(ctx.exception))
+
     def test_encode_command(self):
         self.assertEqual(rc.encode_command(["SET", b"k\r\n", 5, 1.5]),
                          b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$1\r\n5\r\n$3\r\n1.5\r\n")

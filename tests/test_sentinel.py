@@ -1,0 +1,276 @@
+"""Redis Sentinel: finding the master, checking it is one, and surviving a failover.
+
+Real processes only: redis-server as master and replica, the same binary in
+--sentinel mode, and the project's scripts as subprocesses (one-shot ticks and
+--loop). The failover tests run three nodes (heartbeat, leader_election,
+failover_manager in --loop, interval 1 s, ttl 3 s) against a master, a replica
+and three sentinels (quorum 2), force a failover (SENTINEL FAILOVER; kill -9
+of the master) and check what a user would see: heartbeats on the new master
+within about an interval of the sentinels agreeing, exactly one leader, an
+epoch above every epoch seen before, every node online.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+import unittest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from support.cluster_nodes import INTERVAL_S, SCRIPTS, ClusterNode, ClusterView  # noqa: E402
+from support.redis_server import RedisServer, Sentinel, free_port, wait_until  # noqa: E402
+
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+import redis_client as rc  # noqa: E402
+
+NAME = "dnmaster"
+SENTINEL_PW = "s3ntinel-pw"
+
+
+class Topology:
+    """A master, a replica and ``count`` sentinels watching the master."""
+
+    def __init__(self, count: int = 1, quorum: int = 1, sentinel_password: str = None):
+        self.master = RedisServer(name="master").start()
+        self.replica = RedisServer(replicaof=self.master, name="replica").start()
+        self.replica.wait_replica_synced()
+        extra = ["sentinel sentinel-pass %s" % sentinel_password] if sentinel_password and count > 1 else []
+        self.sentinels = [Sentinel(self.master, NAME, quorum=quorum, down_after_ms=1000, failover_timeout_ms=3000,
+                                   password=sentinel_password, extra_conf=extra, name="sentinel%d" % i).start()
+                          for i in range(count)]
+        self.servers = [self.master, self.replica] + self.sentinels
+
+    def wait_discovered(self, timeout_s: float = 20) -> None:
+        """Every sentinel knows the replica and every other sentinel (needed to agree on a failover)."""
+        others = len(self.sentinels) - 1
+
+        def ready():
+            states = [s.master_state() for s in self.sentinels]
+            return all(int(st["num-other-sentinels"]) == others and int(st["num-slaves"]) == 1 for st in states)
+        wait_until(ready, timeout_s, interval=0.1, message="sentinels to discover each other and the replica")
+
+    def redis_cfg(self, **extra) -> dict:
+        return dict({"sentinels": [{"host": s.host, "port": s.port} for s in self.sentinels],
+                     "master_name": NAME}, **extra)
+
+    def agreed_master(self):
+        """The master's (host, port) if every sentinel names the same one, else None."""
+        addresses = {s.get_master_addr() for s in self.sentinels}
+        return addresses.pop() if len(addresses) == 1 else None
+
+    def close(self) -> None:
+        for server in reversed(self.servers):
+            server.close()
+
+
+def _commands(sentinel) -> int:
+    """Commands the sentinel has processed (this query included)."""
+    return int(sentinel.info("stats")["total_commands_processed"])
+
+
+def _role_calls(server) -> int:
+    stats = server.info("commandstats").get("cmdstat_role", "calls=0")
+    return int(stats.split(",")[0].split("=")[1])
+
+
+class SentinelClientTest(unittest.TestCase):
+    """Discovery, the ROLE check and READONLY handling, with one sentinel."""
+
+    def setUp(self):
+        self.topo = Topology()
+        self.addCleanup(self.topo.close)
+        self.tmp = tempfile.mkdtemp(prefix="dn-sentinel-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.sentinel = self.topo.sentinels[0]
+
+    def node(self, node_id="n1", secrets=None, **redis) -> ClusterNode:
+        return ClusterNode(self.tmp, node_id, redis or self.topo.redis_cfg(), secrets=secrets)
+
+    def client(self, **extra) -> rc.Redis:
+        client = rc.Redis.from_settings(dict(self.topo.redis_cfg(**extra), host="127.0.0.1", port=1,
+                                             connect_timeout=1, socket_timeout=1))
+        self.addCleanup(client.close)
+        return client
+
+    def test_one_shot_tick_asks_one_sentinel_once_and_checks_the_role_once(self):
+        dead = {"host": "127.0.0.1", "port": free_port()}  # listed first: skipped, not fatal
+        node = self.node(sentinels=[dead, {"host": self.sentinel.host, "port": self.sentinel.port}],
+                         master_name=NAME)
+        before, roles_before = _commands(self.sentinel), _role_calls(self.topo.master)
+        proc = node.run("heartbeat.py")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(_commands(self.sentinel) - before, 2)  # get-master-addr-by-name + our INFO
+        self.assertEqual(_role_calls(self.topo.master) - roles_before, 1)
+        self.assertIsNotNone(self.topo.master.command("GET", "hb:n1"))
+
+    def test_without_sentinels_no_role_check(self):
+        node = self.node(host=self.topo.master.host, port=self.topo.master.port)
+        proc = node.run("heartbeat.py")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(_role_calls(self.topo.master), 0)
+
+    def test_client_resolves_lazily_and_rechecks_after_a_while(self):
+        before = _commands(self.sentinel)
+        client = self.client()
+        client.sentinel.recheck_s = 0.3
+        self.assertEqual(_commands(self.sentinel) - before, 1)  # building the client sent nothing
+        for _ in range(5):
+            client.execute("SET", "k", "v")
+        self.assertEqual(client.sentinel.round_trips, 1)
+        self.assertEqual(client.peer, "127.0.0.1:%d" % self.topo.master.port)
+        time.sleep(0.4)
+        self.assertEqual(client.execute("GET", "k"), b"v")
+        self.assertEqual(client.sentinel.round_trips, 2)
+        self.assertEqual(client.round_trips, 6)
+
+    def test_unknown_master_name_is_one_clear_line(self):
+        node = self.node(sentinels=self.topo.redis_cfg()["sentinels"], master_name="nope")
+        proc = node.run("heartbeat.py", "--quiet")
+        self.assertEqual(proc.returncode, 1)
+        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
+        self.assertIn("Redis Sentinel", proc.stderr)
+        self.assertIn("'nope'", proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+        with self.assertRaises(rc.MasterNotFoundError):
+            self.client(master_name="nope").execute("PING")
+
+    def test_no_sentinel_reachable_names_them_all(self):
+        ports = [free_port(), free_port()]
+        node = self.node(sentinels=[{"host": "127.0.0.1", "port": p} for p in ports], master_name=NAME)
+        proc = node.run("heartbeat.py")
+        self.assertEqual(proc.returncode, 1)
+        for port in ports:
+            self.assertIn("127.0.0.1:%d" % port, proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+
+    def test_role_check_refuses_a_replica_the_sentinel_names(self):
+        # A sentinel with a stale or wrong view names the replica as the master.
+        self.sentinel.command("SENTINEL", "REMOVE", NAME)
+        self.sentinel.command("SENTINEL", "MONITOR", NAME, "127.0.0.1", self.topo.replica.port, 1)
+        with self.assertRaises(rc.NotMasterError) as caught:
+            self.client().execute("PING")
+        self.assertIn("127.0.0.1:%d is a replica" % self.topo.replica.port, str(caught.exception))
+        proc = self.node().run("heartbeat.py")
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("is a replica, not the master", proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+
+    def test_readonly_reply_sends_the_command_again_to_the_new_master(self):
+        client = self.client()
+        client.sentinel.recheck_s = 60  # only the READONLY reply may make it ask again
+        self.assertEqual(client.execute("SET", "k", "1"), "OK")
+        master, replica = self.topo.master, self.topo.replica
+        replica.command("REPLICAOF", "NO", "ONE")  # a failover by hand: the pooled connection survives it
+        master.command("REPLICAOF", "127.0.0.1", replica.port)
+        self.sentinel.command("SENTINEL", "REMOVE", NAME)
+        self.sentinel.command("SENTINEL", "MONITOR", NAME, "127.0.0.1", replica.port, 1)
+        self.assertEqual(client.execute("SET", "k", "2"), "OK")
+        self.assertEqual(client.peer, "127.0.0.1:%d" % replica.port)
+        self.assertEqual(client.sentinel.round_trips, 2)
+        self.assertEqual(replica.command("GET", "k"), "2")
+
+    def test_sentinel_password(self):
+        self.topo.close()
+        self.topo = Topology(sentinel_password=SENTINEL_PW)
+        self.addCleanup(self.topo.close)
+        node = self.node()
+        proc = node.run("heartbeat.py")
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("sentinel_password", proc.stderr)
+        node.write_config(self.topo.redis_cfg(), secrets={"redis": {"sentinel_password": "wrong-pw"}})
+        proc = node.run("heartbeat.py")
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("refused the credentials", proc.stderr)
+        self.assertNotIn("wrong-pw", proc.stderr + node.log_text())
+        node.write_config(self.topo.redis_cfg(), secrets={"redis": {"sentinel_password": SENTINEL_PW}})
+        proc = node.run("heartbeat.py")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertNotIn(SENTINEL_PW, proc.stderr + node.log_text())
+        self.assertIsNotNone(self.topo.master.command("GET", "hb:n1"))
+
+    def test_status_and_health_show_the_server_in_use(self):
+        node = self.node()
+        self.assertEqual(node.run("heartbeat.py").returncode, 0)
+        status = node.run_json("node_manager.py", "status")
+        server = status["server"]
+        self.assertEqual(server["address"], "127.0.0.1:%d" % self.topo.master.port)
+        self.assertEqual(server["role"], "master")
+        self.assertEqual(server["replicas_online"], 1)
+        self.assertEqual(server["sentinel"]["master_name"], NAME)
+        self.assertEqual(server["persistence"]["detail"], "off")
+        text = node.run("node_manager.py", "status").stdout
+        self.assertIn("redis: 127.0.0.1:%d (master, 1 replica online" % self.topo.master.port, text)
+        self.assertIn("via Sentinel master %r" % NAME, text)
+        self.assertIn("warning: persistence: off", text)
+        self.assertIn("only 1 sentinel(s)", text)
+        health = node.run("node_manager.py", "health")
+        self.assertIn("persistence warn", health.stdout.replace("  ", " "))
+        self.assertIn("role", health.stdout)
+
+
+class SentinelFailoverTest(unittest.TestCase):
+    """Three nodes in --loop against a master, a replica and three sentinels; then a failover."""
+
+    def setUp(self):
+        self.topo = Topology(count=3, quorum=2)
+        self.addCleanup(self.topo.close)
+        self.tmp = tempfile.mkdtemp(prefix="dn-failover-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.topo.wait_discovered()
+        self.nodes = [ClusterNode(self.tmp, "n%d" % i, self.topo.redis_cfg()) for i in (1, 2, 3)]
+        for node in self.nodes:
+            node.start()
+            self.addCleanup(node.stop)
+        self.view = ClusterView(self.nodes)
+
+    def failover(self, trigger) -> None:
+        old, new, view = self.topo.master, self.topo.replica, self.view
+        view.wait_steady(old)
+        time.sleep(INTERVAL_S)  # a few renewals at this epoch
+        seen = view.epochs_seen(old)
+        trigger()
+        wait_until(lambda: self.topo.agreed_master() == new.address, 30, interval=0.05,
+                   message="the sentinels to agree on the new master")
+        sec, usec = new.command("TIME")
+        agreed_at = int(sec) + int(usec) / 1e6
+        started = time.monotonic()
+
+        def all_beat():
+            members = view.members(new)
+            return all(members.get(n.node_id, (None, 0, False))[1] >= agreed_at for n in self.nodes)
+        wait_until(all_beat, 10, interval=0.05, message="heartbeats on the new master")
+        resumed_s = time.monotonic() - started
+        # one interval, plus slack for a loaded machine
+        self.assertLess(resumed_s, INTERVAL_S + 1.0, "heartbeats resumed %.2fs after the sentinels agreed" % resumed_s)
+
+        leader, epoch = view.wait_steady(new)
+        self.assertGreater(epoch, seen, "epoch after the failover must be above every epoch seen before")
+        for _ in range(10):  # and it stays that way: one leader, nobody else believing otherwise
+            time.sleep(0.2)
+            self.assertEqual(view.believers(), [leader])
+            self.assertEqual(new.command("GET", "openclaw:cluster:leader"), leader)
+        elected = view.elected_epochs(new)
+        self.assertEqual(elected, sorted(set(elected)), "leader_elected epochs must strictly grow")
+        self.assertEqual(elected[-1], epoch)
+
+        status = self.nodes[0].run_json("node_manager.py", "status")
+        self.assertEqual(status["server"]["address"], "127.0.0.1:%d" % new.port)
+        self.assertEqual(status["server"]["role"], "master")
+        self.assertEqual(status["leader"], leader)
+        self.assertEqual(self.nodes[1].run("heartbeat.py").returncode, 0)  # one-shot ticks follow too
+
+    def test_forced_failover(self):
+        self.failover(lambda: self.topo.sentinels[0].command("SENTINEL", "FAILOVER", NAME))
+
+    def test_master_killed(self):
+        self.failover(self.topo.master.kill)
+
+
+if __name__ == "__main__":
+    unittest.main()
