@@ -38,11 +38,8 @@ def sweep(ctx, epoch: str = ""):
 
 
 def reclaim_tasks(ctx, epoch: int) -> int:
-    """Hand the work of dead or stuck workers back to the queue (fenced); 0 without tasks."""
-    try:
-        import taskq
-    except ImportError:
-        return 0
+    """Hand the work of dead or stuck workers back to the queue (fenced)."""
+    import taskq  # only the leader pays for importing the task queue
     return taskq.reclaim(ctx, epoch)
 
 

@@ -134,11 +134,8 @@ def _safe_json(raw: bytes) -> dict:
 
 def leave(ctx) -> dict:
     """Leave gracefully: hand back pending tasks, release the lease, delete hb, mark ``left``."""
-    try:
-        import taskq
-    except ImportError:
-        taskq = None
-    handed_back = taskq.hand_back(ctx) if taskq is not None else 0
+    import taskq  # membership is imported by every heartbeat tick; the queue only when leaving
+    handed_back = taskq.hand_back(ctx)
     released, had_record = lua.LEAVE(ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(ctx.node_id),
                                                  keys.nodes(), keys.events()),
                                      (ctx.node_id, ctx.cfg["cluster"]["events_maxlen"]))
