@@ -5,13 +5,18 @@ step, ``release()`` gives the lease up, and transitions fire the hooks
 ``on_become_leader``, ``on_lose_leadership`` and ``on_leader_change``.
 
 The algorithm, one step (single Redis, one round trip, one Lua script):
-  1. If Redis's epoch is below the highest epoch this node remembers, Redis
-     lost data: raise it to remembered + 1, a value nobody has used.
+  1. If someone holds the lease but Redis's epoch is below the highest epoch
+     this node remembers, Redis lost data: raise it to remembered + 1, a
+     value nobody has used; the holder adopts it at its next renewal.
   2. If this node holds the lease: release it if its own heartbeat key has
      expired (a leader that cannot heartbeat must not lead), else extend it.
   3. If another node holds it: follow.
-  4. If it is vacant and this node is registered (not ``left``) with a live
-     heartbeat: INCR the epoch and take the lease at that epoch.
+  4. If it is vacant and this node is registered (not ``left``), has a live
+     heartbeat and did not just release the lease: if Redis has no epoch at
+     all (a new cluster, or Redis lost its data), wait one heartbeat
+     interval first, while every live node's heartbeat raises the epoch to
+     the highest it remembers; then INCR the epoch (never below remembered
+     + 1) and take the lease at that epoch.
   5. If this node renewed but its Redis master changed since its last step
      (a Sentinel failover), it starts a new term: INCR under the fence
      (``lua.NEW_TERM``), one more round trip, only then.
@@ -27,8 +32,9 @@ data Redis, where fenced writes are checked; otherwise release everywhere
 and retry after a random delay.
 
 Guaranteed: at most one node holds an unexpired lease at a given epoch, and
-epochs only grow, including across a Redis that restarts empty (each node
-remembers the highest epoch it has seen). Every write a leader makes is a Lua
+epochs only grow, including across a Redis that restarts empty, as long as
+one node that saw the last epoch heartbeats during the bootstrap wait (each
+node remembers the highest epoch it has seen). Every write a leader makes is a Lua
 script that first checks, in Redis, that the lease is still the writer's at
 its epoch (``lua.FENCE``), so a leader paused past its lease (GC, SIGSTOP,
 partition) changes nothing when it wakes.
@@ -79,8 +85,10 @@ class Elector:
         self.node_id = ctx.node_id
         self.lease_ms = int(ctx.cfg.lease_ttl_s * 1000)
         self.maxlen = ctx.cfg["cluster"]["events_maxlen"]
-        # 1.5 intervals: a heartbeat tick that drifts late still lands inside the wait
-        self.bootstrap_wait_ms = int(ctx.cfg["node"]["heartbeat_interval"] * 1500)
+        # One heartbeat round. Every live node learns the epoch from each heartbeat, so
+        # the first elector usually remembers the highest epoch already; the wait is for
+        # one that joined since. Longer would delay every re-formation past two ticks.
+        self.bootstrap_wait_ms = int(ctx.cfg["node"]["heartbeat_interval"] * 1000)
         self.state_path = local_state.epoch_memory_path(ctx.cfg.run_dir, self.node_id)
         self.instance = local_state.instance_token(ctx.cfg.run_dir, self.node_id)
         self.state = {}

@@ -174,7 +174,7 @@ def acquire_lock(cfg, script: str):
     return fd
 
 
-def explain(exc: BaseException, cfg=None) -> str:
+def explain(exc: BaseException) -> str:
     """One line for an expected failure, with a hint of what to check."""
     if isinstance(exc, rc.SentinelError):
         return "Redis Sentinel: %s (check redis.sentinels, redis.master_name and redis.sentinel_password; " \
