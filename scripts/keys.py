@@ -113,8 +113,20 @@ def task_delayed() -> str:
 
 
 def task_streams() -> str:
-    """Set of every task stream that has a consumer group (the shared one and each node's)."""
+    """Set of every task stream that has a consumer group (the shared one, each node's, each route's)."""
     return TASKS + "streams"
+
+
+def task_route(requirement: str) -> str:
+    """Stream of tasks only nodes with every label of ``requirement`` may run ("gpu", "agent,gpu":
+    sorted labels joined by ','; labels are [A-Za-z0-9._-], so the name cannot be ambiguous)."""
+    return TASKS + "route:" + requirement
+
+
+def task_routes() -> str:
+    """Set of the requirements (as in ``task_route``) that have a stream: workers look here for
+    the routes their labels qualify them for."""
+    return TASKS + "routes"
 
 
 TASK_GROUP = "workers"

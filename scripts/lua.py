@@ -694,12 +694,17 @@ if type_error then return type_error end
 """
 
 # TASK_SUBMIT: create a task (pending, with a stream entry) unless its idempotency key is taken.
-# KEYS[1..7] task header, KEYS[8] the stream it goes to, KEYS[9] nodes hash
+# KEYS[1..7] task header, KEYS[8] the stream it goes to, KEYS[9] nodes hash, KEYS[10] routes set
 # ARGV[1..8] task header, ARGV[9] task id, ARGV[10] type, ARGV[11] payload, ARGV[12] target node
-#   ('' = any), ARGV[13] idempotency key ('' = none), ARGV[14] max attempts, ARGV[15] timeout ms
+#   ('' = any), ARGV[13] idempotency key ('' = none), ARGV[14] max attempts, ARGV[15] timeout ms,
+#   ARGV[16] requirement (labels the runner needs, sorted and joined by ','; '' = none)
 # Returns {'created' | 'duplicate', task id, 1 if the target node is a known member (or none) else 0}.
+# An untargeted task with a requirement goes to that requirement's route stream (KEYS[8]), and
+# the requirement joins the routes set, where qualified workers find it (TASK_PREPARE).
 TASK_SUBMIT = Script(_TASK_PLAIN + """
-local id, key, target = ARGV[9], ARGV[13], ARGV[12]
+local routes_error = expect(KEYS[10], 'set')
+if routes_error then return routes_error end
+local id, key, target, requirement = ARGV[9], ARGV[13], ARGV[12], ARGV[16]
 local known = 1
 if target ~= '' then known = redis.call('HEXISTS', KEYS[9], target) end
 if key ~= '' then
@@ -710,19 +715,24 @@ local t = task_key(id)
 if redis.call('EXISTS', t) == 1 then return {'duplicate', id, known} end
 redis.call('HSET', t, 'id', id, 'type', ARGV[10], 'payload', ARGV[11], 'target', target, 'key', key,
   'max_attempts', ARGV[14], 'timeout_ms', ARGV[15], 'stream', KEYS[8], 'attempts', 0, 'runs', 0,
-  'created_ms', NOW, 'submitted_by', ME)
+  'created_ms', NOW, 'submitted_by', ME, 'requires', requirement)
 if key ~= '' then redis.call('SET', IDEM_PFX .. key, id) end
+if requirement ~= '' and target == '' then redis.call('SADD', KEYS[10], requirement) end
 to_pending(id, 0)
 return {'created', id, known}
 """)
 
-# TASK_PREPARE: before a worker reads: make sure its streams have the group, and give the
-# retries that are due a stream entry.
-# KEYS[1..7] task header, KEYS[8..] the streams the worker reads
-# ARGV[1..8] task header, ARGV[9] most retries to promote
-# Returns the number of due retries promoted.
+# TASK_PREPARE: before a worker reads: make sure its streams have the group, give the
+# retries that are due a stream entry, and name the routes this worker qualifies for.
+# KEYS[1..7] task header, KEYS[8] routes set, KEYS[9..] the streams the worker reads
+# ARGV[1..8] task header, ARGV[9] most retries to promote, ARGV[10..] the labels the worker
+#   offers (its node.labels and capabilities)
+# Returns {retries promoted, {requirement, ...}}: every requirement in the routes set whose
+# labels the worker all offers, sorted (the worker reads their streams from then on).
 TASK_PREPARE = Script(_TASK_PLAIN + """
-for i = 8, #KEYS do ensure_group(KEYS[i]) end
+local routes_error = expect(KEYS[8], 'set')
+if routes_error then return routes_error end
+for i = 9, #KEYS do ensure_group(KEYS[i]) end
 local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[9]))
 for _, id in ipairs(due) do
   redis.call('ZREM', DELAYED, id)
@@ -732,7 +742,17 @@ for _, id in ipairs(due) do
     enqueue(id)
   end
 end
-return #due
+local offered, routes = {}, {}
+for i = 10, #ARGV do offered[ARGV[i]] = true end
+for _, requirement in ipairs(redis.call('SMEMBERS', KEYS[8])) do
+  local able = true
+  for label in string.gmatch(requirement, '[^,]+') do
+    if not offered[label] then able = false end
+  end
+  if able then routes[#routes + 1] = requirement end
+end
+table.sort(routes)
+return {#due, routes}
 """)
 
 # TASK_CLAIM: start the first pending task delivered to this worker (its entries in the

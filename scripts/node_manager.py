@@ -57,14 +57,18 @@ def cmd_status(ctx) -> dict:
     return snap
 
 
+def _joined(values) -> str:
+    """A record's list field as ``a,b`` (a foreign record may hold anything there)."""
+    return ",".join(str(v) for v in values) if isinstance(values, list) else ""
+
+
 def format_table(snap: dict) -> str:
-    rows = [("NODE", "STATE", "LAST BEAT", "LEADER", "HOST", "LABELS")]
+    rows = [("NODE", "STATE", "LAST BEAT", "LEADER", "HOST", "LABELS", "CAPABILITIES")]
     for node in snap["nodes"]:
         rec = node["record"]
         age = "%.1fs ago" % node["age_s"] if node["age_s"] is not None else "-"
-        labels = ",".join(rec.get("labels") or []) if isinstance(rec.get("labels"), list) else ""
         rows.append((node["id"], node["state"], age, "*" if node["id"] == snap["leader"] else "",
-                     str(rec.get("host", "")), labels))
+                     str(rec.get("host", "")), _joined(rec.get("labels")), _joined(rec.get("capabilities"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     counts = {}

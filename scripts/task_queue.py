@@ -3,10 +3,18 @@
 
 Commands:
   submit --type T [--payload JSON | --payload-file F | -] [--node ID] [--key K]
-         [--max-attempts N] [--timeout S]
+         [--require LABEL ...] [--strict] [--max-attempts N] [--timeout S]
+         [--wait [--wait-timeout S]]
                        queue a task (payload: JSON, `-` reads stdin; default {});
                        prints its id. --node: only that node runs it. --key: an
-                       idempotency key; the same key never queues twice
+                       idempotency key; the same key never queues twice.
+                       --require: only a node with every such label (node.labels
+                       or a capability) runs it; if no live node has them now
+                       it waits for one (a warning; an error with --strict, and
+                       nothing is queued). --wait: block until the task is done
+                       (print its result, exit 0) or dead (print the error,
+                       exit 1); exit 4 when --wait-timeout passes first (the
+                       task stays queued: look later with `status ID`)
   work                 one worker tick: run up to tasks.max_per_tick tasks or for
                        tasks.tick_budget_s seconds; --loop works continuously
   status ID            one task: state, attempts, node, result or error, times
@@ -22,23 +30,36 @@ the payload on stdin, TASK_ID, TASK_TYPE, TASK_ATTEMPT, TASK_MAX_ATTEMPTS and
 NODE_ID in its environment. Exit 0 stores stdout as the result; anything else
 (or the timeout) is retried with backoff, then dead-lettered. Delivery is
 at least once: make handlers idempotent. See scripts/taskq.py for the states.
+
+The built-in type `agent` runs one OpenClaw agent turn on a node that has the
+CLI (capability `agent`): payload {"message": "...", "agent": "<id>",
+"timeout_s": N} (agent and timeout_s optional); --wait prints the agent's
+reply. See scripts/agent_task.py.
 """
 
 import sys
 
+import agent_task
 import runner
 import taskq
 from errors import TickError
 
+EXIT_TASK_DEAD = 1     # submit --wait: the task ended dead
+EXIT_WAIT_TIMEOUT = 4  # submit --wait: the task is still pending or running (it stays queued)
 COMMANDS = ("submit", "work", "status", "list", "stats", "retry", "purge")
 FLAGS = [
-    ("--type", "T", "submit: the task type (a key of tasks.handlers)"),
+    ("--type", "T", "submit: the task type (a key of tasks.handlers, or the built-in agent)"),
     ("--payload", "JSON", "submit: the payload, a JSON text"),
     ("--payload-file", "F", "submit: read the JSON payload from file F"),
     ("--node", "ID", "submit: only node ID may run the task"),
     ("--key", "K", "submit: idempotency key; a key already used returns the first task's id"),
     ("--max-attempts", "N", "submit: attempts before dead-lettering (default tasks.default_max_attempts)"),
-    ("--timeout", "S", "submit: seconds the handler may run (default tasks.default_timeout_s)"),
+    ("--timeout", "S", "submit: seconds the handler may run (default tasks.default_timeout_s; agent tasks "
+                       "with timeout_s: that plus 60)"),
+    ("--require", "LABEL", "submit: only nodes with this label (or capability) run the task; repeatable"),
+    ("--strict", None, "submit: refuse (exit 1, nothing queued) when no live node can run the task now"),
+    ("--wait", None, "submit: wait for the outcome: result on stdout (exit 0), or the error (exit 1)"),
+    ("--wait-timeout", "S", "submit --wait: give up waiting after S seconds (exit 4; the task stays queued)"),
     ("--state", "S", "list: only tasks in state S (pending, running, done, dead)"),
     ("--limit", "N", "list: at most N tasks (default 50)"),
     ("--done-older-than", "S", "purge: done tasks that finished at least S seconds ago"),
@@ -97,6 +118,25 @@ def _payload(ctx) -> str:
 
 
 def cmd_submit(ctx) -> dict:
+    req = _submit_request(ctx)
+    if not hasattr(ctx, "submit_id"):  # kept across the runner's retries: a retry finds, not adds
+        if req["needs"]:
+            _check_able(ctx, req["needs"], req["target"])
+        ctx.submit_id = taskq.new_task_id()
+    result = taskq.submit(ctx, req["type"], req["payload"], target=req["target"], key=req["key"],
+                          max_attempts=req["max_attempts"] or 0, timeout_s=req["timeout_s"] or 0,
+                          task_id=ctx.submit_id, requires=req["needs"].split(",") if req["needs"] else ())
+    if req["target"] and not result["target_known"]:
+        ctx.log.warning("node %s is not a member (yet): the task waits until it runs a worker", req["target"])
+    if ctx.flags.get("--wait"):
+        return _wait(ctx, result["id"], req["wait_timeout_s"])
+    if not ctx.flags.get("--json"):
+        print(result["id"])
+    return result
+
+
+def _submit_request(ctx) -> dict:
+    """submit's flags, checked (UsageError for the first bad one); ``needs`` as taskq.requirement gives it."""
     task_type = ctx.flags.get("--type")
     if task_type is None:
         raise runner.UsageError("submit needs --type T")
@@ -105,25 +145,80 @@ def cmd_submit(ctx) -> dict:
         taskq.check_name(task_type, "--type")
         if target:
             taskq.check_name(target, "--node")
+        labels = [taskq.check_name(label, "--require") for label in ctx.flags.get("--require*", [])]
+        needs = taskq.requirement(task_type, labels)
     except ValueError as exc:
         raise runner.UsageError(str(exc)) from None
     if "--key" in ctx.flags and not 0 < len(key) <= taskq.MAX_KEY_LEN:
         raise runner.UsageError("--key must be 1 to %d characters" % taskq.MAX_KEY_LEN)
-    max_attempts = _number(ctx, "--max-attempts", int)
-    timeout_s = _number(ctx, "--timeout")
-    payload = _payload(ctx)
-    if task_type not in ctx.cfg["tasks"]["handlers"]:
+    req = {"type": task_type, "target": target, "key": key, "needs": needs,
+           "max_attempts": _number(ctx, "--max-attempts", int), "timeout_s": _number(ctx, "--timeout"),
+           "wait_timeout_s": _number(ctx, "--wait-timeout", strict=False), "payload": _payload(ctx)}
+    if req["wait_timeout_s"] is not None and not ctx.flags.get("--wait"):
+        raise runner.UsageError("--wait-timeout goes with --wait")
+    if task_type == agent_task.TASK_TYPE:
+        req["timeout_s"] = _check_agent_payload(ctx, req["payload"], req["timeout_s"])
+    elif task_type not in ctx.cfg["tasks"]["handlers"]:
         ctx.log.warning("task type %r has no handler on this node; only nodes that have one should work it",
                         task_type)
-    if not hasattr(ctx, "submit_id"):
-        ctx.submit_id = taskq.new_task_id()  # kept across the runner's retries: a retry finds, not adds
-    result = taskq.submit(ctx, task_type, payload, target=target, key=key, max_attempts=max_attempts or 0,
-                          timeout_s=timeout_s or 0, task_id=ctx.submit_id)
-    if target and not result["target_known"]:
-        ctx.log.warning("node %s is not a member (yet): the task waits until it runs a worker", target)
-    if not ctx.flags.get("--json"):
-        print(result["id"])
-    return result
+    return req
+
+
+def _check_agent_payload(ctx, payload: str, timeout_s):
+    """Refuse a bad agent payload now (usage error); return the task timeout to use."""
+    try:
+        request = agent_task.parse_request(payload)
+    except ValueError as exc:
+        raise runner.UsageError(str(exc)) from None
+    if timeout_s is None:
+        return agent_task.task_timeout_s(request)
+    if request["timeout_s"] and timeout_s <= request["timeout_s"]:
+        ctx.log.warning("--timeout %g is not above the payload's timeout_s %d: the worker will stop the agent "
+                        "turn before the CLI's own deadline", timeout_s, request["timeout_s"])
+    return timeout_s
+
+
+def _check_able(ctx, needs: str, target: str) -> None:
+    """Warn (or with --strict refuse) when no live node can run a task that needs ``needs`` now."""
+    able, live = taskq.able_nodes(ctx, needs, target)
+    if able:
+        return
+    who = "node %s is not live or lacks" % target if target else (
+        "no live node has" if live else "no node is live with")
+    text = "%s %s %s" % (who, "label" if "," not in needs else "labels", needs.replace(",", ", "))
+    if ctx.flags.get("--strict"):
+        raise TickError("%s: not submitted (--strict)" % text)
+    ctx.log.warning("%s: the task stays queued until such a node runs a worker", text)
+
+
+def _wait(ctx, task_id: str, timeout_s) -> dict:
+    """--wait: the outcome as the caller of a function would want it; see the module's help."""
+    import time
+    if not hasattr(ctx, "wait_deadline_s"):  # kept across the runner's retries
+        ctx.wait_deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
+    rec = taskq.wait(ctx, task_id, ctx.wait_deadline_s, sleep=ctx.sleep)
+    if rec is None:
+        raise TickError("task %s vanished while waiting (purged?)" % task_id)
+    rec.setdefault("id", task_id)
+    if rec["state"] == "done":
+        rec["reply"] = taskq.reply(rec)
+        if not ctx.flags.get("--json"):
+            text = rec["reply"]
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        if rec.get("result_truncated"):
+            ctx.log.warning("task %s: the result was cut at tasks.result_max_bytes", task_id)
+        return rec
+    if rec["state"] == "dead":
+        ctx.exit_code = EXIT_TASK_DEAD
+        line = "error: task %s is dead after %d attempt(s): %s" % (task_id, rec.get("attempts", 0),
+                                                                   rec.get("error", "?"))
+    else:
+        ctx.exit_code = EXIT_WAIT_TIMEOUT
+        line = "task %s is still %s after --wait-timeout %gs; it stays queued: check it with `task_queue.py " \
+               "status %s`" % (task_id, rec["state"], timeout_s, task_id)
+    ctx.log.log("WARNING", line, console=False)
+    sys.stderr.write("task_queue.py: %s\n" % line)  # the outcome the caller waited for: shown even with --quiet
+    return rec
 
 
 def cmd_work(ctx) -> dict:
@@ -151,6 +246,8 @@ def format_status(rec: dict) -> str:
             ("attempts", "%d of %d (runs: %d)" % (rec.get("attempts", 0), rec.get("max_attempts", 0),
                                                   rec.get("runs", 0))),
             ("node", node)]
+    if rec.get("requires"):
+        rows.append(("requires", rec["requires"].replace(",", ", ")))
     rows += [(name[:-3], _when(rec[name])) for name in ("created_at", "started_at", "finished_at", "due_at")
              if rec.get(name)]
     if rec.get("error"):

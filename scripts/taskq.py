@@ -21,9 +21,9 @@ its index ``openclaw:tasks:state:<state>``, a sorted set)::
     dead     pending  retry (CLI): attempts reset, new entry
 
 - ``pending``: waiting. Either it has a live stream entry (field ``entry``,
-  body ``{task: <id>}``) in the shared stream or its target node's stream,
-  or it waits for a retry in ``openclaw:tasks:delayed`` (score = due time)
-  and gets a new entry when due (any worker's tick promotes due retries).
+  body ``{task: <id>}``) in its stream (see Routing), or it waits for a
+  retry in ``openclaw:tasks:delayed`` (score = due time) and gets a new
+  entry when due (any worker's tick promotes due retries).
 - ``running``: a worker took it (``worker``, ``token`` = ``<runs>@<node>``,
   ``deadline_ms`` = start + timeout; the running index is scored by the
   deadline). The entry stays in the worker's pending entries list (PEL)
@@ -49,6 +49,20 @@ Transitions, each atomic:
 - hand back (TASK_RELEASE): a leaving node's delivered entries go back to the
   queue with new entries; its running attempts are not counted as failed.
 
+Routing: a task's stream is fixed at submit. A task for one node (``--node``)
+goes to that node's stream; a task that requires labels (``--require``, and
+the ``agent`` capability for ``agent`` tasks) goes to the stream of its
+requirement, ``openclaw:tasks:route:<labels sorted, joined by ','>``; any
+other task goes to the shared stream. A worker reads its own stream, the
+route streams whose every label it offers (``node.labels`` plus detected
+capabilities), most specific first, then the shared stream, so it is never
+delivered a task it may not run: nothing is handed back, no attempt is
+burnt, and a task no node qualifies for waits, undelivered, until one comes.
+Route streams are in the stream set like the others, so the leader's
+reclaim covers them. The worker learns the routes from TASK_PREPARE and
+keeps them in ``<run_dir>/task-routes.<node>.json``, so an idle tick stays
+one round trip; a route new to it is read in the same tick it is learnt.
+
 Retries never reuse an entry: the old one is acked and a new one is added, so
 a stream entry belongs to one delivery. ``XTRIM`` only ever removes entries
 every group has delivered and acknowledged (``lua.TASK_*`` trims from the
@@ -72,15 +86,18 @@ Guarantees: at-least-once execution; every task ends ``done`` or ``dead``
 overwrites the current one. Not guaranteed: exactly-once (a handler may run
 twice when a worker dies or hangs after starting it: handlers get TASK_ID and
 TASK_ATTEMPT to be idempotent), order across workers, or progress for tasks
-targeted at a node that never comes back.
+targeted at a node that never comes back or requiring labels no node offers
+(they wait, pending, and are never lost).
 """
 
 import json
 import os
 import time
 
+import agent_task
 import keys
 import lua
+import membership
 import redis_client as rc
 
 GROUP = keys.TASK_GROUP
@@ -94,6 +111,11 @@ PROMOTE_BATCH = 100      # due retries one fetch promotes
 RECLAIM_BATCH = 500      # entries or tasks per reclaim step
 RECLAIM_CALLS_MAX = 5    # reclaim calls per leader tick when batches are full
 PURGE_BATCH = 500
+MAX_REQUIRE = 16         # labels one task may require
+LIVE_STATES = ("online", "suspect")
+WAIT_POLL_FIRST_S = 0.05  # --wait polls the task's state, doubling the pause up to WAIT_POLL_MAX_S
+WAIT_POLL_MAX_S = 1.0
+FINAL_STATES = ("done", "dead")
 
 
 class Task:
@@ -123,12 +145,63 @@ def new_task_id() -> str:
     return "%d-%s" % (int(time.time() * 1000), os.urandom(5).hex())
 
 
-def worker_streams(ctx) -> list:
-    """The streams this node's worker reads, in priority order: its own, then the shared one.
+def requirement(task_type: str, labels=()) -> str:
+    """The labels a runner of the task needs, canonical: sorted, unique, joined by ','.
 
-    The place to add more (e.g. one stream per label a node carries) when tasks gain routing.
+    ``agent`` tasks need the ``agent`` capability (the OpenClaw CLI) besides ``labels``.
+    Raises ValueError for a label that is not [A-Za-z0-9._-]{1,64} or too many labels.
     """
-    return [keys.task_stream(ctx.node_id), keys.task_stream()]
+    needed = {check_name(label, "label") for label in labels}
+    if task_type == agent_task.TASK_TYPE:
+        needed.add(agent_task.CAPABILITY)
+    if len(needed) > MAX_REQUIRE:
+        raise ValueError("a task may require at most %d labels, got %d" % (MAX_REQUIRE, len(needed)))
+    return ",".join(sorted(needed))
+
+
+def offered_labels(ctx) -> list:
+    """What this node offers to routed tasks: its ``node.labels`` and detected capabilities."""
+    return sorted(set(ctx.cfg["node"]["labels"]) | set(membership.capabilities(ctx.cfg)))
+
+
+def worker_streams(ctx) -> list:
+    """The streams this node's worker reads, in priority order.
+
+    Its own stream, then the route streams of every known requirement whose
+    labels this node all offers (more labels first), then the shared stream.
+    A route it does not qualify for is never read, so never delivered here.
+    """
+    offered = set(offered_labels(ctx))
+    routes = [r for r in known_routes(ctx) if set(r.split(",")) <= offered]
+    routes.sort(key=lambda r: (-r.count(","), r))
+    return [keys.task_stream(ctx.node_id)] + [keys.task_route(r) for r in routes] + [keys.task_stream()]
+
+
+def _routes_path(ctx) -> str:
+    return os.path.join(ctx.cfg.run_dir, "task-routes.%s.json" % ctx.node_id)
+
+
+def known_routes(ctx) -> list:
+    """The requirements this node's worker last learnt from TASK_PREPARE (kept on disk between ticks)."""
+    routes = getattr(ctx, "task_routes", None)
+    if routes is None:
+        import local_state
+        saved = local_state.read_json(_routes_path(ctx), [])
+        routes = ctx.task_routes = [r for r in saved if isinstance(r, str)] if isinstance(saved, list) else []
+    return routes
+
+
+def _learn_routes(ctx, routes: list) -> bool:
+    """Remember the routes TASK_PREPARE named; True if they changed (the caller reads again)."""
+    if routes == known_routes(ctx):
+        return False
+    ctx.task_routes = routes
+    import local_state
+    try:
+        local_state.atomic_write_json(_routes_path(ctx), routes)
+    except OSError as exc:  # only costs a round trip per tick: the next run learns them again
+        ctx.log.warning("cannot save the task routes to %s: %s", _routes_path(ctx), exc.strerror or exc)
+    return True
 
 
 def _ms(seconds: float) -> int:
@@ -182,27 +255,52 @@ def _raise_errors(replies: list) -> list:
 # -- submit ------------------------------------------------------------------
 
 def submit(ctx, task_type: str, payload: str, target: str = "", key: str = "", max_attempts: int = 0,
-           timeout_s: float = 0, task_id: str = "") -> dict:
-    """Enqueue a task; return {"id", "created", "target_known"}.
+           timeout_s: float = 0, task_id: str = "", requires=()) -> dict:
+    """Enqueue a task; return {"id", "created", "target_known", "requires"}.
 
     The same idempotency ``key`` never enqueues twice while its task is kept
     (``created`` is then False and ``id`` is the first task's). Passing the
     same ``task_id`` again (a retried call) finds the task instead of adding one.
-    Defaults for attempts and timeout come from this (the submitting) node's config.
+    Only a node with every label in ``requires`` runs the task (plus the
+    ``agent`` capability for ``agent`` tasks; see ``requirement``); a task
+    with a ``target`` runs on that node alone. Defaults for attempts and
+    timeout come from this (the submitting) node's config.
     """
     t = ctx.cfg["tasks"]
     task_id = task_id or new_task_id()
-    stream = keys.task_stream(target)
-    outcome, tid, known = _run(ctx, lua.TASK_SUBMIT, (stream, keys.nodes()), (
+    needs = requirement(task_type, requires)
+    stream = keys.task_stream(target) if target or not needs else keys.task_route(needs)
+    outcome, tid, known = _run(ctx, lua.TASK_SUBMIT, (stream, keys.nodes(), keys.task_routes()), (
         task_id, task_type, payload, target, key, max_attempts or t["default_max_attempts"],
-        max(1, _ms(timeout_s or t["default_timeout_s"]))))
+        max(1, _ms(timeout_s or t["default_timeout_s"])), needs))
     tid = tid.decode()
     created = outcome == b"created" or tid == task_id
     if created:
-        ctx.log.info("submitted task %s (type %s%s)", tid, task_type, ", for node " + target if target else "")
+        where = ", for node " + target if target else ", for nodes with " + needs if needs else ""
+        ctx.log.info("submitted task %s (type %s%s)", tid, task_type, where)
     else:
         ctx.log.info("idempotency key %r already names task %s: not submitted again", key, tid)
-    return {"id": tid, "created": created, "target_known": bool(known)}
+    return {"id": tid, "created": created, "target_known": bool(known), "requires": needs.split(",") if needs else []}
+
+
+def able_nodes(ctx, needs: str, target: str = "") -> tuple:
+    """(live nodes that offer every label of ``needs``, all live nodes), by the heartbeat records.
+
+    With a ``target``, only that node counts. Live means online or suspect;
+    a node offers its published ``labels`` and ``capabilities``.
+    """
+    wanted = set(needs.split(",")) if needs else set()
+    live, able = [], []
+    for node in membership.snapshot(ctx.redis)["nodes"]:
+        if node["state"] not in LIVE_STATES or (target and node["id"] != target):
+            continue
+        live.append(node["id"])
+        rec = node["record"]
+        offered = {v for field in ("labels", "capabilities") if isinstance(rec.get(field), list)
+                   for v in rec[field] if isinstance(v, str)}
+        if wanted <= offered:
+            able.append(node["id"])
+    return able, live
 
 
 # -- the worker ----------------------------------------------------------------
@@ -213,7 +311,8 @@ def work_tick(ctx) -> dict:
     Stops after ``tasks.max_per_tick`` tasks (not in loop mode, where an idle
     poll waits ``tasks.poll_interval_s`` instead), when ``tasks.tick_budget_s``
     has passed (a running task is finished first), when the queue is empty,
-    or on SIGTERM. An empty queue costs one round trip.
+    or on SIGTERM. An empty queue costs one round trip (two in the tick
+    that learns of a new route this node qualifies for).
     """
     cfg = ctx.cfg["tasks"]
     started = time.monotonic()
@@ -225,6 +324,10 @@ def work_tick(ctx) -> dict:
             and time.monotonic() - started < cfg["tick_budget_s"]:
         task, waiting, interrupted = _claim(ctx, streams, read_new=waiting == 0)
         counts["interrupted"] += len(interrupted)
+        if streams != worker_streams(ctx):  # a route this node qualifies for appeared: read it now
+            streams = worker_streams(ctx)
+            if task is None:
+                continue
         if task is None:
             if interrupted:
                 continue  # their retries may be queued already
@@ -249,7 +352,8 @@ def _claim(ctx, streams: list, read_new: bool):
     ks, args = _header(ctx)
     items = []
     if read_new:
-        items.append((lua.TASK_PREPARE, ks + tuple(streams), args + (PROMOTE_BATCH,)))
+        items.append((lua.TASK_PREPARE, ks + (keys.task_routes(),) + tuple(streams),
+                      args + (PROMOTE_BATCH,) + tuple(offered_labels(ctx))))
         items.append(("XREADGROUP", "GROUP", GROUP, ctx.node_id, "COUNT", 1, "STREAMS")
                      + tuple(streams) + (">",) * len(streams))
     items.append((lua.TASK_CLAIM, ks + tuple(streams), args + (CLAIM_SCAN,)))
@@ -259,6 +363,8 @@ def _claim(ctx, streams: list, read_new: bool):
     for reply in (replies[0], replies[-1]):
         if isinstance(reply, rc.ResponseError):
             raise reply
+    if read_new:
+        _learn_routes(ctx, [r.decode() for r in replies[0][1]])
     claimed, waiting, interrupted = replies[-1]
     for i in range(0, len(interrupted), 2):
         ctx.log.warning("task %s: an earlier attempt on this node was interrupted; %s",
@@ -320,27 +426,37 @@ def _finish(ctx, task: Task, ok: bool, output: bytes, error: str) -> str:
 def run_handler(ctx, task: Task):
     """Run the task's handler: (ok, output bytes, error text).
 
-    The one place task types are dispatched: a configured ``tasks.handlers``
-    argv (run without a shell, payload on stdin, TASK_ID, TASK_TYPE,
-    TASK_ATTEMPT, TASK_MAX_ATTEMPTS and NODE_ID in its environment, killed
-    with its process group at the task's timeout). Output is read up to
-    ``result_max_bytes`` + 1 bytes so the caller can tell it was cut.
+    The one place task types are dispatched: the built-in ``agent`` type (an
+    OpenClaw agent turn, see agent_task.py; a ``tasks.handlers`` entry of that
+    name is not used), else a configured ``tasks.handlers`` argv (run without
+    a shell, payload on stdin, TASK_ID, TASK_TYPE, TASK_ATTEMPT,
+    TASK_MAX_ATTEMPTS and NODE_ID in its environment, killed with its process
+    group at the task's timeout). Output is read up to ``result_max_bytes`` + 1
+    bytes so the caller can tell it was cut.
     """
+    if task.type == agent_task.TASK_TYPE:
+        return agent_task.run(ctx, task, handler_env(ctx, task))
     argv = ctx.cfg["tasks"]["handlers"].get(task.type)
     if not argv:
         return False, b"", "no handler for task type %r on node %s (add it to tasks.handlers)" % (
             task.type, ctx.node_id)
-    env = dict(os.environ, TASK_ID=task.id, TASK_TYPE=task.type, TASK_ATTEMPT=str(task.attempt),
-               TASK_MAX_ATTEMPTS=str(task.max_attempts), NODE_ID=ctx.node_id)
-    return run_argv(argv, task.payload, env, task.timeout_s, ctx.cfg["tasks"]["result_max_bytes"] + 1)
+    return run_argv(argv, task.payload, handler_env(ctx, task), task.timeout_s,
+                    ctx.cfg["tasks"]["result_max_bytes"] + 1)
 
 
-def run_argv(argv: list, payload: bytes, env: dict, timeout_s: float, max_bytes: int):
+def handler_env(ctx, task: Task) -> dict:
+    """This process's environment plus TASK_ID, TASK_TYPE, TASK_ATTEMPT, TASK_MAX_ATTEMPTS and NODE_ID."""
+    return dict(os.environ, TASK_ID=task.id, TASK_TYPE=task.type, TASK_ATTEMPT=str(task.attempt),
+                TASK_MAX_ATTEMPTS=str(task.max_attempts), NODE_ID=ctx.node_id)
+
+
+def run_argv(argv: list, payload: bytes, env: dict, timeout_s: float, max_bytes: int, term_grace_s: float = 0):
     """Run ``argv`` with ``payload`` on stdin; (ok, first ``max_bytes`` of stdout, error text).
 
     Files, not pipes, hold stdin/stdout/stderr: no deadlock and no unbounded
     memory whatever the handler writes. On timeout (or if this process is
-    interrupted) the handler's whole process group is killed.
+    interrupted) the handler's whole process group is killed: at once, or
+    with ``term_grace_s`` SIGTERM first, then SIGKILL that many seconds later.
     """
     import subprocess
     import tempfile
@@ -357,6 +473,7 @@ def run_argv(argv: list, payload: bytes, env: dict, timeout_s: float, max_bytes:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             code = None
+            _terminate_group(proc, term_grace_s)
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
@@ -389,6 +506,23 @@ def _raise_on_sigterm():
     def stop(signum, _frame):
         raise SystemExit(128 + signum)
     return signal.signal(signal.SIGTERM, stop)
+
+
+def _terminate_group(proc, grace_s: float) -> None:
+    """SIGTERM the handler's group and give it ``grace_s`` to exit (0: do nothing; SIGKILL follows)."""
+    if grace_s <= 0:
+        return
+    import signal
+    import subprocess
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what the leader left behind in its group
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _kill_group(proc) -> None:
@@ -519,6 +653,35 @@ def stats(ctx) -> dict:
     return {"depth": depth, "delayed": delayed, "running": running, "done": done, "dead": dead,
             "dead_letters": dead_letters, "oldest_pending_age_s": round(now_s - float(oldest[1]) / 1000, 3)
             if oldest else None, "in_flight_by_node": in_flight, "streams": streams_out}
+
+
+def wait(ctx, task_id: str, deadline_s: float = None, sleep=time.sleep, clock=time.monotonic):
+    """Poll until the task is done or dead, or ``clock()`` passes ``deadline_s`` (None: no limit).
+
+    Returns the task's record (``status``); its state is still pending or
+    running if the deadline passed first, and it stays queued. None if there
+    is no such task (never submitted, or purged). One HGET per poll; the
+    pause doubles from WAIT_POLL_FIRST_S to WAIT_POLL_MAX_S.
+    """
+    pause_s = WAIT_POLL_FIRST_S
+    while True:
+        state = ctx.redis.execute("HGET", keys.task(task_id), "state")
+        if state is None or state.decode() in FINAL_STATES:
+            return status(ctx, task_id)
+        left_s = None if deadline_s is None else deadline_s - clock()
+        if left_s is not None and left_s <= 0:
+            return status(ctx, task_id)
+        sleep(pause_s if left_s is None else min(pause_s, left_s))
+        pause_s = min(pause_s * 2, WAIT_POLL_MAX_S)
+
+
+def reply(rec: dict) -> str:
+    """What a done task answered: an ``agent`` task's reply text, any other task's result."""
+    if rec.get("type") == agent_task.TASK_TYPE:
+        text = agent_task.reply_of(rec.get("result", ""))
+        if text is not None:
+            return text
+    return rec.get("result", "")
 
 
 def retry(ctx, task_id: str) -> str:
