@@ -191,16 +191,18 @@ return {'acquired', me, epoch, lease_ms}
 # RELEASE: give the lease up at once (graceful leave, SIGTERM in loop mode), and stay out of
 # the next election for one lease, so another node takes over rather than this one again.
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] events stream, KEYS[4] released:{me}
-# ARGV[1] me, ARGV[2] epoch, ARGV[3] maxlen, ARGV[4] lease ms
-# Returns 1 if this node held the lease at that epoch and released it, else 0.
+# ARGV[1] me, ARGV[2] epoch ('': whatever epoch this node holds the lease at), ARGV[3] maxlen,
+# ARGV[4] lease ms
+# Returns 1 if this node held the lease (at that epoch) and released it, else 0.
 RELEASE = Script("""
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[3]
 """ + _EVENT + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+local epoch = redis.call('GET', KEYS[2]) or '0'
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or (ARGV[2] ~= '' and epoch ~= ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
-event('leader_released', ARGV[1], ARGV[2], ARGV[3])
+event('leader_released', ARGV[1], epoch, ARGV[3])
 return 1
 """)
 

@@ -165,7 +165,7 @@ class ElectorTable(unittest.TestCase):
         self.assertEqual(seen, sorted(set(seen)), "every acquisition gets a new, higher epoch")
         ctx.close()
 
-    def test_release_deletes_only_my_lease_at_my_epoch(self):
+    def test_release_deletes_only_my_own_lease(self):
         ctx = make_ctx(self.tmp.name, ME, self.server)
         self.arrange(dict(holder=None, epoch=1, alive=True, rec=record()))
         elector = Elector(ctx)
@@ -174,12 +174,21 @@ class ElectorTable(unittest.TestCase):
         self.assertIsNone(self.server.command("GET", "openclaw:cluster:leader"))
         events = self.server.command("XRANGE", "openclaw:cluster:events", "-", "+")
         self.assertEqual([e[1][1] for e in events], ["leader_elected", "leader_released"])
-        # a stale elector (old epoch) cannot release a newer lease
+        # another node's lease is never touched, whatever this node remembers
+        self.server.command("SET", "openclaw:cluster:leader", OTHER, "PX", LEASE_MS)
+        confused = Elector(ctx)
+        remember(confused, {"is_leader": True, "epoch": 2, "leader": ME, "max_epoch": 2})
+        self.assertFalse(confused.release())
+        self.assertEqual(self.server.command("GET", "openclaw:cluster:leader"), OTHER)
+        # a lease this node took a moment ago, before its memory file says so, is released
+        self.server.command("SET", "openclaw:cluster:leader", ME, "PX", LEASE_MS)
+        remember(confused, {"is_leader": False, "epoch": 0, "leader": "", "max_epoch": 2})
+        self.assertTrue(confused.release())
+        self.assertIsNone(self.server.command("GET", "openclaw:cluster:leader"))
+        # releasing one term by its epoch (an unconfirmed new term) leaves a newer term alone
         self.server.command("SET", "openclaw:cluster:leader", ME, "PX", LEASE_MS)
         self.server.command("SET", "openclaw:cluster:epoch", 99)
-        stale = Elector(ctx)
-        remember(stale, {"is_leader": True, "epoch": 2, "leader": ME, "max_epoch": 2})
-        self.assertFalse(stale.release())
+        self.assertFalse(confused._release_at(2))
         self.assertEqual(self.server.command("GET", "openclaw:cluster:leader"), ME)
         ctx.close()
 
