@@ -135,6 +135,9 @@ _ERROR_PREFIXES = {
 def error_from_reply(text: str) -> ResponseError:
     """Map an error reply's text to the most specific exception class."""
     first = text.split(" ", 1)[0]
+    if first == "ERR" and text.startswith("ERR Error running script") and ": -" in text:
+        # Redis < 7 wraps an error raised inside a script: "... @user_script: 36: -READONLY You can't ..."
+        first = text.rpartition(": -")[2].split(" ", 1)[0]
     cls = _ERROR_PREFIXES.get(first, ResponseError)
     if cls is ResponseError and "invalid password" in text:
         cls = WrongPassError  # Redis < 6: "ERR invalid password"
