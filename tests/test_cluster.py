@@ -6,7 +6,6 @@ interval", is 4 s here.
 """
 
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -61,7 +60,7 @@ class ThreeNodes(unittest.TestCase):
         # kill -9 every process of the leader: nothing releases the lease; it must expire
         self.nodes[first].kill_all()
         killed_at = time.monotonic()
-        second = self.wait_leader(not_in=(first, None), timeout_s=10)
+        self.wait_leader(not_in=(first, None), timeout_s=10)
         failover_s = time.monotonic() - killed_at
         sys.stderr.write("\n  crash failover took %.2fs (bound %.2fs) " % (failover_s, CRASH_BOUND_S))
         self.assertLess(failover_s, CRASH_BOUND_S)

@@ -26,7 +26,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from support.cluster_nodes import SCRIPTS, ClusterNode, ClusterView  # noqa: E402
+from support.nodes import RETRYING, SCRIPTS, ClusterView, NodeEnv, merge  # noqa: E402
 from support.redis_server import RedisReplyError, RedisServer, wait_until  # noqa: E402
 
 if SCRIPTS not in sys.path:
@@ -42,15 +42,15 @@ def _plain(server) -> dict:
     return {"host": server.host, "port": server.port}
 
 
+def _node(base_dir: str, node_id: str, server, **config) -> NodeEnv:
+    """A node with ``server``'s address in its config file, so that the test can move it elsewhere."""
+    return NodeEnv(base_dir, node_id, redis=_plain(server), config=merge(RETRYING, config), timeout_s=20)
+
+
 def _acked_offset(master) -> int:
     """The replication offset the master's first replica has acknowledged."""
     fields = dict(part.split("=", 1) for part in master.info("replication")["slave0"].split(","))
     return int(fields["offset"])
-
-
-def _command_calls(server, name: str) -> int:
-    stats = server.info("commandstats").get("cmdstat_" + name, "calls=0")
-    return int(stats.split(",")[0].split("=")[1])
 
 
 class EpochTestCase(unittest.TestCase):
@@ -63,7 +63,7 @@ class EpochTestCase(unittest.TestCase):
         self.addCleanup(server.close)
         return server
 
-    def elect(self, node: ClusterNode) -> dict:
+    def elect(self, node: NodeEnv) -> dict:
         return node.run_json("leader_election.py")
 
     def beat(self, *nodes) -> None:
@@ -74,10 +74,10 @@ class EpochTestCase(unittest.TestCase):
 class RestartedEmptyTest(EpochTestCase):
     def test_master_restarted_empty_twice_under_running_nodes(self):
         redis = self.server(name="lonely")
-        nodes = [ClusterNode(self.tmp, "n%d" % i, _plain(redis)) for i in (1, 2, 3)]
+        nodes = [_node(self.tmp, "n%d" % i, redis) for i in (1, 2, 3)]
         for node in nodes:
-            node.start()
-            self.addCleanup(node.stop)
+            node.spawn_all()
+            self.addCleanup(node.stop_all)
         view = ClusterView(nodes)
         view.wait_steady(redis)
         for _ in range(2):
@@ -106,9 +106,9 @@ class ReplicaMissedTest(EpochTestCase):
         wait_until(lambda: _acked_offset(self.master) >= int(self.master.info("replication")["master_repl_offset"]),
                    5, message="the replica to acknowledge the stream")
 
-    def nodes(self, *ids, **kw):
+    def nodes(self, *ids, election: dict = None):
         # a 10 s lease, so the old leader's lease is still alive on the replica after the failover
-        return [ClusterNode(self.tmp, i, _plain(self.master), node={"heartbeat_ttl": 10}, **kw) for i in ids]
+        return [_node(self.tmp, i, self.master, node={"heartbeat_ttl": 10}, election=election or {}) for i in ids]
 
     def fail_over_to_replica(self, nodes) -> None:
         """The master dies; the nodes are pointed at the replica, which is a master by now."""
@@ -116,7 +116,7 @@ class ReplicaMissedTest(EpochTestCase):
         self.replica.resume()
         self.replica.command("REPLICAOF", "NO", "ONE")
         for node in nodes:
-            node.write_config(_plain(self.replica), node={"heartbeat_ttl": 10})
+            node.update_config({"redis": _plain(self.replica)})
 
     def test_remembered_epoch_wins_over_the_replica_and_fences_the_old_term(self):
         a, b = self.nodes("a", "b")
@@ -155,9 +155,9 @@ class ReplicaMissedTest(EpochTestCase):
         self.assertEqual((obs["outcome"], obs["epoch"]), ("acquired", 6))
         self.assertEqual(self.replica.command("GET", EPOCH), "6")  # confirmed means already there
         self.assertEqual(self.replica.command("GET", LEADER), "a")
-        waits = _command_calls(self.master, "wait")
+        waits = self.master.command_calls("wait")
         self.assertEqual(self.elect(a)["outcome"], "renewed")
-        self.assertEqual(_command_calls(self.master, "wait"), waits, "a renewal must not WAIT")
+        self.assertEqual(self.master.command_calls("wait"), waits, "a renewal must not WAIT")
 
         self.replica.pause()
         self.master.command("DEL", LEADER)
@@ -190,7 +190,7 @@ class MemoryFileTest(EpochTestCase):
     def test_memory_is_written_atomically_and_survives_corruption(self):
         redis = self.server(name="plain")
         redis.command("SET", EPOCH, 41)
-        (a,) = [ClusterNode(self.tmp, "a", _plain(redis))]
+        a = _node(self.tmp, "a", redis)
         self.beat(a)
         self.assertEqual(self.elect(a)["epoch"], 42)
         path = a.memory_path()
@@ -210,7 +210,7 @@ class MemoryFileTest(EpochTestCase):
     def test_remembered_epoch_outlives_an_empty_restart(self):
         redis = self.server(name="plain")
         redis.command("SET", EPOCH, 9)
-        a, c = ClusterNode(self.tmp, "a", _plain(redis)), ClusterNode(self.tmp, "c", _plain(redis))
+        a, c = _node(self.tmp, "a", redis), _node(self.tmp, "c", redis)
         self.beat(a)
         self.assertEqual(self.elect(a)["epoch"], 10)
         redis.kill()

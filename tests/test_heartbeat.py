@@ -278,7 +278,7 @@ class ConcurrencyTest(HeartbeatCase):
 
     def test_overlap_lock_skips(self):
         node = self.node()
-        run_dir = os.path.join(node.log_dir, "run")
+        run_dir = node.run_dir
         os.makedirs(run_dir, exist_ok=True)
         fd = os.open(os.path.join(run_dir, "heartbeat.n1.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         self.addCleanup(os.close, fd)
@@ -314,19 +314,15 @@ class ConcurrencyTest(HeartbeatCase):
 
 
 class LoopTest(HeartbeatCase):
-    def calls(self, name: str) -> int:
-        stats = SERVER.info("commandstats").get("cmdstat_" + name, "calls=0")
-        return int(stats.split(",")[0].split("=")[1])
-
     def test_loop_uses_evalsha_survives_script_flush_and_stops_on_sigterm(self):
         node = self.node(node={"heartbeat_interval": 0.2, "heartbeat_ttl": 1})
         SERVER.command("CONFIG", "RESETSTAT")
         proc = node.spawn("heartbeat.py", "--loop")
-        wait_for(lambda: self.calls("evalsha") >= 2, 10, message="beats by EVALSHA")
-        self.assertEqual(self.calls("eval"), 1)  # the first beat loads the script, later ones use its sha
+        wait_for(lambda: SERVER.command_calls("evalsha") >= 2, 10, message="beats by EVALSHA")
+        self.assertEqual(SERVER.command_calls("eval"), 1)  # the first beat loads the script, later ones use its sha
         SERVER.command("SCRIPT", "FLUSH")
-        evals = self.calls("eval")
-        wait_for(lambda: self.calls("eval") > evals, 10, message="EVAL after NOSCRIPT")
+        evals = SERVER.command_calls("eval")
+        wait_for(lambda: SERVER.command_calls("eval") > evals, 10, message="EVAL after NOSCRIPT")
         before = self.record()["last_heartbeat"]
         wait_for(lambda: self.record()["last_heartbeat"] > before, 10, message="beats after SCRIPT FLUSH")
         self.assertIsNone(proc.poll())
@@ -352,10 +348,10 @@ class LoopTest(HeartbeatCase):
         self.addCleanup(log.close)
         SERVER.command("CONFIG", "RESETSTAT")
         times = [membership.beat(ctx) for _ in range(3)]
-        self.assertEqual((self.calls("eval"), self.calls("evalsha")), (1, 2))
+        self.assertEqual((SERVER.command_calls("eval"), SERVER.command_calls("evalsha")), (1, 2))
         SERVER.command("SCRIPT", "FLUSH")
         times.append(membership.beat(ctx))
-        self.assertEqual((self.calls("eval"), self.calls("evalsha")), (2, 3))
+        self.assertEqual((SERVER.command_calls("eval"), SERVER.command_calls("evalsha")), (2, 3))
         self.assertEqual(times, sorted(times))
         self.assertEqual(self.record("inproc")["last_heartbeat"], times[-1])
 

@@ -21,7 +21,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from support.cluster_nodes import INTERVAL_S, SCRIPTS, ClusterNode, ClusterView  # noqa: E402
+from support.nodes import FAST, RETRYING, SCRIPTS, ClusterView, NodeEnv  # noqa: E402
 from support.redis_server import RedisServer, Sentinel, free_port, wait_until  # noqa: E402
 
 if SCRIPTS not in sys.path:
@@ -31,6 +31,12 @@ import redis_client as rc  # noqa: E402
 
 NAME = "dnmaster"
 SENTINEL_PW = "s3ntinel-pw"
+INTERVAL_S = FAST["node"]["heartbeat_interval"]
+
+
+def cluster_node(base_dir: str, node_id: str, redis: dict, secrets: dict = None) -> NodeEnv:
+    """A node that finds Redis through ``redis`` (Sentinel addresses or host and port) in its config."""
+    return NodeEnv(base_dir, node_id, redis=redis, secrets=secrets, config=RETRYING, timeout_s=20)
 
 
 class Topology:
@@ -74,11 +80,6 @@ def _commands(sentinel) -> int:
     return int(sentinel.info("stats")["total_commands_processed"])
 
 
-def _role_calls(server) -> int:
-    stats = server.info("commandstats").get("cmdstat_role", "calls=0")
-    return int(stats.split(",")[0].split("=")[1])
-
-
 class SentinelClientTest(unittest.TestCase):
     """Discovery, the ROLE check and READONLY handling, with one sentinel."""
 
@@ -89,8 +90,8 @@ class SentinelClientTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.sentinel = self.topo.sentinels[0]
 
-    def node(self, node_id="n1", secrets=None, **redis) -> ClusterNode:
-        return ClusterNode(self.tmp, node_id, redis or self.topo.redis_cfg(), secrets=secrets)
+    def node(self, node_id="n1", secrets=None, **redis) -> NodeEnv:
+        return cluster_node(self.tmp, node_id, redis or self.topo.redis_cfg(), secrets=secrets)
 
     def client(self, **extra) -> rc.Redis:
         client = rc.Redis.from_settings(dict(self.topo.redis_cfg(**extra), host="127.0.0.1", port=1,
@@ -102,18 +103,18 @@ class SentinelClientTest(unittest.TestCase):
         dead = {"host": "127.0.0.1", "port": free_port()}  # listed first: skipped, not fatal
         node = self.node(sentinels=[dead, {"host": self.sentinel.host, "port": self.sentinel.port}],
                          master_name=NAME)
-        before, roles_before = _commands(self.sentinel), _role_calls(self.topo.master)
+        before, roles_before = _commands(self.sentinel), self.topo.master.command_calls("role")
         proc = node.run("heartbeat.py")
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(_commands(self.sentinel) - before, 2)  # get-master-addr-by-name + our INFO
-        self.assertEqual(_role_calls(self.topo.master) - roles_before, 1)
+        self.assertEqual(self.topo.master.command_calls("role") - roles_before, 1)
         self.assertIsNotNone(self.topo.master.command("GET", "hb:n1"))
 
     def test_without_sentinels_no_role_check(self):
         node = self.node(host=self.topo.master.host, port=self.topo.master.port)
         proc = node.run("heartbeat.py")
         self.assertEqual(proc.returncode, 0, proc.stderr)
-        self.assertEqual(_role_calls(self.topo.master), 0)
+        self.assertEqual(self.topo.master.command_calls("role"), 0)
 
     def test_client_resolves_lazily_and_rechecks_after_a_while(self):
         before = _commands(self.sentinel)
@@ -183,12 +184,12 @@ class SentinelClientTest(unittest.TestCase):
         proc = node.run("heartbeat.py")
         self.assertEqual(proc.returncode, 1)
         self.assertIn("sentinel_password", proc.stderr)
-        node.write_config(self.topo.redis_cfg(), secrets={"redis": {"sentinel_password": "wrong-pw"}})
+        node.write_secrets({"redis": {"sentinel_password": "wrong-pw"}})
         proc = node.run("heartbeat.py")
         self.assertEqual(proc.returncode, 1)
         self.assertIn("refused the credentials", proc.stderr)
         self.assertNotIn("wrong-pw", proc.stderr + node.log_text())
-        node.write_config(self.topo.redis_cfg(), secrets={"redis": {"sentinel_password": SENTINEL_PW}})
+        node.write_secrets({"redis": {"sentinel_password": SENTINEL_PW}})
         proc = node.run("heartbeat.py")
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertNotIn(SENTINEL_PW, proc.stderr + node.log_text())
@@ -223,10 +224,10 @@ class SentinelFailoverTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="dn-failover-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.topo.wait_discovered()
-        self.nodes = [ClusterNode(self.tmp, "n%d" % i, self.topo.redis_cfg()) for i in (1, 2, 3)]
+        self.nodes = [cluster_node(self.tmp, "n%d" % i, self.topo.redis_cfg()) for i in (1, 2, 3)]
         for node in self.nodes:
-            node.start()
-            self.addCleanup(node.stop)
+            node.spawn_all()
+            self.addCleanup(node.stop_all)
         self.view = ClusterView(self.nodes)
 
     def failover(self, trigger) -> None:

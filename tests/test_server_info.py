@@ -12,7 +12,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from support.cluster_nodes import SCRIPTS  # noqa: E402
+from support.nodes import SCRIPTS  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
 
 if SCRIPTS not in sys.path:

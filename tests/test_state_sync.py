@@ -86,7 +86,7 @@ class SnapshotTest(Case):
         self.assertEqual(self.b.run_json("leader_election.py")["outcome"], "follower")
 
     def mirror_of(self, node: NodeEnv) -> str:
-        return os.path.join(node.log_dir, "run", "cluster-%s.json" % node.node_id)
+        return os.path.join(node.run_dir, "cluster-%s.json" % node.node_id)
 
     def read_mirror(self, node: NodeEnv) -> dict:
         with open(self.mirror_of(node)) as fh:
@@ -169,7 +169,7 @@ class SnapshotTest(Case):
 
     def test_a_node_that_remembers_a_higher_epoch_does_not_mirror_a_lower_one(self):
         self.sync(self.a)
-        memory = local_state.epoch_memory_path(os.path.join(self.b.log_dir, "run"), "b")
+        memory = self.b.memory_path()
         local_state.atomic_write_json(memory, dict(local_state.read_json(memory), max_epoch=9))
         result = self.sync(self.b)
         self.assertEqual((result["epoch"], result["mirrored"]), (1, False))
@@ -183,7 +183,7 @@ class SnapshotTest(Case):
         result = self.sync(self.b)  # b's elector memory lags: Redis says b leads
         self.assertEqual((result["role"], result["published"], result["epoch"]), ("leader", True, 5))
         self.assertEqual(result["round_trips"], 4, "read (1), then gather (2) and publish (1)")
-        self.assertEqual(local_state.remembered_epoch(os.path.join(self.b.log_dir, "run"), "b"), 5)
+        self.assertEqual(local_state.remembered_epoch(self.b.run_dir, "b"), 5)
 
     def test_the_mirror_is_never_seen_half_written(self):
         many = {"m%03d" % i: json.dumps({"id": "m%03d" % i, "status": "online", "host": "h" * 100})
@@ -239,8 +239,8 @@ class SnapshotTest(Case):
 
     def test_only_tick_takes_the_per_node_lock(self):
         self.sync(self.a)
-        os.makedirs(os.path.join(self.b.log_dir, "run"), exist_ok=True)
-        fd = os.open(os.path.join(self.b.log_dir, "run", "state_sync.b.lock"), os.O_RDWR | os.O_CREAT)
+        os.makedirs(self.b.run_dir, exist_ok=True)
+        fd = os.open(os.path.join(self.b.run_dir, "state_sync.b.lock"), os.O_RDWR | os.O_CREAT)
         self.addCleanup(os.close, fd)
         fcntl.flock(fd, fcntl.LOCK_EX)  # a previous tick still running
         skipped = self.b.run("state_sync.py", "--json")

@@ -18,22 +18,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
 
-import config  # noqa: E402
 import keys  # noqa: E402
-import log as log_mod  # noqa: E402
 import runner  # noqa: E402
 import taskq  # noqa: E402
-from support.nodes import FAST, NodeEnv, merge, wait_for, write_config  # noqa: E402
-from support.redis_server import RedisServer  # noqa: E402
+from support import tasks  # noqa: E402
+from support.nodes import NodeEnv, process_alive, wait_for  # noqa: E402
 
 TASKS = {
-    "handlers": {
-        "echo": [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())"],
-        "true": ["true"],
-        "fail": ["sh", "-c", "echo boom >&2; exit 3"],
-        "slow": ["sh", "-c", 'sleep 0.5; echo "$NODE_ID"'],
-        "hang": ["sh", "-c", 'sleep 60 & echo $! > "$PID_DIR/$TASK_ID"; wait'],
-    },
+    "handlers": dict(
+        tasks.HANDLERS,
+        slow=["sh", "-c", 'sleep 0.5; echo "$NODE_ID"'],
+        hang=["sh", "-c", 'sleep 60 & echo $! > "$PID_DIR/$TASK_ID"; wait'],
+    ),
     "backoff_base_s": 0, "reclaim_grace_s": 1, "tick_budget_s": 2, "poll_interval_s": 0.1,
     "default_timeout_s": 20,
 }
@@ -42,9 +38,7 @@ SERVER = None
 
 def setUpModule():  # noqa: N802 - unittest API
     global SERVER
-    for name in config.ENV_OVERRIDES:
-        os.environ.pop(name, None)
-    SERVER = RedisServer(name="task-queue").start()
+    SERVER = tasks.start_server("task-queue")
 
 
 def tearDownModule():  # noqa: N802
@@ -61,23 +55,17 @@ class Cluster(unittest.TestCase):
     def tearDown(self):
         for node in self.nodes:
             node.kill_all()
-        for ctx in self.ctxs:
-            ctx.close()
-            ctx.log.close()
+        tasks.close_contexts(self.ctxs)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def node(self, node_id: str, **tasks) -> NodeEnv:
-        node = NodeEnv(self.tmp, node_id, SERVER, config={"tasks": dict(TASKS, **tasks)})
+    def node(self, node_id: str, **overrides) -> NodeEnv:
+        node = NodeEnv(self.tmp, node_id, SERVER, config={"tasks": dict(TASKS, **overrides)})
         self.nodes.append(node)
         return node
 
     def local_ctx(self, node_id: str) -> runner.Context:
         """An in-process Context, for bulk submits and for claims that must not finish."""
-        base = os.path.join(self.tmp, "local-" + node_id)
-        write_config(os.path.join(base, "config"), merge(FAST, {
-            "node": {"id": node_id}, "redis": {"host": SERVER.host, "port": SERVER.port}, "tasks": TASKS}))
-        cfg = config.load(os.path.join(base, "config"), os.path.join(base, "logs"))
-        ctx = runner.Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {"args": []})
+        ctx = tasks.local_context(os.path.join(self.tmp, "local-" + node_id), node_id, SERVER, TASKS)
         self.ctxs.append(ctx)
         return ctx
 
@@ -184,7 +172,7 @@ class UserFacing(Cluster):
             handler_child = int(fh.read())
         worker.send_signal(signal.SIGTERM)  # the worker alone, as cron's timeout would
         self.assertEqual(worker.wait(10), 128 + signal.SIGTERM)
-        wait_for(lambda: not _alive(handler_child), 5, message="the handler to be killed with its worker")
+        wait_for(lambda: not process_alive(handler_child), 5, message="the handler to be killed with its worker")
         self.assertEqual(n1.run_json("task_queue.py", "work")["interrupted"], 1)
         rec = self.status(n1, task_id)
         self.assertEqual(rec["state"], "dead")
@@ -291,14 +279,6 @@ class Failures(Cluster):
         self.assertEqual(n1.run_json("task_queue.py", "work")["done"], 1)
         rec = self.status(n1, task_id)
         self.assertEqual((rec["worker"], rec["attempts"]), ("n1", 1))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            return fh.read().split(") ")[-1][:1] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 if __name__ == "__main__":

@@ -21,31 +21,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
 
-import config  # noqa: E402
 import keys  # noqa: E402
-import log as log_mod  # noqa: E402
 import runner  # noqa: E402
 import taskq  # noqa: E402
-from support.nodes import FAST, NodeEnv, merge, wait_for, write_config  # noqa: E402
-from support.redis_server import RedisServer  # noqa: E402
+from support import tasks  # noqa: E402
+from support.nodes import NodeEnv, process_alive, wait_for  # noqa: E402
 
-PY = sys.executable
-HANDLERS = {
-    "echo": [PY, "-c", "import sys; sys.stdout.write(sys.stdin.read())"],
-    "true": ["true"],
-    "fail": ["sh", "-c", "echo boom >&2; exit 3"],
-    "flaky": ["sh", "-c", 'if [ "$TASK_ATTEMPT" = 1 ]; then echo not yet >&2; exit 1; fi; echo "ok $TASK_ATTEMPT"'],
-    "env": ["sh", "-c", 'echo "$TASK_ID $TASK_TYPE $TASK_ATTEMPT $TASK_MAX_ATTEMPTS $NODE_ID"'],
-}
+HANDLERS = dict(
+    tasks.HANDLERS,
+    flaky=["sh", "-c", 'if [ "$TASK_ATTEMPT" = 1 ]; then echo not yet >&2; exit 1; fi; echo "ok $TASK_ATTEMPT"'],
+    env=["sh", "-c", 'echo "$TASK_ID $TASK_TYPE $TASK_ATTEMPT $TASK_MAX_ATTEMPTS $NODE_ID"'],
+)
 CLI_TASKS = {"handlers": HANDLERS, "backoff_base_s": 0}
 SERVER = None
 
 
 def setUpModule():  # noqa: N802 - unittest API
     global SERVER
-    for name in config.ENV_OVERRIDES:
-        os.environ.pop(name, None)
-    SERVER = RedisServer(name="taskq").start()
+    SERVER = tasks.start_server("taskq")
 
 
 def tearDownModule():  # noqa: N802
@@ -59,19 +52,14 @@ class TaskQueueTestCase(unittest.TestCase):
         self.ctxs = []
 
     def tearDown(self):
-        for ctx in self.ctxs:
-            ctx.close()
-            ctx.log.close()
+        tasks.close_contexts(self.ctxs)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def ctx(self, node_id: str, **tasks) -> runner.Context:
+    def ctx(self, node_id: str, **overrides) -> runner.Context:
         """A Context for node ``node_id`` with test handlers and no retry backoff unless given."""
         base = os.path.join(self.tmp, "%s-%d" % (node_id, len(self.ctxs)))
-        settings = dict({"handlers": HANDLERS, "backoff_base_s": 0, "reclaim_grace_s": 0}, **tasks)
-        write_config(os.path.join(base, "config"), merge(FAST, {
-            "node": {"id": node_id}, "redis": {"host": SERVER.host, "port": SERVER.port}, "tasks": settings}))
-        cfg = config.load(os.path.join(base, "config"), os.path.join(base, "logs"))
-        ctx = runner.Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {"args": []})
+        settings = dict({"handlers": HANDLERS, "backoff_base_s": 0, "reclaim_grace_s": 0}, **overrides)
+        ctx = tasks.local_context(base, node_id, SERVER, settings)
         self.ctxs.append(ctx)
         return ctx
 
@@ -153,7 +141,7 @@ class SubmitAndWork(TaskQueueTestCase):
         self.assertEqual((rec["state"], rec["error"]), ("dead", "timed out after 0.5s: killed"))
         with open(pid_file) as fh:
             child = int(fh.read())
-        self.assertFalse(_alive(child), "the handler's child survived its timeout")
+        self.assertFalse(process_alive(child), "the handler's child survived its timeout")
 
     def test_max_attempts_dead_letter_then_retry(self):
         a = self.ctx("a")
@@ -510,14 +498,6 @@ class Redis5Compatibility(TaskQueueTestCase):
             result = node.run_json("failover_manager.py")
             return result if result["role"] == "leader" else None
         return wait_for(tick, 15, interval_s=0.2, message="%s to lead" % node.node_id)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            return fh.read().split(") ")[-1][:1] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 if __name__ == "__main__":

@@ -2,9 +2,18 @@
 
     from support.nodes import NodeEnv
 
-    node = NodeEnv(tmpdir, "n1", server, heartbeat_interval=1, heartbeat_ttl=3)
+    node = NodeEnv(tmpdir, "n1", server, config={"node": {"heartbeat_ttl": 5}})
     result = node.run("heartbeat.py", "--json")        # CompletedProcess
     proc = node.spawn("leader_election.py", "--loop")  # Popen, stopped by node.stop_all()
+    node.spawn_all()                                   # heartbeat, leader_election, failover_manager --loop
+    node.memory()                                      # the elector's memory file (dict)
+
+A node finds Redis either through ``server`` (a test RedisServer, passed as
+REDIS_HOST/REDIS_PORT/REDIS_PASSWORD in the environment) or through
+``redis=`` (the config file's ``redis`` section, e.g. Sentinel addresses).
+The children's environment drops every REDIS_* and OPENCLAW_* variable and
+LOG_LEVEL of the test process, so a developer's own settings never leak
+into a test. Intervals are small (FAST): heartbeat every 1 s, ttl and lease 3 s.
 """
 
 import json
@@ -14,13 +23,25 @@ import subprocess
 import sys
 import time
 
+try:
+    from .redis_server import wait_until
+except ImportError:  # loaded as a top-level module
+    from redis_server import wait_until  # type: ignore[no-redef]
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = os.path.join(REPO, "scripts")
+LOOP_SCRIPTS = ("heartbeat.py", "leader_election.py", "failover_manager.py")
 
 FAST = {"node": {"heartbeat_interval": 1, "heartbeat_ttl": 3, "retry_count": 0, "retry_delay": 0.1},
         "redis": {"connect_timeout": 1, "socket_timeout": 1},
         "election": {"lease_ttl": 3, "renew_interval": 1},
         "logging": {"syslog": False}}
+# On top of FAST: Redis calls retried as deployed (3 times, 0.2 s apart), a 0.5 s connect
+# timeout, lease and renewal following the heartbeat settings (0), and DEBUG logs.
+RETRYING = {"node": {"retry_count": 3, "retry_delay": 0.2},
+            "redis": {"connect_timeout": 0.5},
+            "election": {"lease_ttl": 0, "renew_interval": 0},
+            "logging": {"level": "DEBUG"}}
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -41,28 +62,47 @@ def write_config(config_dir: str, config: dict) -> str:
     return path
 
 
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class NodeEnv:
     """One simulated machine: a node id, a config dir and a log dir, pointed at a test Redis."""
 
     def __init__(self, base_dir: str, node_id: str, server=None, config: dict = None, python: str = None,
-                 env: dict = None):
+                 env: dict = None, redis: dict = None, secrets: dict = None, timeout_s: float = 30):
+        """``redis``: settings for the config file's redis section, used instead of ``server``.
+        ``secrets``: written to secrets.json (mode 0600). ``timeout_s``: run()'s default timeout."""
+        if server is not None and redis is not None:
+            raise ValueError("give server or redis, not both")
         self.node_id = node_id
         self.config_dir = os.path.join(base_dir, node_id, "config")
         self.log_dir = os.path.join(base_dir, node_id, "logs")
+        self.run_dir = os.path.join(self.log_dir, "run")
         os.makedirs(self.log_dir, exist_ok=True)
         self.config = merge(FAST, config or {})
+        if redis is not None:
+            self.config = merge(self.config, {"redis": redis})
         write_config(self.config_dir, self.config)
+        self.write_secrets(secrets)
         self.python = python or sys.executable
-        self.env = dict(os.environ, OPENCLAW_NODE_ID=node_id, PYTHONDONTWRITEBYTECODE="1")
-        for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "REDIS_USERNAME", "LOG_LEVEL"):
-            self.env.pop(name, None)
-        # Without a test server, point at a port nothing listens on: never at a Redis
-        # that happens to run on this machine (6379).
-        self.env.update(REDIS_HOST="127.0.0.1", REDIS_PORT="1")
+        self.timeout_s = timeout_s
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("REDIS_", "OPENCLAW_")) and k != "LOG_LEVEL"}
+        self.env.update(OPENCLAW_NODE_ID=node_id, PYTHONDONTWRITEBYTECODE="1")
         if server is not None:
             self.env.update(REDIS_HOST=server.host, REDIS_PORT=str(server.port))
             if getattr(server, "password", None):
                 self.env["REDIS_PASSWORD"] = server.password
+        elif redis is None:
+            # Without a test server, point at a port nothing listens on: never at a Redis
+            # that happens to run on this machine (6379).
+            self.env.update(REDIS_HOST="127.0.0.1", REDIS_PORT="1")
         self.env.update(env or {})
         self.procs = []
 
@@ -70,19 +110,31 @@ class NodeEnv:
         self.config = merge(self.config, extra)
         write_config(self.config_dir, self.config)
 
+    def write_secrets(self, secrets: dict = None) -> None:
+        """Write config/secrets.json (mode 0600), or remove it when ``secrets`` is empty."""
+        path = os.path.join(self.config_dir, "secrets.json")
+        if secrets:
+            with open(path, "w") as fh:
+                json.dump(secrets, fh)
+            os.chmod(path, 0o600)
+        elif os.path.exists(path):
+            os.unlink(path)
+
     def argv(self, script: str, *args) -> list:
         return [self.python, os.path.join(SCRIPTS, script), *args,
                 "--config-dir", self.config_dir, "--log-dir", self.log_dir]
 
-    def run(self, script: str, *args, timeout: float = 30, input: str = None, env: dict = None):
+    def run(self, script: str, *args, timeout: float = None, input: str = None, env: dict = None):
         """Run a script to completion; returns the CompletedProcess (text mode)."""
         return subprocess.run(self.argv(script, *args), env=dict(self.env, **(env or {})), input=input,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True,
+                              timeout=self.timeout_s if timeout is None else timeout)
 
     def run_json(self, script: str, *args, **kw) -> dict:
         result = self.run(script, *args, "--json", "--quiet", **kw)
         if result.returncode != 0:
-            raise AssertionError("%s %s exited %d: %s" % (script, args, result.returncode, result.stderr))
+            raise AssertionError("%s %s on %s exited %d: %s" % (script, args, self.node_id, result.returncode,
+                                                                result.stderr))
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     def spawn(self, script: str, *args, env: dict = None) -> subprocess.Popen:
@@ -92,7 +144,7 @@ class NodeEnv:
         self.procs.append(proc)
         return proc
 
-    def spawn_all(self, scripts=("heartbeat.py", "leader_election.py", "failover_manager.py")) -> list:
+    def spawn_all(self, scripts=LOOP_SCRIPTS) -> list:
         return [self.spawn(s, "--loop", "--quiet") for s in scripts]
 
     def signal_all(self, sig: int) -> None:
@@ -104,6 +156,7 @@ class NodeEnv:
                     pass
 
     def stop_all(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        """Signal every process group (SIGTERM: a leader releases its lease); SIGKILL what outlives ``timeout``."""
         self.signal_all(sig)
         if sig == signal.SIGSTOP:
             return
@@ -120,12 +173,40 @@ class NodeEnv:
         self.signal_all(signal.SIGCONT)
         self.stop_all(signal.SIGKILL)
 
-    def log_text(self, script: str) -> str:
+    def log_text(self, script: str = None, tail_chars: int = None) -> str:
+        """The log of ``script`` ("" before it wrote one). Without ``script``: every log file of this
+        node, each headed by its name (and cut to its last ``tail_chars`` characters when given)."""
+        if script is not None:
+            try:
+                with open(os.path.join(self.log_dir, script + ".log")) as fh:
+                    return fh.read()
+            except OSError:
+                return ""
+        out = []
+        for root, _dirs, files in os.walk(self.log_dir):
+            for name in sorted(files):
+                if name.endswith(".log"):
+                    with open(os.path.join(root, name), errors="replace") as fh:
+                        text = fh.read()
+                    out.append("== %s\n%s" % (name, text[-tail_chars:] if tail_chars else text))
+        return "\n".join(out)
+
+    def memory_path(self) -> str:
+        """The elector's memory file of this node (local_state.epoch_memory_path)."""
+        sys.path.insert(0, SCRIPTS)
         try:
-            with open(os.path.join(self.log_dir, script + ".log")) as fh:
-                return fh.read()
-        except OSError:
-            return ""
+            import local_state
+        finally:
+            sys.path.remove(SCRIPTS)
+        return local_state.epoch_memory_path(self.run_dir, self.node_id)
+
+    def memory(self) -> dict:
+        """The elector's memory of this node ({} before its first election step)."""
+        try:
+            with open(self.memory_path()) as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return {}
 
 
 def wait_for(predicate, timeout_s: float = 10, interval_s: float = 0.05, message: str = "condition"):
@@ -138,3 +219,69 @@ def wait_for(predicate, timeout_s: float = 10, interval_s: float = 0.05, message
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %gs waiting for %s" % (timeout_s, message))
         time.sleep(interval_s)
+
+
+def _json_field(raw, key):
+    try:
+        return json.loads(raw).get(key)
+    except (ValueError, AttributeError):
+        return None
+
+
+class ClusterView:
+    """The cluster as one Redis server (a test RedisServer) holds it, and as the nodes' memories see it."""
+
+    def __init__(self, nodes):
+        self.nodes = list(nodes)
+
+    @staticmethod
+    def epoch(server) -> int:
+        return int(server.command("GET", "openclaw:cluster:epoch") or 0)
+
+    @staticmethod
+    def members(server) -> dict:
+        """node id -> (status, last_heartbeat by Redis's clock, heartbeat key present)."""
+        raw = server.command("HGETALL", "openclaw:cluster:nodes") or []
+        return {node_id: (_json_field(record, "status"), _json_field(record, "last_heartbeat") or 0,
+                          server.command("EXISTS", "hb:" + node_id) == 1)
+                for node_id, record in zip(raw[::2], raw[1::2])}
+
+    def believers(self) -> list:
+        """Nodes whose memory says they lead."""
+        return [n.node_id for n in self.nodes if n.memory().get("is_leader")]
+
+    def epochs_seen(self, server) -> int:
+        """The highest epoch in ``server`` or in any node's memory."""
+        return max([self.epoch(server)] + [n.memory().get("max_epoch", 0) for n in self.nodes])
+
+    def steady(self, server):
+        """(leader, epoch) when one leader holds the lease, only it believes so, at Redis's epoch,
+        and every node is online; else None."""
+        leader = server.command("GET", "openclaw:cluster:leader")
+        epoch = self.epoch(server)
+        members = self.members(server)
+        online = all(members.get(n.node_id, (None, 0, False))[0] == "online" and members[n.node_id][2]
+                     for n in self.nodes)
+        if not (leader and online and self.believers() == [leader]):
+            return None
+        leader_node = [n for n in self.nodes if n.node_id == leader][0]
+        return (leader, epoch) if leader_node.memory().get("epoch") == epoch else None
+
+    def wait_steady(self, server, timeout_s: float = 20):
+        try:
+            return wait_until(lambda: self.steady(server), timeout_s, interval=0.1,
+                              message="one leader and every node online")
+        except TimeoutError:
+            raise AssertionError("cluster never settled on port %d: leader %r, believers %r, members %r\n%s" % (
+                server.port, server.command("GET", "openclaw:cluster:leader"), self.believers(),
+                self.members(server), self.nodes[0].log_text(tail_chars=4000))) from None
+
+    @staticmethod
+    def elected_epochs(server) -> list:
+        """Epochs of the ``leader_elected`` events in the server's event stream, oldest first."""
+        epochs = []
+        for _id, fields in server.command("XRANGE", "openclaw:cluster:events", "-", "+") or []:
+            record = dict(zip(fields[::2], fields[1::2]))
+            if record.get("type") == "leader_elected":
+                epochs.append(int(record["epoch"]))
+        return epochs

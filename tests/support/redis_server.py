@@ -749,6 +749,11 @@ class RedisServer:
             text = text.decode("utf-8", "replace")
         return _parse_info(text)
 
+    def command_calls(self, name: str) -> int:
+        """How often command ``name`` (lower case) ran since start or CONFIG RESETSTAT (INFO commandstats)."""
+        stats = self.info("commandstats").get("cmdstat_" + name, "calls=0")
+        return int(stats.split(",")[0].split("=")[1])
+
     def wait_replica_synced(self, timeout: float = 10.0) -> None:
         """On a replica: wait for ``master_link_status:up``."""
         wait_until(
