@@ -82,6 +82,25 @@ def parse_flags(argv, flags) -> dict:
     return out
 
 
+def number_flag(ctx, flag: str, kind=float, minimum=0, above: bool = False, default=None):
+    """The value of a numeric ``--flag`` (``default`` when absent); a bad one is a UsageError.
+
+    It must be a finite ``kind`` of at least ``minimum`` (``above``: strictly more).
+    """
+    raw = ctx.flags.get(flag)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")) or value < minimum \
+            or (above and value == minimum):
+        raise UsageError("%s must be a %s %s %g, got %r" % (
+            flag, "whole number" if kind is int else "number", "above" if above else "of at least", minimum, raw))
+    return value
+
+
 def format_help(prog: str, description: str, flags, usage: str = "[options]") -> str:
     lines = ["usage: %s %s" % (prog, usage), "", description.strip(), "", "options:"]
     for name, metavar, text in flags:

@@ -109,7 +109,7 @@ def cmd_set(ctx, words) -> dict:
 
 def cmd_cas(ctx, words) -> dict:
     name, text = _key_and_value(ctx, words, "cas KEY --version N VALUE")
-    expected = _int_flag(ctx, "--version")
+    expected = runner.number_flag(ctx, "--version", int)
     if expected is None:
         raise runner.UsageError("cas needs --version N (the version you read; 0: the key must not exist)")
     result = shared_state.put(ctx.redis, name, text, expected=expected, token=_token(ctx))
@@ -121,7 +121,7 @@ def cmd_cas(ctx, words) -> dict:
 
 def cmd_delete(ctx, words) -> dict:
     name = _arity(words, 1, "delete KEY [--version N]")[0]
-    expected = _int_flag(ctx, "--version")
+    expected = runner.number_flag(ctx, "--version", int)
     result = shared_state.delete(ctx.redis, name, expected)
     if result["outcome"] == "conflict":
         message = "delete: %s; nothing deleted" % _conflict(name, result["version"], expected)
@@ -134,8 +134,7 @@ def cmd_delete(ctx, words) -> dict:
 
 def cmd_list(ctx, words) -> dict:
     _arity(words, 0, "list [--prefix P] [--limit N]")
-    limit = _int_flag(ctx, "--limit", minimum=1)
-    limit = shared_state.DEFAULT_LIST_LIMIT if limit is None else limit
+    limit = runner.number_flag(ctx, "--limit", int, minimum=1, default=shared_state.DEFAULT_LIST_LIMIT)
     prefix = ctx.flags.get("--prefix", "")
     entries, truncated = shared_state.list_entries(ctx.redis, prefix, limit)
     if truncated:
@@ -150,8 +149,8 @@ def cmd_list(ctx, words) -> dict:
 def cmd_watch(ctx, words) -> dict:
     name = shared_state.check_name(_arity(words, 1, "watch KEY [--timeout S] [--version N]")[0])
     if not hasattr(ctx, "watch_from"):  # kept on ctx: a retry after a connection fault goes on, not over
-        timeout_s = _seconds_flag(ctx, "--timeout", DEFAULT_WATCH_TIMEOUT_S)
-        baseline = _int_flag(ctx, "--version")
+        timeout_s = runner.number_flag(ctx, "--timeout", default=DEFAULT_WATCH_TIMEOUT_S)
+        baseline = runner.number_flag(ctx, "--version", int)
         if baseline is None:
             entry = shared_state.get(ctx.redis, name)
             baseline = entry["version"] if entry else 0
@@ -207,32 +206,6 @@ def _read_value(source: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise shared_state.BadInput("the value in %s is not UTF-8 (byte %d)" % (where, exc.start)) from None
-
-
-def _int_flag(ctx, flag: str, minimum: int = 0):
-    raw = ctx.flags.get(flag)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise runner.UsageError("%s must be a whole number, %d or more; got %r" % (flag, minimum, raw))
-    return value
-
-
-def _seconds_flag(ctx, flag: str, default_s: float) -> float:
-    raw = ctx.flags.get(flag)
-    if raw is None:
-        return default_s
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise runner.UsageError("%s must be a number of seconds, 0 or more; got %r" % (flag, raw))
-    return value
 
 
 def _token(ctx) -> str:

@@ -67,20 +67,6 @@ FLAGS = [
 ]
 
 
-def _number(ctx, flag: str, kind=float, minimum=0.0, strict=True):
-    raw = ctx.flags.get(flag)
-    if raw is None:
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise runner.UsageError("%s must be a %s, got %r" % (flag, "whole number" if kind is int else "number", raw)) \
-            from None
-    if value != value or value in (float("inf"), float("-inf")) or value < minimum or (strict and value == minimum):
-        raise runner.UsageError("%s must be %s %g, got %s" % (flag, "above" if strict else "at least", minimum, raw))
-    return value
-
-
 def _one_id(ctx) -> str:
     if len(ctx.args) != 2:
         raise runner.UsageError("%s needs one task id" % ctx.args[0])
@@ -152,8 +138,9 @@ def _submit_request(ctx) -> dict:
     if "--key" in ctx.flags and not 0 < len(key) <= taskq.MAX_KEY_LEN:
         raise runner.UsageError("--key must be 1 to %d characters" % taskq.MAX_KEY_LEN)
     req = {"type": task_type, "target": target, "key": key, "needs": needs,
-           "max_attempts": _number(ctx, "--max-attempts", int), "timeout_s": _number(ctx, "--timeout"),
-           "wait_timeout_s": _number(ctx, "--wait-timeout", strict=False), "payload": _payload(ctx)}
+           "max_attempts": runner.number_flag(ctx, "--max-attempts", int, above=True),
+           "timeout_s": runner.number_flag(ctx, "--timeout", above=True),
+           "wait_timeout_s": runner.number_flag(ctx, "--wait-timeout"), "payload": _payload(ctx)}
     if req["wait_timeout_s"] is not None and not ctx.flags.get("--wait"):
         raise runner.UsageError("--wait-timeout goes with --wait")
     if task_type == agent_task.TASK_TYPE:
@@ -281,7 +268,7 @@ def cmd_list(ctx) -> dict:
     state = ctx.flags.get("--state", "")
     if state and state not in taskq.STATES:
         raise runner.UsageError("--state must be one of %s, got %r" % (", ".join(taskq.STATES), state))
-    limit = _number(ctx, "--limit", int) or 50
+    limit = runner.number_flag(ctx, "--limit", int, above=True, default=50)
     tasks = taskq.list_tasks(ctx, state, limit)
     if not ctx.flags.get("--json"):
         print(format_table(tasks))
@@ -316,8 +303,8 @@ def cmd_retry(ctx) -> dict:
 def cmd_purge(ctx) -> dict:
     if len(ctx.args) != 1:
         raise runner.UsageError("purge takes no arguments")
-    done_s = _number(ctx, "--done-older-than", strict=False)
-    dead_s = _number(ctx, "--dead-older-than", strict=False)
+    done_s = runner.number_flag(ctx, "--done-older-than")
+    dead_s = runner.number_flag(ctx, "--dead-older-than")
     if done_s is None and dead_s is None:
         raise runner.UsageError("purge needs --done-older-than S and/or --dead-older-than S")
     result = {"done": taskq.purge(ctx, "done", done_s) if done_s is not None else 0,

@@ -410,8 +410,8 @@ class KvTest(Case):
             (("cas", "k", "--version", "x", "1"), "--version must be a whole number"),
             (("get", "k", "--prefix", "x"), "--prefix does not apply to get"),
             (("list", "--prefix", "a b"), "prefix 'a b' has a space"),
-            (("list", "--limit", "0"), "--limit must be a whole number, 1 or more"),
-            (("watch", "k", "--timeout", "-1"), "--timeout must be a number of seconds"),
+            (("list", "--limit", "0"), "--limit must be a whole number of at least 1, got '0'"),
+            (("watch", "k", "--timeout", "-1"), "--timeout must be a number of at least 0, got '-1'"),
             (("frob",), "unknown command 'frob'"),
             (("get", "k", "--loop"), "--loop works only with tick"),
         ]

@@ -119,7 +119,7 @@ class UserFacing(Cluster):
             (("submit", "--type", "echo", "--payload", "{nope"), 2, "--payload is not valid JSON"),
             (("submit", "--payload", "{}"), 2, "submit needs --type"),
             (("submit", "--type", "bad type"), 2, "--type must be 1 to 64 characters"),
-            (("submit", "--type", "echo", "--max-attempts", "0"), 2, "--max-attempts must be above 0"),
+            (("submit", "--type", "echo", "--max-attempts", "0"), 2, "--max-attempts must be a whole number above 0, got '0'"),
             (("submit", "--type", "echo", "--payload-file", "/nonexistent"), 2, "cannot read --payload-file"),
             (("submit", "--type", "echo", "--payload", "{}", "-"), 2, "give the payload once"),
             (("status", "no-such-task"), 1, "no task no-such-task"),
