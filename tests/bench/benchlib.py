@@ -239,7 +239,7 @@ def machine(python: str, redis_version: str) -> dict:
                                         "platform.python_implementation())"],
                          capture_output=True, text=True).stdout.split()
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": ver[0] if ver else "?",
-            "python_impl": ver[1] if len(ver) > 1 else "?", "python_binary": real_python(),
+            "python_impl": ver[1] if len(ver) > 1 else "?", "python_binary": os.path.basename(real_python()),
             "redis": redis_version, "cores": os.cpu_count(), "platform": platform.platform(),
             "machine": platform.machine()}
 
