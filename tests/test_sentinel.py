@@ -250,7 +250,16 @@ class SentinelFailoverTest(unittest.TestCase):
         # one interval, plus slack for a loaded machine
         self.assertLess(resumed_s, INTERVAL_S + 1.0, "heartbeats resumed %.2fs after the sentinels agreed" % resumed_s)
 
-        leader, epoch = view.wait_steady(new)
+        # Settled means settled on the new master: a lease replicated from the old master can
+        # look steady for a moment before its holder's first election step on the new one.
+        master = "%s:%d" % new.address
+
+        def settled_on_new():
+            state = view.steady(new)
+            holder = state and [n for n in self.nodes if n.node_id == state[0]][0]
+            return state if holder and holder.memory().get("redis_master") == master else None
+        leader, epoch = wait_until(settled_on_new, 20, interval=0.1,
+                                   message="one leader that has stepped on the new master")
         self.assertGreater(epoch, seen, "epoch after the failover must be above every epoch seen before")
         for _ in range(10):  # and it stays that way: one leader, nobody else believing otherwise
             time.sleep(0.2)
