@@ -64,6 +64,8 @@ case "$mode" in
     # fail fast on a bad config or an unreachable Redis instead of looping on errors
     "$PY" "$scripts/node_manager.py" check --quiet ${args[@]+"${args[@]}"} || exit $?
     exec "$PY" "$scripts/node_manager.py" run ${args[@]+"${args[@]}"} ;;
-  demo) exec "$PY" "$scripts/demo.py" ${args[@]+"${args[@]}"} ;;
+  # the demo is built on the test harness (private redis-server, fetched when missing),
+  # so it lives beside it, outside the stdlib-only runtime in scripts/
+  demo) exec "$PY" "$SKILL_DIR/tests/support/demo.py" ${args[@]+"${args[@]}"} ;;
   *) exec "$PY" "$scripts/node_setup.py" "$mode" ${args[@]+"${args[@]}"} ;;
 esac

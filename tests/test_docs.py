@@ -24,7 +24,7 @@ READMES = ("README.md", "README_EN.md")
 USER_SCRIPTS = ("heartbeat.py", "leader_election.py", "failover_manager.py", "state_sync.py",
                 "node_manager.py", "task_queue.py")
 # Scripts with a main() that users reach through start-node.sh, not by name.
-INTERNAL_SCRIPTS = {"demo.py": "./start-node.sh demo", "node_setup.py": "./start-node.sh"}
+INTERNAL_SCRIPTS = {"node_setup.py": "./start-node.sh"}
 SETUP_COMMANDS = ("./start-node.sh demo", "tests/run.sh")
 
 
