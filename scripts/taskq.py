@@ -270,9 +270,14 @@ def submit(ctx, task_type: str, payload: str, target: str = "", key: str = "", m
     task_id = task_id or new_task_id()
     needs = requirement(task_type, requires)
     stream = keys.task_stream(target) if target or not needs else keys.task_route(needs)
-    outcome, tid, known = _run(ctx, lua.TASK_SUBMIT, (stream, keys.nodes(), keys.task_routes()), (
+    ks, args = _header(ctx)
+    call = (lua.TASK_SUBMIT, ks + (stream, keys.nodes(), keys.task_routes()), args + (
         task_id, task_type, payload, target, key, max_attempts or t["default_max_attempts"],
         max(1, _ms(timeout_s or t["default_timeout_s"])), needs))
+    if ctx.cfg["election"]["min_replicas_acked"] > 0:
+        outcome, tid, known = _submit_replicated(ctx, call, key)
+    else:
+        outcome, tid, known = call[0](ctx.redis, call[1], call[2])
     tid = tid.decode()
     created = outcome == b"created" or tid == task_id
     if created:
@@ -281,6 +286,31 @@ def submit(ctx, task_type: str, payload: str, target: str = "", key: str = "", m
     else:
         ctx.log.info("idempotency key %r already names task %s: not submitted again", key, tid)
     return {"id": tid, "created": created, "target_known": bool(known), "requires": needs.split(",") if needs else []}
+
+
+def _submit_replicated(ctx, call: tuple, key: str) -> list:
+    """Run the submit script and WAIT for ``election.min_replicas_acked`` replicas, in one round trip.
+
+    Both go on one connection, so WAIT counts the replicas that received
+    everything up to this submit (replication is one ordered stream). Short
+    of that within ``election.replica_wait_ms``, a TickError (exit 1): the
+    task is queued but may be lost with the master in a failover, so the
+    caller must resubmit with the same idempotency key, which finds the task
+    instead of adding a second one.
+    """
+    election = ctx.cfg["election"]
+    want, wait_ms = election["min_replicas_acked"], election["replica_wait_ms"]
+    reply, acked = _request(ctx.redis, [call, ("WAIT", want, wait_ms)])
+    if isinstance(reply, rc.ResponseError):
+        raise reply
+    if isinstance(acked, int) and acked >= want:
+        return reply
+    from errors import TickError
+    why = ("WAIT failed: %s" % acked if isinstance(acked, rc.ResponseError)
+           else "%s of %d replicas confirmed it within %dms" % (acked, want, wait_ms))
+    again = "resubmit with the same --key %s (idempotent)" % key if key else \
+        "resubmit with an idempotency key (--key) to retry without a duplicate"
+    raise TickError("task %s may not survive a failover (%s): %s" % (reply[1].decode(), why, again))
 
 
 def able_nodes(ctx, needs: str, target: str = "") -> tuple:
