@@ -106,8 +106,7 @@ def _election_memory(cfg) -> tuple:
     memory = local_state.read_json(local_state.epoch_memory_path(cfg.run_dir, cfg.node_id), None)
     if not isinstance(memory, dict):
         return False, 0
-    max_epoch = memory.get("max_epoch", 0)
-    return memory.get("is_leader") is True, max_epoch if isinstance(max_epoch, int) and max_epoch > 0 else 0
+    return memory.get("is_leader") is True, local_state.max_epoch_of(memory)
 
 
 def _mirrored_version(path: str) -> tuple:

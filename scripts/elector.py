@@ -53,7 +53,7 @@ import keys
 import local_state
 import lua
 from errors import NodeIdCollision
-from redis_client import Redis, RedisError, ResponseError
+from redis_client import Redis, RedisError, ResponseError, text
 
 LEADER_OUTCOMES = ("renewed", "acquired")
 
@@ -71,10 +71,6 @@ class Observation:
     def as_dict(self) -> dict:
         return {"outcome": self.outcome, "leader": self.leader or None, "epoch": self.epoch,
                 "lease_ms": self.lease_ms, "is_leader": self.is_leader}
-
-
-def _text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
 
 class Elector:
@@ -101,8 +97,7 @@ class Elector:
 
     @property
     def remembered_epoch(self) -> int:
-        value = self.state.get("max_epoch", 0)
-        return value if isinstance(value, int) and value >= 0 else 0
+        return local_state.max_epoch_of(self.state)
 
     def try_acquire_or_renew(self) -> Observation:
         """One election step; fires hooks on transitions; remembers what it saw."""
@@ -115,7 +110,7 @@ class Elector:
                                keys.bootstrap(), keys.released(self.node_id)),
                               (self.node_id, self.lease_ms, self.remembered_epoch, self.maxlen,
                                self.bootstrap_wait_ms, self.instance))
-            obs = Observation(_text(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3]))
+            obs = Observation(text(reply[0]), text(reply[1]), int(reply[2]), int(reply[3]))
             if obs.outcome == "collision":
                 self._observe(Observation("collision", "", obs.epoch, 0))  # not leader, whatever the other does
                 raise NodeIdCollision(
@@ -163,7 +158,7 @@ class Elector:
         """
         def change(state):
             state.update(is_leader=obs.is_leader, leader=obs.leader, epoch=obs.epoch,
-                         max_epoch=max(state.get("max_epoch", 0), obs.epoch))
+                         max_epoch=max(local_state.max_epoch_of(state), obs.epoch))
         before = local_state.update_json(self.state_path, change)
         self.state = dict(before)
         change(self.state)
@@ -270,11 +265,11 @@ class Elector:
             except RedisError as exc:  # an instance down counts as a vote not won
                 self.ctx.log.debug("redlock: %s: %s", client.peer, exc)
                 continue
-            if _text(reply[0]) == "mine":
+            if text(reply[0]) == "mine":
                 mine.append(client)
                 epochs.append(int(reply[1]))
             else:
-                holders.append(_text(reply[1]))
+                holders.append(text(reply[1]))
                 epochs.append(int(reply[2]))
         drift_ms = self.lease_ms * self.ctx.cfg["election"]["clock_drift_factor"] + 2
         validity_ms = int(self.lease_ms - (clock() - start) * 1000 - drift_ms)
@@ -295,7 +290,7 @@ class Elector:
         reply = lua.REDLOCK_ANNOUNCE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(self.node_id),
                                                       keys.nodes(), keys.events()),
                                      (self.node_id, validity_ms, epoch, self.maxlen))
-        outcome = _text(reply[0])
+        outcome = text(reply[0])
         if outcome != "ok":
             self._redlock_release(mine)
             self.state["max_epoch"] = max(self.remembered_epoch, int(reply[1]))

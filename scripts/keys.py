@@ -42,11 +42,6 @@ def released(node_id: str) -> str:
     return CLUSTER + "released:" + node_id
 
 
-def fence() -> str:
-    """Integer: the highest epoch a fenced write has carried (Redlock mode)."""
-    return CLUSTER + "fence"
-
-
 def events() -> str:
     """Capped stream of cluster events; also the pub/sub channel name."""
     return CLUSTER + "events"

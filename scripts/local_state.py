@@ -67,16 +67,20 @@ def epoch_memory_path(run_dir: str, node_id: str) -> str:
     return os.path.join(run_dir, "election.%s.json" % node_id)
 
 
+def max_epoch_of(memory) -> int:
+    """The highest epoch a memory dict records; 0 when it is missing or not a sane number."""
+    value = memory.get("max_epoch", 0) if isinstance(memory, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def remembered_epoch(run_dir: str, node_id: str) -> int:
-    value = (read_json(epoch_memory_path(run_dir, node_id), None) or {})
-    value = value.get("max_epoch", 0) if isinstance(value, dict) else 0
-    return value if isinstance(value, int) and value >= 0 else 0
+    return max_epoch_of(read_json(epoch_memory_path(run_dir, node_id), None))
 
 
 def remember_epoch(run_dir: str, node_id: str, epoch: int) -> None:
     """Raise the remembered epoch to ``epoch`` (never lowers it)."""
     def change(state):
-        if epoch > state.get("max_epoch", 0):
+        if epoch > max_epoch_of(state):
             state["max_epoch"] = epoch
     update_json(epoch_memory_path(run_dir, node_id), change)
 

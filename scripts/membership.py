@@ -21,7 +21,6 @@ from redis_client import WrongTypeError
 SUSPECT_AFTER_INTERVALS = 1.5
 
 
-
 def node_state(record, hb_pttl_ms: int, now_s: float) -> str:
     """The state of one member from its record, its heartbeat key's PTTL and Redis's time."""
     if not isinstance(record, dict):
@@ -39,6 +38,7 @@ def node_state(record, hb_pttl_ms: int, now_s: float) -> str:
 
 
 def _decode(raw):
+    """A member record as a dict, or None when it is not a JSON object (foreign or malformed)."""
     try:
         value = json.loads(raw)
     except ValueError:
@@ -114,7 +114,7 @@ def beat(ctx) -> float:
                                                       keys.leader()),
                                           (ctx.node_id, ttl_ms, node_fields(ctx), remembered))
     if status == b"collision":
-        other = _safe_json(detail)
+        other = _decode(detail) or {}
         raise NodeIdCollision(
             "node id %r is already used by another live process (host %s, pid %s); give this node its own "
             "node.id / OPENCLAW_NODE_ID, or stop the other one" % (ctx.node_id, other.get("host", "?"),
@@ -122,14 +122,6 @@ def beat(ctx) -> float:
     if int(rest[0]) > remembered:
         local_state.remember_epoch(ctx.cfg.run_dir, ctx.node_id, int(rest[0]))
     return float(detail)
-
-
-def _safe_json(raw: bytes) -> dict:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def leave(ctx) -> dict:

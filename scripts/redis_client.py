@@ -388,7 +388,7 @@ class Connection:
             raise reply
         if isinstance(reply, list) and reply and reply[0] != b"master":
             self.close()
-            role = reply[0].decode("utf-8", "replace") if isinstance(reply[0], bytes) else str(reply[0])
+            role = text(reply[0])
             raise NotMasterError("%s is a %s, not the master (a failover may be under way)" % (
                 self.peer, "replica" if role == "slave" else role))
 
@@ -486,7 +486,7 @@ class SentinelResolver:
                 continue
             self.endpoints.insert(0, self.endpoints.pop(i))
             self.answered_by = peer
-            return _text(reply[0]), int(reply[1])
+            return text(reply[0]), int(reply[1])
         detail = "; ".join(problems) or "no sentinels configured"
         if refused and refused == len(problems):
             raise SentinelAuthError("sentinels refused the credentials: %s" % detail)
@@ -495,11 +495,14 @@ class SentinelResolver:
     def master_state(self) -> dict:
         """``SENTINEL MASTER <name>`` from the sentinel that answered last, as a dict of str."""
         reply, _peer = self._ask(self.endpoints[0], ("SENTINEL", "MASTER", self.master_name))
-        flat = [_text(v) for v in reply or []]
+        flat = [text(v) for v in reply or []]
         return dict(zip(flat[::2], flat[1::2]))
 
 
-def _text(value) -> str:
+def text(value) -> str:
+    """A reply as text: bytes decoded (invalid UTF-8 replaced), None as '', anything else str()."""
+    if value is None:
+        return ""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 

@@ -9,13 +9,9 @@ refused is reported as unknown, with the server's reason, and never fails the
 command. Nothing here writes.
 """
 
-from redis_client import RedisError, ResponseError
+from redis_client import RedisError, ResponseError, text
 
 MIN_SENTINELS = 3  # fewer cannot keep a majority through the loss of one
-
-
-def _text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _info_fields(reply) -> dict:
@@ -23,7 +19,7 @@ def _info_fields(reply) -> dict:
     if isinstance(reply, ResponseError):
         return {}
     fields = {}
-    for line in _text(reply).splitlines():
+    for line in text(reply).splitlines():
         key, sep, value = line.partition(":")
         if sep and not key.startswith("#"):
             fields[key.strip()] = value.strip()
@@ -34,7 +30,7 @@ def _config_value(reply):
     """The value of a one-parameter ``CONFIG GET``; None when refused or unknown."""
     if isinstance(reply, ResponseError) or not isinstance(reply, list) or len(reply) < 2:
         return None
-    return _text(reply[1])
+    return text(reply[1])
 
 
 def _replicas(repl: dict) -> list:

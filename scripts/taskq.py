@@ -99,11 +99,11 @@ import keys
 import lua
 import membership
 import redis_client as rc
+from config import MAX_NODE_ID_LEN, NODE_ID_CHARS
 
 GROUP = keys.TASK_GROUP
 STATES = ("pending", "running", "done", "dead")
-NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
-MAX_NAME_LEN = 64
+NAME_CHARS, MAX_NAME_LEN = NODE_ID_CHARS, MAX_NODE_ID_LEN  # names end up in keys, like node ids
 MAX_KEY_LEN = 256
 ERROR_MAX_BYTES = 4096   # stderr kept in an error message
 CLAIM_SCAN = 16          # PEL entries a claim examines per stream
