@@ -11,8 +11,15 @@ Guarantees:
   allocation.
 - Every fault is one of the exceptions below, whose message names
   ``host:port`` and never the password.
-- The handshake (AUTH, SELECT) travels in the same write as the first
-  command, so a one-shot tick costs one round trip.
+- A handshake (AUTH, SELECT, and ROLE in Sentinel mode) is its own round trip,
+  once per connection, and its replies are checked before any command is
+  sent: nothing runs as the wrong user, in the wrong db or on a replica. A
+  connection without one sends its first command at once (one round trip).
+- Bounds per request: connecting (name resolution included) finishes within
+  ``connect_timeout_s``; writing the commands and reading all their replies
+  within ``socket_timeout_s`` in total, however slowly the bytes trickle in;
+  one reply costs at most ``max_reply_bytes`` (bulk bytes plus
+  ``REPLY_ITEM_BYTES`` per array element), else ``ProtocolError``.
 """
 
 import socket
@@ -31,6 +38,11 @@ __all__ = [
 MAX_BULK_BYTES = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len default
 MAX_ARRAY_LEN = 1024 * 1024 * 1024
 MAX_NESTING = 32  # arrays in arrays; our replies nest 3 deep, and the parser recurses once per level
+# What one reply may cost: the bytes of its bulk strings plus REPLY_ITEM_BYTES for every array
+# element (about what a small Python object and its list slot take), so a stream of empty arrays is
+# bounded too. The largest reply the project reads (HGETALL of 10,000 members) costs about 4 MiB.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+REPLY_ITEM_BYTES = 64
 DEFAULT_TIMEOUT_S = 5.0
 _RECV_BYTES = 65536
 
@@ -191,10 +203,14 @@ class Parser:
     simple strings as ``str``.
     """
 
-    def __init__(self, peer: str = "server"):
+    def __init__(self, peer: str = "server", max_reply_bytes: int = MAX_REPLY_BYTES):
         self._buf = bytearray()
         self._pos = 0
         self.peer = peer
+        self.max_reply_bytes = max_reply_bytes
+        # What the reply in progress has cost so far: the elements its arrays in _partial
+        # announced and the bulk strings completed inside them (each counted once).
+        self._cost = 0
         # Arrays of the reply in progress that ran out of bytes: their '*' position ->
         # (items so far, position of the next item). A large reply arrives in many
         # recv()s; resuming where the last attempt stopped keeps parsing it linear
@@ -210,12 +226,20 @@ class Parser:
 
     def gets(self):
         """Return the next complete reply, or ``NOT_READY``."""
+        if not self._partial:
+            self._cost = 0  # nothing of this reply is kept from an earlier attempt
         try:
             value, end = self._parse(self._pos)
         except _Incomplete:
             return NOT_READY
         self._pos = end
+        self._partial.clear()
         return value
+
+    def _charge(self, nbytes: int, what: str) -> None:
+        if self._cost + nbytes > self.max_reply_bytes:
+            raise ProtocolError("%s sent a reply larger than %d bytes (%s; bound max_reply_bytes)"
+                                % (self.peer, self.max_reply_bytes, what))
 
     def _line(self, pos: int):
         end = self._buf.find(b"\r\n", pos)
@@ -258,10 +282,13 @@ class Parser:
             n = self._length(line, "bulk", MAX_BULK_BYTES)
             if n == -1:
                 return None, pos
+            self._charge(n, "a bulk string of %d bytes" % n)  # judged now, counted once complete
             if len(self._buf) < pos + n + 2:
                 raise _Incomplete()
             if self._buf[pos + n: pos + n + 2] != b"\r\n":
                 raise ProtocolError("%s sent a bulk string without its CRLF terminator" % self.peer)
+            if depth:
+                self._cost += n  # inside an array, kept in _partial until the reply completes
             return bytes(self._buf[pos: pos + n]), pos + n + 2
         if marker == 42:  # '*'
             n = self._length(line, "array", MAX_ARRAY_LEN)
@@ -269,7 +296,12 @@ class Parser:
                 return None, pos
             if depth >= MAX_NESTING and n > 0:
                 raise ProtocolError("%s sent arrays nested deeper than %d levels" % (self.peer, MAX_NESTING))
-            items, pos = self._partial.pop(start, ([], pos))
+            if start in self._partial:
+                items, pos = self._partial.pop(start)
+            else:
+                self._charge(n * REPLY_ITEM_BYTES, "an array of %d elements" % n)
+                self._cost += n * REPLY_ITEM_BYTES
+                items = []
             while len(items) < n:
                 try:
                     item, pos = self._parse(pos, depth + 1)
@@ -289,25 +321,66 @@ def _host_arg(host: str):
     return host.encode("ascii") if isinstance(host, str) and host.isascii() else host
 
 
+def _is_ip_address(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except (OSError, ValueError, TypeError):
+            pass
+    return False
+
+
+def _resolve(host: str, port: int, timeout_s: float, peer: str) -> list:
+    """getaddrinfo bounded by ``timeout_s``: getaddrinfo has no timeout of its own and hangs as
+    long as a dead DNS server makes it. An IP address needs no lookup and is resolved at once;
+    a name is looked up in a daemon thread that is abandoned (it ends with the lookup) when
+    the time is up."""
+    if _is_ip_address(host):
+        return socket.getaddrinfo(_host_arg(host), port, 0, socket.SOCK_STREAM)
+    import threading  # only a host name pays for it: ~0.6 ms when nothing imported it yet
+    done, box = threading.Event(), {}
+
+    def lookup():
+        try:
+            box["infos"] = socket.getaddrinfo(_host_arg(host), port, 0, socket.SOCK_STREAM)
+        except OSError as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="resolve " + peer, daemon=True).start()
+    if not done.wait(timeout_s):
+        raise RedisTimeoutError("resolving the host of %s timed out after %gs" % (peer, timeout_s))
+    if "error" in box:
+        raise box["error"]
+    return box["infos"]
+
+
 class Connection:
-    """One socket to one server, with its handshake queued for the first send."""
+    """One socket to one server; its handshake (AUTH, SELECT, ROLE) goes first, on its own."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 6379, password: str = "",
                  username: str = "", db: int = 0, connect_timeout_s: float = DEFAULT_TIMEOUT_S,
                  socket_timeout_s: float = DEFAULT_TIMEOUT_S, tls: bool = False,
-                 tls_ca_file: str = "", tls_insecure: bool = False, expect_master: bool = False):
+                 tls_ca_file: str = "", tls_insecure: bool = False, expect_master: bool = False,
+                 max_reply_bytes: int = MAX_REPLY_BYTES, handshake_apart: bool = True):
         self.host, self.port = host, int(port)
-        # Sentinel mode: ROLE rides with the first command, so a server that is not the
-        # master is caught without an extra round trip.
+        # Sentinel mode: ROLE joins the handshake, so a server that is not the master is
+        # refused before any command reaches it.
         self._expect_master = expect_master
+        # False only for read-only queries (the sentinels'): the handshake then rides in the
+        # first command's write, since nothing that query does can land in the wrong place.
+        self._handshake_apart = handshake_apart
         self.peer = "%s:%d" % (host, self.port)
         self._password, self._username, self._db = password, username, int(db)
         self.connect_timeout_s, self.socket_timeout_s = connect_timeout_s, socket_timeout_s
+        self.max_reply_bytes = max_reply_bytes
         self._tls, self._tls_ca_file, self._tls_insecure = tls, tls_ca_file, tls_insecure
         self._sock = None
         self._parser = None
         self._handshake = []
-        self.round_trips = 0
+        self.round_trips = 0  # writes on this connection, the handshake's included
 
     @property
     def connected(self) -> bool:
@@ -316,20 +389,13 @@ class Connection:
     def connect(self) -> None:
         if self._sock is not None:
             return
-        try:
-            sock = socket.create_connection((_host_arg(self.host), self.port), self.connect_timeout_s)
-        except socket.timeout:
-            raise RedisTimeoutError("connecting to %s timed out after %gs" % (self.peer, self.connect_timeout_s)) from None
-        except socket.gaierror as exc:
-            raise RedisConnectionError("cannot resolve host of %s: %s" % (self.peer, exc.strerror)) from None
-        except OSError as exc:
-            raise RedisConnectionError("cannot connect to %s: %s" % (self.peer, exc.strerror or exc)) from None
+        deadline = time.monotonic() + self.connect_timeout_s
+        sock = self._open(deadline)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls:
-            sock = self._wrap_tls(sock)
-        sock.settimeout(self.socket_timeout_s)
+            sock = self._wrap_tls(sock, deadline)
         self._sock = sock
-        self._parser = Parser(self.peer)
+        self._parser = Parser(self.peer, self.max_reply_bytes)
         self._handshake = []
         if self._password:
             auth = ["AUTH", self._username, self._password] if self._username else ["AUTH", self._password]
@@ -339,14 +405,43 @@ class Connection:
         if self._expect_master:
             self._handshake.append(["ROLE"])
 
-    def _wrap_tls(self, sock):
+    def _timed_out_connecting(self) -> RedisTimeoutError:
+        return RedisTimeoutError("connecting to %s timed out after %gs" % (self.peer, self.connect_timeout_s))
+
+    def _open(self, deadline: float):
+        """A connected socket: the name resolved and each address tried, all before ``deadline``."""
+        try:
+            infos = _resolve(self.host, self.port, self.connect_timeout_s, self.peer)
+        except socket.gaierror as exc:
+            raise RedisConnectionError("cannot resolve host of %s: %s" % (self.peer, exc.strerror)) from None
+        except OSError as exc:
+            raise RedisConnectionError("cannot resolve host of %s: %s" % (self.peer, exc.strerror or exc)) from None
+        error = None
+        for family, kind, proto, _name, address in infos:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise self._timed_out_connecting()
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(remaining_s)
+                sock.connect(address)
+                return sock
+            except socket.timeout:
+                sock.close()
+                error = self._timed_out_connecting()
+            except OSError as exc:
+                sock.close()
+                error = RedisConnectionError("cannot connect to %s: %s" % (self.peer, exc.strerror or exc))
+        raise error or RedisConnectionError("cannot resolve host of %s: no address" % self.peer)
+
+    def _wrap_tls(self, sock, deadline: float):
         import ssl  # only TLS users pay for importing ssl
         ctx = ssl.create_default_context(cafile=self._tls_ca_file or None)
         if self._tls_insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         try:
-            sock.settimeout(self.connect_timeout_s)
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
             return ctx.wrap_socket(sock, server_hostname=self.host)
         except (ssl.SSLError, OSError) as exc:
             sock.close()
@@ -362,24 +457,40 @@ class Connection:
         self._parser = None
 
     def request(self, commands) -> list:
-        """Send commands in one write, read one reply each (errors in place)."""
+        """Send commands in one write, read one reply each (errors in place).
+
+        A new connection first sends its handshake and checks the replies: a
+        refused AUTH or SELECT, or a ROLE other than master, raises before
+        any of ``commands`` has left this process.
+        """
         self.connect()
         handshake, self._handshake = self._handshake, []
-        payload = b"".join(encode_command(c) for c in handshake + list(commands))
+        if handshake and self._handshake_apart:
+            self._check_handshake(handshake, self._round_trip(handshake))
+            handshake = []
+        replies = self._round_trip(handshake + list(commands))
+        self._check_handshake(handshake, replies)
+        return replies[len(handshake):]
+
+    def _round_trip(self, commands) -> list:
+        """One write, then one reply per command, all within ``socket_timeout_s`` together."""
+        payload = b"".join(encode_command(c) for c in commands)
+        deadline = time.monotonic() + self.socket_timeout_s
         try:
-            self._send(payload)
+            self._send(payload, deadline)
             self.round_trips += 1
-            replies = [self._read_reply() for _ in range(len(handshake) + len(commands))]
+            return [self._read_reply(deadline) for _ in range(len(commands))]
         except BaseException:
             self.close()  # a half-read stream is useless: never reuse it
             raise
+
+    def _check_handshake(self, handshake, replies) -> None:
         for cmd, reply in zip(handshake, replies):
             if cmd[0] == "ROLE":
                 self._check_master(reply)
             elif isinstance(reply, ResponseError):
                 self.close()
                 raise self._handshake_error(cmd[0], reply)
-        return replies[len(handshake):]
 
     def _check_master(self, reply) -> None:
         """Refuse a server whose ROLE is not master; a ROLE the ACL forbids is not a verdict."""
@@ -400,24 +511,36 @@ class Connection:
             return AuthError("%s refused the credentials: %s" % (self.peer, text))
         return type(reply)("%s: %s %s failed: %s" % (self.peer, cmd, self._db, text))
 
-    def _send(self, payload: bytes) -> None:
+    def _time_left(self, deadline: float) -> None:
+        """Give the socket's next call what is left of ``deadline`` (socket.timeout if nothing is)."""
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise socket.timeout()
+        self._sock.settimeout(remaining_s)
+
+    def _send(self, payload: bytes, deadline: float) -> None:
+        view = memoryview(payload)
         try:
-            self._sock.sendall(payload)
+            while view:  # send(), not sendall(): a TLS socket's sendall restarts the timeout per chunk
+                self._time_left(deadline)
+                view = view[self._sock.send(view):]
         except socket.timeout:
             raise RedisTimeoutError("sending to %s timed out after %gs" % (self.peer, self.socket_timeout_s)) from None
         except OSError as exc:
             raise RedisConnectionError("connection to %s broke: %s" % (self.peer, exc.strerror or exc)) from None
 
-    def _read_reply(self):
+    def _read_reply(self, deadline: float):
         parser = self._parser
         while True:
             reply = parser.gets()
             if reply is not NOT_READY:
                 return reply
             try:
+                self._time_left(deadline)  # each recv gets what is left, not a fresh timeout
                 data = self._sock.recv(_RECV_BYTES)
             except socket.timeout:
-                raise RedisTimeoutError("no reply from %s within %gs" % (self.peer, self.socket_timeout_s)) from None
+                raise RedisTimeoutError("no complete reply from %s within %gs" % (
+                    self.peer, self.socket_timeout_s)) from None
             except OSError as exc:
                 raise RedisConnectionError("connection to %s broke: %s" % (self.peer, exc.strerror or exc)) from None
             if not data:
@@ -437,7 +560,7 @@ class SentinelResolver:
     """Finds the current master of ``master_name`` by asking Redis Sentinel.
 
     One answer costs one round trip to one sentinel (AUTH rides in the same
-    write). Sentinels are asked in order until one names the master; the one
+    write: the query only reads). Sentinels are asked in order until one names the master; the one
     that answered is asked first next time, so a dead sentinel costs its
     connect timeout once per process. An answer is trusted for ``recheck_s``
     seconds: a loop-mode process asks again on its first request after that
@@ -457,8 +580,11 @@ class SentinelResolver:
         self.answered_by = ""
 
     def _ask(self, ep: dict, command: tuple):
+        # A sentinel query only reads: its AUTH may ride with it (one round trip), as a
+        # refused AUTH is still raised and nothing the query does can land anywhere.
         conn = Connection(ep["host"], ep.get("port", 26379), password=ep.get("password") or self._password,
-                          username=ep.get("username") or self._username, **self._conn_kwargs)
+                          username=ep.get("username") or self._username, handshake_apart=False,
+                          **self._conn_kwargs)
         try:
             reply = conn.request([command])[0]
         finally:
@@ -522,7 +648,7 @@ class Redis:
         self._conn_kwargs = conn_kwargs
         self._pool_size = pool_size
         self._idle = []
-        self.round_trips = 0
+        self.round_trips = 0  # requests sent; a new connection's handshake trip is in Connection.round_trips
         # With a resolver, host and port are the master's as Sentinel last named it.
         self.sentinel = sentinel
         self._resolved_at = None

@@ -152,7 +152,7 @@ class ParserTest(unittest.TestCase):
         try:
             with self.assertRaises(rc.ProtocolError):
                 parse_all(b"$107374182400\r\n")
-            parser = rc.Parser()
+            parser = rc.Parser(max_reply_bytes=1 << 40)  # so that both lengths below are legal
             parser.feed(b"$%d\r\nabc" % rc.MAX_BULK_BYTES)  # legal length, data still to come
             self.assertIs(parser.gets(), rc.NOT_READY)
             parser.feed(b"*%d\r\n:1\r\n" % rc.MAX_ARRAY_LEN)
@@ -428,7 +428,7 @@ class FaultTest(unittest.TestCase):
         return ctx.exception, elapsed
 
     def test_server_that_never_answers(self):
-        _exc, elapsed = self.assert_fault(fakes.silent(), rc.RedisTimeoutError, "no reply", timeout_s=0.3)
+        _exc, elapsed = self.assert_fault(fakes.silent(), rc.RedisTimeoutError, "no complete reply", timeout_s=0.3)
         self.assertGreaterEqual(elapsed, 0.25)
 
     def test_http_server(self):
@@ -511,14 +511,252 @@ class FaultTest(unittest.TestCase):
         self.assertIn("refused", msg.lower())
         self.assertNotIn(PASSWORD, msg)
 
-    def test_handshake_travels_with_the_first_command(self):
+    def test_handshake_is_answered_before_any_command_is_sent(self):
         with fakes.FakeServer(fakes.silent()) as fake:
             r = rc.Redis(fake.host, fake.port, password=PASSWORD, db=2, socket_timeout_s=0.2)
             with self.assertRaises(rc.RedisTimeoutError):
                 r.ping()
-        expected = b"".join(rc.encode_command(c) for c in (["AUTH", PASSWORD], ["SELECT", 2], ["PING"]))
-        self.assertEqual(bytes(fake.received), expected)
+        expected = b"".join(rc.encode_command(c) for c in (["AUTH", PASSWORD], ["SELECT", 2]))
+        self.assertEqual(bytes(fake.received), expected, "PING must wait for the handshake's replies")
         self.assertEqual(fake.connections, 1)
+
+    def test_refused_handshake_sends_no_command(self):
+        with fakes.FakeServer(fakes.error_reply("WRONGPASS invalid username-password pair")) as fake:
+            r = rc.Redis(fake.host, fake.port, password=PASSWORD, socket_timeout_s=1)
+            with self.assertRaises(rc.AuthError):
+                r.execute("SET", "k", "v")
+            r.close()
+        self.assertEqual(bytes(fake.received), rc.encode_command(["AUTH", PASSWORD]))
+
+
+class HandshakeGuardTest(unittest.TestCase):
+    """Issue 13 item 1: a failed AUTH / SELECT / ROLE stops the commands that would follow it.
+
+    Each case gives the server a way to run the command anyway (db 0 exists, the default
+    user needs no password, a replica that accepts writes) and checks nothing ran.
+    """
+
+    def setUp(self):
+        SERVER.flushall()
+
+    def assert_nothing_written(self, server=None):
+        server = server or SERVER
+        self.assertEqual(server.command("DBSIZE"), 0, "a command ran although the handshake failed")
+
+    def attempts(self, r):
+        """Every way a tick sends commands: one command, a pipeline, a transaction, a script."""
+        yield lambda: r.execute("SET", "k", "v")
+        yield lambda: r.pipeline().set("k", "v").incr("n").execute()
+        yield lambda: r.pipeline(transaction=True).set("k", "v").execute()
+        yield lambda: rc.Script("return redis.call('SET', KEYS[1], 'v')")(r, ("k",))
+
+    def test_db_out_of_range_writes_nothing_in_db0(self):
+        r = client(db=99)
+        self.addCleanup(r.close)
+        for attempt in self.attempts(r):
+            with self.assertRaises(rc.ResponseError) as ctx:
+                attempt()
+            self.assertIn("SELECT 99", str(ctx.exception))
+            self.assertIn("%s:%d" % (SERVER.host, SERVER.port), str(ctx.exception))
+        self.assert_nothing_written()
+
+    def test_acl_user_with_a_wrong_password_runs_nothing_as_the_default_user(self):
+        if SERVER.version < (6, 0, 0):
+            self.skipTest("Redis %s has no ACL users" % (SERVER.version,))
+        # The default user needs no password here, so a command after a refused AUTH would run as it.
+        SERVER.command("ACL", "SETUSER", "carol", "on", ">carol-pw-31", "~*", "+@all")
+        self.addCleanup(SERVER.command, "ACL", "DELUSER", "carol")
+        r = client(username="carol", password="wrong-carol-pw")
+        self.addCleanup(r.close)
+        for attempt in self.attempts(r):
+            with self.assertRaises(rc.AuthError) as ctx:
+                attempt()
+            self.assertNotIn("wrong-carol-pw", str(ctx.exception))
+        self.assert_nothing_written()
+        good = client(username="carol", password="carol-pw-31")
+        self.addCleanup(good.close)
+        self.assertEqual(good.execute("ACL", "WHOAMI"), b"carol")
+
+    def test_password_given_to_a_server_without_one_writes_nothing(self):
+        r = client(password=PASSWORD)
+        self.addCleanup(r.close)
+        for attempt in self.attempts(r):
+            with self.assertRaises(rc.AuthError) as ctx:
+                attempt()
+            self.assertIn("the server has none set", str(ctx.exception))
+            self.assertNotIn(PASSWORD, str(ctx.exception))
+        self.assert_nothing_written()
+
+    def test_sentinel_naming_a_replica_writes_nothing_there(self):
+        # A replica that accepts writes: only the ROLE check can keep a command off it.
+        replica = RedisServer(replicaof=SERVER, extra_args=["--replica-read-only", "no"], name="wr-replica").start()
+        self.addCleanup(replica.close)
+        replica.wait_replica_synced()
+        with fakes.FakeServer(fakes.sentinel_naming(replica.host, replica.port)) as fake:
+            resolver = rc.SentinelResolver([{"host": fake.host, "port": fake.port}], "mymaster",
+                                           connect_timeout_s=2, socket_timeout_s=2)
+            r = rc.Redis("127.0.0.1", 1, sentinel=resolver, connect_timeout_s=2, socket_timeout_s=2)
+            self.addCleanup(r.close)
+            for attempt in self.attempts(r):
+                with self.assertRaises(rc.NotMasterError) as ctx:
+                    attempt()
+                self.assertIn("127.0.0.1:%d is a replica" % replica.port, str(ctx.exception))
+        self.assertEqual(replica.command("DBSIZE"), 0)
+        for name in ("set", "incr", "multi", "eval", "evalsha"):
+            self.assertEqual(replica.command_calls(name), 0, "%s reached the replica" % name)
+
+    def test_handshake_costs_one_round_trip_per_connection_and_none_without_one(self):
+        with_hs = client(db=3)
+        without = client()
+        self.addCleanup(with_hs.close)
+        self.addCleanup(without.close)
+        for r, first in ((with_hs, 2), (without, 1)):
+            r.ping()
+            conn = r._idle[0]
+            self.assertEqual(conn.round_trips, first)
+            r.ping()
+            self.assertEqual(conn.round_trips, first + 1, "a pooled connection does not repeat the handshake")
+            self.assertEqual(r.round_trips, 2, "Redis.round_trips counts the commands' round trips")
+
+    def test_heartbeat_with_db_out_of_range_exits_with_one_line_and_registers_nothing(self):
+        import tempfile
+        import shutil
+        import keys
+        from support.nodes import NodeEnv
+        tmp = tempfile.mkdtemp(prefix="dn-handshake-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        node = NodeEnv(tmp, "hs-n1", SERVER, config={"redis": {"db": 99}})
+        proc = node.run("heartbeat.py")
+        self.assertNotEqual(proc.returncode, 0)
+        lines = proc.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, proc.stderr)
+        self.assertIn("SELECT 99", lines[0])
+        self.assertNotIn("Traceback", proc.stderr)
+        self.assertEqual(SERVER.command("HGETALL", keys.nodes()), [])
+        self.assertIsNone(SERVER.command("GET", keys.heartbeat("hs-n1")))
+        self.assert_nothing_written()
+
+
+class ReplyBoundsTest(unittest.TestCase):
+    """Issue 13 item 13: one request's replies finish within socket_timeout_s, one reply stays
+    within max_reply_bytes (array elements count too), and resolving the host counts against
+    connect_timeout_s. Bounds here are generous: the point is that they hold at all."""
+
+    def parse_bounded(self, data: bytes, max_reply_bytes: int, step: int = 0) -> list:
+        parser = rc.Parser("test:1", max_reply_bytes=max_reply_bytes)
+        out = []
+        chunks = [data] if not step else [data[i:i + step] for i in range(0, len(data), step)]
+        for chunk in chunks:
+            parser.feed(chunk)
+            while True:
+                reply = parser.gets()
+                if reply is rc.NOT_READY:
+                    break
+                out.append(reply)
+        return out
+
+    def test_reply_size_bound_counts_bulk_bytes_and_array_elements(self):
+        cap = 100 * rc.REPLY_ITEM_BYTES
+        fits = b"*50\r\n" + b"*0\r\n" * 50                      # 50 elements: half the bound
+        self.assertEqual(self.parse_bounded(fits, cap), [[[]] * 50])
+        for step in (0, 1, 3):
+            with self.subTest(step=step):
+                # Two replies, each under the bound: the count starts again with each reply, and
+                # re-reading a reply that arrived in pieces does not count anything twice.
+                self.assertEqual(self.parse_bounded(fits + fits, cap, step=step), [[[]] * 50] * 2)
+        too_many = [
+            b"*101\r\n",                                          # one array claims too many elements
+            b"*2\r\n*60\r\n" + b"*0\r\n" * 60 + b"*60\r\n",     # nested arrays add up
+            b"$%d\r\n" % (cap + 1),                               # one bulk string too long
+            b"*3\r\n$%d\r\n%s\r\n$%d\r\n" % (cap // 2, b"x" * (cap // 2), cap // 2),
+        ]
+        for raw in too_many:
+            for step in (0, 2):
+                with self.subTest(raw=raw[:20], step=step), self.assertRaises(rc.ProtocolError) as ctx:
+                    self.parse_bounded(raw, cap, step=step)
+                self.assertIn("test:1", str(ctx.exception))
+                self.assertIn("larger than", str(ctx.exception))
+
+    def test_default_bound_is_far_above_a_large_legit_reply(self):
+        self.assertGreaterEqual(rc.MAX_REPLY_BYTES, 16 * 1024 * 1024)
+        SERVER.flushall()
+        r = client()
+        self.addCleanup(r.close)
+        pipe = r.pipeline()
+        for i in range(20000):
+            pipe.hset("big", "member-%05d" % i, "x" * 200)
+        pipe.execute()
+        self.assertEqual(len(r.hgetall("big")), 20000)
+        SERVER.flushall()
+
+    def test_streamed_array_of_empty_arrays_is_refused_not_grown(self):
+        # 2**30 - 1 elements claimed, a million empty arrays sent: the reply must be refused
+        # (ProtocolError) instead of being built until the timeout or the memory runs out.
+        with fakes.FakeServer(fakes.array_stream(2 ** 30 - 1, 1000000)) as fake:
+            r = rc.Redis(fake.host, fake.port, socket_timeout_s=20, connect_timeout_s=2)
+            self.addCleanup(r.close)
+            with self.assertRaises(rc.ProtocolError) as ctx:
+                r.execute("SMEMBERS", "s")
+        self.assertIn("127.0.0.1:%d" % fake.port, str(ctx.exception))
+
+    def test_nested_arrays_under_every_single_length_cap_are_refused(self):
+        # Each array's length is modest; together they pass the bound (20000 x 100 elements).
+        item = b"*100\r\n" + b"*0\r\n" * 100
+        with fakes.FakeServer(fakes.array_stream(20000, 20000, item=item, chunk_items=100)) as fake:
+            r = rc.Redis(fake.host, fake.port, socket_timeout_s=20, connect_timeout_s=2)
+            self.addCleanup(r.close)
+            with self.assertRaises(rc.ProtocolError) as ctx:
+                r.execute("SMEMBERS", "s")
+        self.assertIn("127.0.0.1:%d" % fake.port, str(ctx.exception))
+
+    def test_dripping_server_cannot_hold_a_reply_past_the_timeout(self):
+        # One byte every 0.2 s keeps every recv() alive; the whole reply must still end in time.
+        reply = b"$100\r\n" + b"x" * 100 + b"\r\n"
+        with fakes.FakeServer(fakes.drip(reply, 0.2)) as fake:
+            r = rc.Redis(fake.host, fake.port, password=PASSWORD, socket_timeout_s=1, connect_timeout_s=1)
+            self.addCleanup(r.close)
+            started = time.monotonic()
+            with self.assertRaises(rc.RedisTimeoutError) as ctx:
+                r.ping()
+            elapsed = time.monotonic() - started
+        msg = str(ctx.exception)
+        self.assertIn("127.0.0.1:%d" % fake.port, msg)
+        self.assertNotIn(PASSWORD, msg)
+        self.assertLess(elapsed, 5, "a 1 s timeout held the call %.1fs" % elapsed)
+
+    def test_dripping_pipeline_shares_one_deadline(self):
+        # Each reply alone arrives within the timeout; the request as a whole does not.
+        with fakes.FakeServer(fakes.drip(b"+OK\r\n", 0.1)) as fake:
+            r = rc.Redis(fake.host, fake.port, socket_timeout_s=1, connect_timeout_s=1)
+            self.addCleanup(r.close)
+            started = time.monotonic()
+            with self.assertRaises(rc.RedisTimeoutError):
+                r.request([("PING",)] * 10)
+            elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 5)
+
+    def test_name_resolution_counts_against_the_connect_timeout(self):
+        release = __import__("threading").Event()
+        real = socket.getaddrinfo
+
+        def hanging(host, *args, **kwargs):
+            if host in ("slow-dns.example", b"slow-dns.example"):
+                release.wait(30)
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return real(host, *args, **kwargs)
+
+        self.addCleanup(release.set)
+        with mock.patch.object(socket, "getaddrinfo", hanging):
+            r = rc.Redis("slow-dns.example", 6390, password=PASSWORD, connect_timeout_s=0.5, socket_timeout_s=0.5)
+            started = time.monotonic()
+            with self.assertRaises(rc.RedisTimeoutError) as ctx:
+                r.ping()
+            elapsed = time.monotonic() - started
+            release.set()
+        msg = str(ctx.exception)
+        self.assertIn("slow-dns.example:6390", msg)
+        self.assertNotIn(PASSWORD, msg)
+        self.assertLess(elapsed, 5, "resolving held the call %.1fs" % elapsed)
 
 if __name__ == "__main__":
     unittest.main()

@@ -236,3 +236,53 @@ def format_round_trips(res: dict) -> str:
                      "%s / %s" % (r["commands_sent"], r["commands_run"]), r["asked"],
                      "-" if r["met"] is None else ("yes" if r["met"] else "NO")])
     return benchlib.table(headers, rows)
+
+
+# -- 1b. the handshake's cost ------------------------------------------------------------
+
+HANDSHAKE_PASSWORD = "bench-handshake-pw-0417"
+
+
+def handshake_cost(workdir: str, python: str, rounds: int, warmup: int, log) -> dict:
+    """A steady heartbeat tick with a handshake (a password: AUTH is its own round trip, checked
+    before any command is sent) against the same tick without one, each on its own Redis,
+    alternating; wall time per round and the client's round trips."""
+    import json
+    from support.redis_server import RedisServer
+    with RedisServer(name="bench-plain") as plain, \
+            RedisServer(password=HANDSHAKE_PASSWORD, name="bench-auth") as auth:
+        nodes = {}
+        for name, server in (("no_handshake", plain), ("password", auth)):
+            cfg = {"node": {"id": "bench-hs"}, "redis": {"host": server.host, "port": server.port}}
+            node = benchlib.Node(os.path.join(workdir, "handshake-" + name), "bench-hs",
+                                 server.port, cfg, python)
+            if server.password:
+                path = os.path.join(node.config_dir, "secrets.json")
+                with open(path, "w") as fh:
+                    json.dump({"redis": {"password": server.password}}, fh)
+                os.chmod(path, 0o600)
+            nodes[name] = node
+        env = benchlib.child_env()  # host, port and password come from each node's own config dir
+        argvs = {name: node.argv("heartbeat.py", "--quiet", python=False) for name, node in nodes.items()}
+        for name, argv in argvs.items():  # registered once: every later tick is the steady one
+            subprocess.run([python] + argv, env=env, check=True, capture_output=True, timeout=60)
+        trips = {name: benchlib.run_counted(python, argv, env)["client_trips"] for name, argv in argvs.items()}
+        log("handshake cost: heartbeat x %d rounds (+%d warm-up), with and without a password" % (rounds, warmup))
+        run = benchlib.run_alternating(python, {n: [python] + a for n, a in argvs.items()}, rounds, warmup, env)
+    failed = {n: r["rc"] for n, rs in run["runs"].items() for r in rs if r and r["rc"] != 0}
+    if failed:
+        raise RuntimeError("heartbeat failed during the handshake benchmark: %s" % failed)
+    wall = {n: [r["wall_ms"] for r in rs] for n, rs in run["runs"].items()}
+    extra = [a - b for a, b in zip(wall["password"], wall["no_handshake"])]
+    return {"rounds": rounds, "warmup": warmup, "extra_ms": benchlib.summary(extra),
+            "rows": {n: {"wall_ms": benchlib.summary(wall[n]), "client_round_trips": trips[n]} for n in wall}}
+
+
+def format_handshake_cost(res: dict) -> str:
+    headers = ["heartbeat.py tick (steady)", "round trips (client)", "wall ms", "extra ms vs no handshake"]
+    rows = []
+    for name in ("no_handshake", "password"):
+        r = res["rows"][name]
+        rows.append([name, r["client_round_trips"], benchlib.fmt(r["wall_ms"]),
+                     "-" if name == "no_handshake" else benchlib.fmt(res["extra_ms"], 2)])
+    return benchlib.table(headers, rows)

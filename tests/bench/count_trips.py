@@ -3,9 +3,11 @@ and how many commands it sent (``TRIPS COMMANDS`` in the file named by BENCH_TRI
 
     python count_trips.py scripts/heartbeat.py --config-dir ... (env BENCH_TRIPS_FILE=path)
 
-The client-side count (every ``Connection.request``: one write, then its
-replies) is the cross-check of the server-side count the suite takes from
-``INFO stats``. The script runs unchanged; only the counter is added.
+The client-side count (every ``Connection._round_trip``: one write, then its
+replies, a connection's handshake included) is the cross-check of the
+server-side count the suite takes from ``INFO stats``; commands are those
+passed to ``Connection.request`` (handshake commands excluded). The script
+runs unchanged; only the counters are added.
 """
 
 import os
@@ -19,15 +21,19 @@ def main() -> int:
     sys.path.insert(0, os.path.dirname(script))
     import redis_client
     trips, sent = [0], [0]
-    request = redis_client.Connection.request
+    request, round_trip = redis_client.Connection.request, redis_client.Connection._round_trip
 
     def counted(self, commands):
         commands = list(commands)
-        trips[0] += 1
         sent[0] += len(commands)
         return request(self, commands)
 
+    def counted_trip(self, commands):
+        trips[0] += 1
+        return round_trip(self, commands)
+
     redis_client.Connection.request = counted
+    redis_client.Connection._round_trip = counted_trip
     code = 0
     try:
         runpy.run_path(script, run_name="__main__")

@@ -176,6 +176,10 @@ def run_sections(args, cfg, results, tables, workdir, python, peer_python, peers
                                                    cfg["importtime_repeats"])
             results["sections"]["tick_cost"] = dict(cost, imports=imports)
             tables.append(("1. Tick cost", bench_ticks.format_tick_cost(cost, imports)))
+            hs = bench_ticks.handshake_cost(os.path.join(workdir, "ticks"), python, cfg["tick_rounds"],
+                                            cfg["tick_warmup"], log)
+            results["sections"]["handshake_cost"] = hs
+            tables.append(("1b. The handshake's round trip", bench_ticks.format_handshake_cost(hs)))
         after_ticks()
         if "trips" in args.sections:
             import bench_ticks

@@ -23,7 +23,12 @@ Handlers (each a factory returning the handler):
 - ``canned(*replies)``: answer the n-th command with the n-th raw reply, then the last one;
 - ``reset_after(n)``: answer n commands with ``+OK``, then reset the connection (RST);
 - ``dribble_proxy(host, port, delay_s)``: forward to a real Redis and send its replies
-  back one byte per ``send``.
+  back one byte per ``send``;
+- ``drip(reply, delay_s)``: answer each command with ``reply`` one byte every ``delay_s``
+  (a server that keeps every single ``recv`` alive but never finishes in time);
+- ``array_stream(header, items, item)``: answer with an array header, then ``items`` copies
+  of ``item`` (``*0``: empty arrays) streamed as fast as the client reads, then hold;
+- ``sentinel_naming(host, port)``: a sentinel that names ``host:port`` as the master.
 """
 
 import socket
@@ -293,3 +298,37 @@ def dribble_proxy(host: str, port: int, delay_s: float = 0.0):
             upstream.close()
             back.join(2)
     return handler
+
+
+def drip(reply: bytes, delay_s: float):
+    """Answer each command with ``reply``, one byte every ``delay_s`` (until stop())."""
+    def handler(sock, fake):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _command in _each_command(sock, fake):
+            for i in range(len(reply)):
+                if fake.stopping:
+                    return
+                sock.sendall(reply[i:i + 1])
+                time.sleep(delay_s)
+    return handler
+
+
+def array_stream(header: int, items: int, item: bytes = b"*0\r\n", chunk_items: int = 16384):
+    """Answer the first command with ``*<header>`` and ``items`` copies of ``item``, then hold."""
+    def handler(sock, fake):
+        for _command in _each_command(sock, fake):
+            sock.sendall(b"*%d\r\n" % header)
+            left = items
+            while left > 0 and not fake.stopping:
+                n = min(chunk_items, left)
+                sock.sendall(item * n)
+                left -= n
+            _hold(sock, fake)
+            return
+    return handler
+
+
+def sentinel_naming(host: str, port: int):
+    """A sentinel whose every answer names ``host:port`` as the master."""
+    h, p = host.encode(), str(port).encode()
+    return canned(b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(h), h, len(p), p))
