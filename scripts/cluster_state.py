@@ -51,8 +51,9 @@ def publish(ctx, known: tuple) -> tuple:
     if snap["leader"] != ctx.node_id:
         return "follower", None
     try:
-        reply = lua.PUBLISH_STATE(ctx.redis, (keys.leader(), keys.epoch(), keys.state()),
-                                  (ctx.node_id, snap["epoch"], snapshot_content(snap)) + known)
+        reply = lua.PUBLISH_STATE(ctx.redis, (keys.leader(), keys.epoch(), keys.term(), keys.state()),
+                                  (ctx.node_id, snap["epoch"], local_state.instance_token(ctx.cfg.run_dir, ctx.node_id),
+                                   snapshot_content(snap)) + known)
     except ResponseError as exc:
         if not str(exc).startswith(("FENCED", "STALE")):
             raise

@@ -4,40 +4,65 @@ Shaped like client-go's ``leaderelection``: ``try_acquire_or_renew()`` is one
 step, ``release()`` gives the lease up, and transitions fire the hooks
 ``on_become_leader``, ``on_lose_leadership`` and ``on_leader_change``.
 
-The algorithm, one step (single Redis, one round trip, one Lua script):
-  1. If someone holds the lease but Redis's epoch is below the highest epoch
-     this node remembers, Redis lost data: raise it to remembered + 1, a
-     value nobody has used; the holder adopts it at its next renewal.
-  2. If this node holds the lease: release it if its own heartbeat key has
+The algorithm, one step (single Redis, one round trip, one Lua script, ``lua.ELECT``):
+  1. The lease comes with a term (``keys.term()``: node, instance token,
+     epoch, confirmed), written, expired and deleted with it. A lease held
+     under this node id by another process (another instance token: a copied
+     config) is a collision: nothing changes, this process never renews,
+     releases or writes through it.
+  2. A bootstrap round (one heartbeat interval, ``keys.bootstrap()``) starts
+     when Redis has no epoch (new, or restarted empty), when its epoch is
+     below what this node remembers (it is raised to that), or when the
+     master changed (``keys.server()``, replicated with the data, names
+     another server's run_id: a failover, a restart from files), whichever
+     node steps first. While it runs nobody is elected and no term starts,
+     and every live node's heartbeat raises the epoch to the highest it
+     remembers, so the next epoch is above every one a live node saw.
+  3. If this node holds the lease: release it if its own heartbeat key has
      expired (a leader that cannot heartbeat must not lead), else extend it.
-  3. If another node holds it: follow.
-  4. If it is vacant and this node is registered (not ``left``), has a live
-     heartbeat and did not just release the lease: if Redis has no epoch at
-     all (a new cluster, or Redis lost its data), wait one heartbeat
-     interval first, while every live node's heartbeat raises the epoch to
-     the highest it remembers; then INCR the epoch (never below remembered
-     + 1) and take the lease at that epoch.
-  5. If this node renewed but its Redis master changed since its last step
-     (a Sentinel failover), it starts a new term: INCR under the fence
-     (``lua.NEW_TERM``), one more round trip, only then.
-  6. With ``election.min_replicas_acked``, a new term counts only once WAIT
-     confirms that many replicas hold its lease and epoch (``lua.CONFIRM_TERM``
-     + WAIT in one round trip); otherwise the lease is released at once.
+     If its term is stale (its epoch is no longer Redis's, or it ran when the
+     master changed: writes of it may be missing here), it keeps the lease
+     but leads at no epoch (``waiting``, fenced) until the round is over,
+     then starts a new term at a new epoch (``acquired``).
+  4. If another node holds it: follow.
+  5. If it is vacant and this node is registered (not ``left``), has a live
+     heartbeat and did not just release the lease, and no round runs: INCR
+     the epoch (never below remembered + 1) and take the lease at that epoch.
+  6. With ``election.min_replicas_acked``, a new term is written unconfirmed:
+     the fence refuses every write at it and the failover sweep (another
+     process) does not act on it, until WAIT confirmed that many replicas
+     hold its lease, epoch and term (``lua.CONFIRM_TERM`` + WAIT in one
+     round trip, then ``lua.ACCEPT_TERM``: one more, per new term only);
+     otherwise the lease is released at once. If the elector dies in
+     between, nobody acts at that epoch until the holder's next step
+     confirms it or the lease lapses.
 
 With ``redis.instances`` (several independent masters) step 4 is Redlock:
 claim on every instance, keep it only if a majority agreed within the
 validity time (TTL minus elapsed minus drift), take one above the highest
 epoch seen on that majority, write it back, and announce the lease in the
 data Redis, where fenced writes are checked; otherwise release everywhere
-and retry after a random delay.
+and retry after a random delay. The data Redis gets what is left of the
+validity at the moment of writing (so its lease never outlives the quorum's),
+the announce never overwrites another's live lease nor reuses the data
+Redis's current epoch outside this process's own term, releases match the
+term (instance token + epoch), and one node runs one attempt at a time (a
+local lock shared by its leader_election and failover_manager). A leader that
+drops its term gives up its data-Redis lease and its claims at that term in
+the same step, before it reports it; a renewal counts only if the data Redis
+took the announce, else the quorum is given back (claims of a led term cut to
+what is left of its data lease) and the step fails with the Redis error.
 
-Guaranteed: at most one node holds an unexpired lease at a given epoch, and
-epochs only grow, including across a Redis that restarts empty, as long as
-one node that saw the last epoch heartbeats during the bootstrap wait (each
-node remembers the highest epoch it has seen). Every write a leader makes is a Lua
-script that first checks, in Redis, that the lease is still the writer's at
-its epoch (``lua.FENCE``), so a leader paused past its lease (GC, SIGSTOP,
-partition) changes nothing when it wakes.
+Guaranteed: at most one process holds an unexpired lease at a given epoch, and
+epochs only grow, including across a Redis that restarts empty or a failover
+to a replica that missed the last epochs, whichever node steps first, as long
+as one node that saw the last epoch heartbeats during the bootstrap round
+(each node remembers the highest epoch it has seen). Every write a leader
+makes is a Lua script that first checks, in Redis, that the lease is still
+the writer's at its epoch, as the process that took it, in a confirmed term
+(``lua.FENCE``), so a leader paused past its lease (GC, SIGSTOP, partition),
+a second process with the same node id, or a term replicas have not
+confirmed changes nothing.
 
 Not guaranteed: that a node *believes* it leads only while it does: a paused
 leader may still think so; fencing is what makes that harmless. A Redis
@@ -56,13 +81,16 @@ from errors import NodeIdCollision
 from redis_client import Redis, RedisError, ResponseError, text
 
 LEADER_OUTCOMES = ("renewed", "acquired")
+ATTEMPT_LOCK_POLL_S = 0.01  # how often a Redlock step waiting for its node's other attempt looks again
+DATA_REDIS_FAILED = "redlock_data_redis_failed"  # memory flag: the data Redis did not take the last announce
 
 
 class Observation:
     """What one election step saw: ``outcome``, ``leader``, ``epoch``, ``lease_ms``."""
 
-    def __init__(self, outcome: str, leader: str, epoch: int, lease_ms: int):
+    def __init__(self, outcome: str, leader: str, epoch: int, lease_ms: int, confirmed: bool = True):
         self.outcome, self.leader, self.epoch, self.lease_ms = outcome, leader, epoch, lease_ms
+        self.confirmed = confirmed  # False: a term replicas have not confirmed yet (min_replicas_acked)
 
     @property
     def is_leader(self) -> bool:
@@ -88,6 +116,7 @@ class Elector:
         self.state_path = local_state.epoch_memory_path(ctx.cfg.run_dir, self.node_id)
         self.instance = local_state.instance_token(ctx.cfg.run_dir, self.node_id)
         self.state = {}
+        self._attempt_fd = None
         self._reload()
 
     def _reload(self) -> None:
@@ -101,25 +130,37 @@ class Elector:
 
     def try_acquire_or_renew(self) -> Observation:
         """One election step; fires hooks on transitions; remembers what it saw."""
+        if self.ctx.cfg["redis"]["instances"] and self._attempt_fd is None:
+            return self._redlock_exclusive()  # the same step, one per node at a time
         self._reload()
+        held_back = self._unconfirmable()
+        if held_back is not None:
+            self._observe(held_back)
+            return held_back
+        held = 0  # Redlock: the term this node led before this step (0: none)
         if self.ctx.cfg["redis"]["instances"]:
+            held = self.state.get("epoch", 0) if self.state.get("is_leader") else 0
             obs = self._redlock_step()
         else:
+            unconfirmed = "0" if self.ctx.cfg["election"]["min_replicas_acked"] else "1"
             reply = lua.ELECT(self.ctx.redis,
                               (keys.leader(), keys.epoch(), keys.heartbeat(self.node_id), keys.nodes(), keys.events(),
-                               keys.bootstrap(), keys.released(self.node_id)),
+                               keys.bootstrap(), keys.released(self.node_id), keys.term(), keys.server()),
                               (self.node_id, self.lease_ms, self.remembered_epoch, self.maxlen,
-                               self.bootstrap_wait_ms, self.instance))
-            obs = Observation(text(reply[0]), text(reply[1]), int(reply[2]), int(reply[3]))
+                               self.bootstrap_wait_ms, self.instance, unconfirmed))
+            obs = Observation(text(reply[0]), text(reply[1]), int(reply[2]), int(reply[3]), reply[4] == 1)
+            self._remember_master()
             if obs.outcome == "collision":
                 self._observe(Observation("collision", "", obs.epoch, 0))  # not leader, whatever the other does
                 raise NodeIdCollision(
                     "node id %r is claimed by another live process (the cluster's record of it names another "
                     "instance); this one takes no part in the election: give this node its own node.id / "
                     "OPENCLAW_NODE_ID, or stop the other one" % self.node_id)
-            obs = self._new_term_if_master_moved(obs)
-        if obs.is_leader and self.ctx.cfg["election"]["min_replicas_acked"] and self._is_new_term(obs):
+        if obs.is_leader and self.ctx.cfg["election"]["min_replicas_acked"] and (
+                not obs.confirmed or self._is_new_term(obs)):
             obs = self._confirm_replicated(obs)
+        if self.ctx.cfg["redis"]["instances"] and not obs.is_leader:
+            self._redlock_drop(held, obs)  # before it is reported: what it reports is what Redis shows
         self._observe(obs)
         return obs
 
@@ -133,8 +174,8 @@ class Elector:
         self._reload()
         released = self._release_at("")
         for client in self._instances():
-            try:
-                lua.REDLOCK_RELEASE(client, (keys.leader(),), (self.node_id,))
+            try:  # this process's claim, whatever its term; never another process's with this node id
+                lua.REDLOCK_RELEASE(client, (keys.leader(), keys.redlock_claim()), (self.node_id, self.instance, ""))
             except RedisError as exc:  # one instance down must not stop the release on the others
                 self.ctx.log.warning("release on %s failed: %s", client.peer, exc)
         self._observe(Observation("released", "", self.state.get("epoch", 0), 0))
@@ -145,8 +186,10 @@ class Elector:
             client.close()
 
     def _release_at(self, epoch) -> bool:
-        return lua.RELEASE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events(), keys.released(self.node_id)),
-                           (self.node_id, epoch, self.maxlen, self.lease_ms)) == 1
+        """Release the lease if this process holds it (its term's instance), in the term at ``epoch`` ('': any)."""
+        return lua.RELEASE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events(), keys.released(self.node_id),
+                                            keys.term()),
+                           (self.node_id, epoch, self.maxlen, self.lease_ms, self.instance)) == 1
 
     # -- transitions and memory --
     def _observe(self, obs: Observation) -> None:
@@ -159,6 +202,8 @@ class Elector:
         def change(state):
             state.update(is_leader=obs.is_leader, leader=obs.leader, epoch=obs.epoch,
                          max_epoch=max(local_state.max_epoch_of(state), obs.epoch))
+            if obs.leader:  # a leader (this node or another) holds a term that counts: nothing to report
+                state.pop("unconfirmed", None)
         before = local_state.update_json(self.state_path, change)
         self.state = dict(before)
         change(self.state)
@@ -179,61 +224,94 @@ class Elector:
     def _is_new_term(self, obs: Observation) -> bool:
         return not self.state.get("is_leader") or self.state.get("epoch") != obs.epoch
 
-    def _new_term_if_master_moved(self, obs: Observation) -> Observation:
-        """A leader whose Redis master changed keeps the lease but starts a new, higher epoch.
+    def _remember_master(self) -> None:
+        """Remember the address of the master this step ran on (``status``, logs); written on a change.
 
-        After a Sentinel failover the new master holds only what the old one
-        had replicated, which may miss the running term's last writes; a new
-        term makes every write still carrying the old epoch fail its fence,
-        and gives the failover an epoch above every one seen before it. The
-        master in use is remembered in the node's memory file, so one-shot
-        ticks notice the change too. Costs a round trip only on a change.
+        Noticing a master change is ELECT's job (``keys.server()``), so that the
+        node stepping first after a failover notices it, whatever it remembers.
         """
         master = getattr(self.ctx.redis, "peer", "")
         before = self.state.get("redis_master")
         if master and before != master:
+            if before:
+                self.ctx.log.warning("redis master is now %s (was %s)", master, before)
             local_state.update_json(self.state_path, lambda state: state.update(redis_master=master))
             self.state["redis_master"] = master
-        if not before or before == master or obs.outcome != "renewed":
-            return obs
-        try:
-            epoch = lua.NEW_TERM(self.ctx.redis, (keys.leader(), keys.epoch(), keys.events()),
-                                 (self.node_id, obs.epoch, self.lease_ms, self.maxlen, "redis master is now " + master))
-        except ResponseError as exc:
-            if not str(exc).startswith("FENCED"):
-                raise
-            self.ctx.log.warning("lease lost while starting a new term on %s: %s", master, exc)
-            return Observation("fenced", "", obs.epoch, 0)
-        self.ctx.log.warning("redis master moved from %s to %s: new term at epoch %d", before, master, epoch)
-        return Observation("acquired", self.node_id, int(epoch), self.lease_ms)
 
     def _confirm_replicated(self, obs: Observation) -> Observation:
-        """Keep a new term only once ``min_replicas_acked`` replicas hold its lease and epoch.
+        """Let a term act only once ``min_replicas_acked`` replicas hold its lease, epoch and term.
 
-        One round trip: a fenced no-op write and WAIT, pipelined on one
-        connection, so WAIT counts the replicas that received everything up
-        to this term's lease and epoch (replication is one ordered stream,
-        and WAIT only counts the writes of its own connection). Short of
-        that within ``replica_wait_ms`` the lease is released, so a failover
-        cannot promote a replica that never saw this epoch while the leader
-        acts on it; another node (or this one after the handover pause)
-        tries again.
+        The term is written unconfirmed (``confirmed`` "0"): the fence refuses
+        every write at it, and the failover sweep acts on it in no process of
+        this node, until this confirms it. Then: a no-op write fenced but for
+        the confirmation, and WAIT, pipelined on one connection, so WAIT counts
+        the replicas that received everything up to this term (replication is
+        one ordered stream, and WAIT only counts the writes of its own
+        connection); if enough did, ``lua.ACCEPT_TERM`` sets ``confirmed`` "1"
+        (a second round trip, per new term only). Short of that within
+        ``replica_wait_ms`` the lease is released, so a failover cannot promote
+        a replica that never saw this epoch while the leader acts on it;
+        another node (or this one after the handover pause) tries again. If
+        this process dies between the two, nobody acts at that epoch: the term
+        stays unconfirmed until the holder's next step confirms it or the lease
+        lapses.
         """
         election = self.ctx.cfg["election"]
         want, wait_ms = election["min_replicas_acked"], election["replica_wait_ms"]
-        confirm, acked = self.ctx.redis.request([
-            lua.CONFIRM_TERM.args((keys.leader(), keys.epoch()), (self.node_id, obs.epoch), False),
-            ("WAIT", want, wait_ms)])
+        fence_keys, fence_args = (keys.leader(), keys.epoch(), keys.term()), (self.node_id, obs.epoch, self.instance)
+        confirm, acked = self.ctx.redis.request([lua.CONFIRM_TERM.args(fence_keys, fence_args, False),
+                                                 ("WAIT", want, wait_ms)])
         if isinstance(confirm, ResponseError):
             self.ctx.log.warning("lease at epoch %d lost before replicas confirmed it: %s", obs.epoch, confirm)
             return Observation("unreplicated", "", obs.epoch, 0)
         if isinstance(acked, int) and acked >= want:
-            return obs
+            try:
+                lua.ACCEPT_TERM(self.ctx.redis, fence_keys, fence_args)
+            except ResponseError as exc:
+                if not str(exc).startswith("FENCED"):
+                    raise
+                self.ctx.log.warning("lease at epoch %d lost while replicas confirmed it: %s", obs.epoch, exc)
+                return Observation("unreplicated", "", obs.epoch, 0)
+            return Observation(obs.outcome, obs.leader, obs.epoch, obs.lease_ms)
         why = ("WAIT failed: %s" % acked if isinstance(acked, ResponseError)
                else "%s of %d replicas confirmed within %dms" % (acked, want, wait_ms))
         self.ctx.log.warning("not leading at epoch %d: %s; releasing the lease", obs.epoch, why)
+        self._note_unconfirmed(obs.epoch, acked, want, wait_ms)
         self._release_at(obs.epoch)
         return Observation("unreplicated", "", obs.epoch, 0)
+
+    # -- min_replicas_acked without enough replicas: say why, and do not burn epochs --
+    def _note_unconfirmed(self, epoch: int, acked, want: int, wait_ms: int) -> None:
+        """Remember why this node's last term was released unconfirmed (for ``status`` and ``health``)."""
+        import time
+        reason = ("term not confirmed: %s of %d replicas acknowledged within %dms" % (acked, want, wait_ms)
+                  if isinstance(acked, int) else "term not confirmed: WAIT failed: %s" % acked)
+        note = {"epoch": epoch, "reason": reason, "at": round(time.time(), 3)}
+        local_state.update_json(self.state_path, lambda state: state.update(unconfirmed=note))
+        self.state["unconfirmed"] = note
+
+    def _unconfirmable(self):
+        """Hold back a new term that cannot be confirmed; None: go on with the step.
+
+        Only after this node's last term went unconfirmed (``_note_unconfirmed``) and only
+        with ``election.min_replicas_acked``: one round trip asks the data Redis for its
+        connected replicas (``ROLE``) and whether a lease is held. With the lease vacant and
+        fewer replicas than needed, a new term would be released unconfirmed again after
+        burning an epoch, so the step stops here (outcome ``unconfirmable``, not leader).
+        Not electing is always safe; the first tick that finds enough replicas elects.
+        """
+        want = self.ctx.cfg["election"]["min_replicas_acked"]
+        note = self.state.get("unconfirmed")
+        if not want or not isinstance(note, dict):
+            return None
+        role, held = self.ctx.redis.request([("ROLE",), ("EXISTS", keys.leader())])
+        if isinstance(role, ResponseError) or held != 0 or not isinstance(role, list) or text(role[0]) != "master":
+            return None  # ROLE refused (ACL), a lease to follow, or not a master: the step finds out
+        connected = len(role[2]) if len(role) > 2 and isinstance(role[2], list) else 0
+        if connected >= want:
+            return None
+        self.ctx.log.info("not electing: %s; %d of %d replicas connected now", note.get("reason"), connected, want)
+        return Observation("unconfirmable", "", self.state.get("epoch", 0), 0)
 
     # -- Redlock over several independent masters --
     def _instances(self) -> list:
@@ -244,9 +322,49 @@ class Elector:
                              for ep in base["instances"]]
         return self._clients
 
+    def _redlock_exclusive(self) -> Observation:
+        """Run one Redlock step while holding the node's attempt lock (leader_election and
+        failover_manager both elect; two attempts of one node would fight over its claims).
+
+        A local flock in the run dir, shared by every process of the node. The second comes in
+        after the first recorded its outcome, so it renews the term instead of starting another.
+        It waits at most half a lease for the lock; past that it does nothing: outcome ``busy``,
+        not observed (no hook, the memory file unchanged).
+        """
+        import fcntl
+        import os
+        import time
+        path = os.path.join(self.ctx.cfg.run_dir, "election.%s.attempt.lock" % self.node_id)
+        os.makedirs(self.ctx.cfg.run_dir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # also holds the node's data-lease end (below)
+        deadline = time.monotonic() + self.lease_ms / 2000
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        self._reload()
+                        return Observation("busy", self.state.get("leader", ""), self.state.get("epoch", 0), 0)
+                    time.sleep(ATTEMPT_LOCK_POLL_S)
+            self._attempt_fd = fd
+            return self.try_acquire_or_renew()
+        finally:
+            self._attempt_fd = None
+            os.close(fd)  # closing drops the lock
+
     def _redlock_step(self) -> Observation:
+        """Up to three attempts. After an announce the data Redis could not take (unreachable, or this
+        node ineligible there), the next steps first ask the data Redis whether this node's heartbeat
+        is there (one round trip, only then) and touch no instance until it is: a node cut off from
+        the data Redis would otherwise hold the instances' claims a socket timeout per step, and no
+        other node could win a quorum."""
         import random
         import time
+        if self.state.get(DATA_REDIS_FAILED):
+            if self.ctx.redis.request([("EXISTS", keys.heartbeat(self.node_id))])[0] != 1:  # an error raises
+                return Observation("ineligible", "", self.remembered_epoch, 0)
         for attempt in range(3):
             obs = self._redlock_attempt(time.monotonic)
             if obs is not None:
@@ -255,26 +373,39 @@ class Elector:
         return Observation("no_quorum", "", self.remembered_epoch, 0)
 
     def _redlock_attempt(self, clock):
+        """One Redlock attempt: claim everywhere, keep it only with a quorum and validity left.
+
+        Validity is what is left of the lease since ``start`` (before the first claim), on the
+        monotonic clock, minus the drift allowance; it is measured again right before the data
+        Redis is written and after, so the data Redis's lease ends no later than the quorum's
+        (up to the announce's one-way delay beyond the drift allowance) and ``lease_ms`` is
+        what was really left. None: retry after a random delay.
+        """
         clients = self._instances()
         quorum = len(clients) // 2 + 1
         start = clock()
-        mine, epochs, holders = [], [], []
+        claim_keys = (keys.leader(), keys.epoch(), keys.redlock_claim())
+        mine, fresh, epochs, holders = [], [], [], []
         for client in clients:
             try:
-                reply = lua.REDLOCK_CLAIM(client, (keys.leader(), keys.epoch()), (self.node_id, self.lease_ms))
+                reply = lua.REDLOCK_CLAIM(client, claim_keys, (self.node_id, self.lease_ms, self.instance))
             except RedisError as exc:  # an instance down counts as a vote not won
                 self.ctx.log.debug("redlock: %s: %s", client.peer, exc)
                 continue
             if text(reply[0]) == "mine":
                 mine.append(client)
                 epochs.append(int(reply[1]))
+                if int(reply[2]) == 0:
+                    fresh.append(client)
             else:
                 holders.append(text(reply[1]))
                 epochs.append(int(reply[2]))
         drift_ms = self.lease_ms * self.ctx.cfg["election"]["clock_drift_factor"] + 2
-        validity_ms = int(self.lease_ms - (clock() - start) * 1000 - drift_ms)
-        if len(mine) < quorum or validity_ms <= 0:
-            self._redlock_release(mine)
+
+        def left_ms() -> int:
+            return int(self.lease_ms - (clock() - start) * 1000 - drift_ms)
+        if len(mine) < quorum or left_ms() <= 0:
+            self._redlock_release(fresh, 0)  # only what this attempt took: never a running term's claim
             if holders:
                 leader = max(set(holders), key=holders.count)
                 return Observation("follower", leader, max(epochs), 0)
@@ -284,22 +415,101 @@ class Elector:
         epoch = known if known and known >= top else top + 1
         for client in mine:
             try:
-                lua.REDLOCK_RAISE(client, (keys.leader(), keys.epoch()), (self.node_id, epoch))
+                lua.REDLOCK_RAISE(client, claim_keys, (self.node_id, epoch, self.instance))
             except RedisError as exc:
                 self.ctx.log.debug("redlock: raise on %s: %s", client.peer, exc)
-        reply = lua.REDLOCK_ANNOUNCE(self.ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(self.node_id),
-                                                      keys.nodes(), keys.events()),
-                                     (self.node_id, validity_ms, epoch, self.maxlen))
-        outcome = text(reply[0])
+        validity_ms = left_ms()  # what is left now, at the moment of writing
+        if validity_ms <= 0:
+            self.ctx.log.warning("redlock: the quorum's validity ran out before the lease could be announced")
+            self._redlock_release(mine, epoch)
+            return None
+        confirmed = "0" if self.ctx.cfg["election"]["min_replicas_acked"] else "1"
+        try:
+            reply = lua.REDLOCK_ANNOUNCE(self.ctx.redis, (keys.leader(), keys.epoch(),
+                                                          keys.heartbeat(self.node_id), keys.nodes(), keys.events(),
+                                                          keys.term()),
+                                         (self.node_id, validity_ms, epoch, self.maxlen, self.instance, confirmed))
+        except RedisError:
+            # no announce, no lease: give the quorum back so another node can win it, and fail the step as
+            # any step whose Redis is away fails (nothing reported: the data lease of a term this node led
+            # cannot be released from here, and lapses by itself). The claims of that term are cut to
+            # what is left of its data lease (never shorter: the data lease never outlives the quorum);
+            # unknown (another process of the node renewed it last... and left no note): left to lapse.
+            if epoch != known:
+                self._redlock_release(mine, epoch)
+            else:
+                end = self._data_lease_end()
+                if end is not None:
+                    self._redlock_release(mine, epoch, max(0, int((end - clock()) * 1000 + drift_ms)))
+            self._note_data_redis(False)
+            raise
+        outcome, current = text(reply[0]), int(reply[1])
+        self._note_data_redis(outcome != "ineligible")
         if outcome != "ok":
-            self._redlock_release(mine)
-            self.state["max_epoch"] = max(self.remembered_epoch, int(reply[1]))
-            return Observation("ineligible" if outcome == "ineligible" else "stale", "", int(reply[1]), 0)
-        return Observation("renewed" if epoch == known else "acquired", self.node_id, epoch, validity_ms)
+            self._redlock_release(mine, epoch)
+            self.state["max_epoch"] = max(self.remembered_epoch, current)
+            if outcome == "held":
+                return Observation("follower", text(reply[2]), current, 0)
+            if outcome == "stale":
+                # the data Redis is at (or past) this epoch under another term (or this node's own term
+                # lapsed there): try again above it, as a new term
+                self.state["is_leader"] = False
+                self.ctx.log.info("redlock: epoch %d is taken in the data Redis (at %d): trying above it",
+                                  epoch, current)
+                return None
+            return Observation("ineligible", "", current, 0)
+        self._data_lease_end(clock() + validity_ms / 1000)  # it ends before that (set before the reply)
+        remaining_ms = left_ms()
+        if remaining_ms <= 0:
+            self.ctx.log.warning("redlock: the lease at epoch %d expired while it was announced", epoch)
+            return Observation("expired", "", epoch, 0)
+        return Observation("renewed" if epoch == known else "acquired", self.node_id, epoch, remaining_ms,
+                           reply[2] == 1)
 
-    def _redlock_release(self, clients) -> None:
+    def _note_data_redis(self, took_it: bool) -> None:
+        """Remember (for every process of the node) whether the data Redis took the last announce."""
+        if bool(self.state.get(DATA_REDIS_FAILED)) != (not took_it):
+            def change(state):
+                if took_it:
+                    state.pop(DATA_REDIS_FAILED, None)
+                else:
+                    state[DATA_REDIS_FAILED] = True
+            local_state.update_json(self.state_path, change)
+            change(self.state)
+
+    def _redlock_drop(self, held: int, obs: Observation) -> None:
+        """A step that came out not leading gives up, before it is reported, the term this node led
+        (``held``) and one it won but could not keep (expired while announced, or unconfirmed): its
+        claims on the instances and its lease in the data Redis, each only at that epoch and as this
+        process (instance token), never another node's or another term's. A data Redis that cannot be
+        reached raises here: nothing is reported then, and that lease lapses by itself."""
+        terms = {held, obs.epoch if obs.outcome in ("expired", "unreplicated") else 0} - {0}
+        for epoch in sorted(terms):
+            self._release_at(epoch)  # first: if the data Redis is away, the claims stay (and outlive it)
+            self._redlock_release(self._instances(), epoch)
+
+    def _data_lease_end(self, end: float = None):
+        """Read (or, given ``end``, write) when this node's data-Redis lease ends at the latest, on the
+        monotonic clock (system-wide), in the attempt lock file its processes share (no fsync: a reboot
+        restarts that clock and loses nothing that matters). None: unknown."""
+        import os
+        fd = self._attempt_fd
+        if fd is None:
+            return None
+        try:
+            if end is not None:
+                os.pwrite(fd, b"%24.3f" % end, 0)
+                return end
+            return float(os.pread(fd, 24, 0) or "x")
+        except (OSError, ValueError):
+            return None
+
+    def _redlock_release(self, clients, epoch, keep_ms: int = 0) -> None:
+        """Release this process's claims of term ``epoch`` (0: claims no term was tied to yet); with
+        ``keep_ms`` > 0, shorten them to at most that instead."""
         for client in clients:
             try:
-                lua.REDLOCK_RELEASE(client, (keys.leader(),), (self.node_id,))
+                lua.REDLOCK_RELEASE(client, (keys.leader(), keys.redlock_claim()),
+                                    (self.node_id, self.instance, epoch, keep_ms))
             except RedisError:
                 pass  # it expires by itself

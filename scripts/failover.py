@@ -18,7 +18,7 @@ def sweep(ctx, epoch: str = ""):
     cursor, marked, trips = "0", [], 0
     while True:
         reply = lua.FAILOVER_SCAN(ctx.redis, (keys.leader(), keys.epoch(), keys.nodes(), keys.events(),
-                                              keys.heartbeat(ctx.node_id)),
+                                              keys.heartbeat(ctx.node_id), keys.term()),
                                   (ctx.node_id, epoch, cursor, PAGE_SIZE, ctx.cfg["cluster"]["events_maxlen"],
                                    local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)))
         trips += 1
@@ -60,6 +60,8 @@ def step(ctx) -> dict:
     if outcome != "leader":
         if outcome in ("stale", "fenced"):
             ctx.log.warning("not acting as leader: %s %s", outcome, detail)
+        elif outcome == "unconfirmed":
+            ctx.log.info("not acting as leader: the term at epoch %s is not confirmed by replicas yet", detail)
         return result
     epoch = int(detail)
     for node_id in marked:

@@ -32,6 +32,28 @@ def epoch() -> str:
     return CLUSTER + "epoch"
 
 
+def term() -> str:
+    """Hash {node, instance, epoch, confirmed}: the leader's running term, written with the leader key,
+    with the same TTL, and deleted with it. ``instance`` is the leading process's instance token (a
+    second process with the same node id cannot renew, release or write through it); ``confirmed``
+    is "1" once the term may act (at once, or after WAIT with ``election.min_replicas_acked``)."""
+    return CLUSTER + "term"
+
+
+def redlock_claim() -> str:
+    """Hash {instance, epoch} on each Redlock instance (``redis.instances``), beside its leader key
+    and with the same TTL: which process of the node holds the claim, and for which term (``epoch``
+    is absent until the attempt that took the claim won its quorum). Releases match both."""
+    return CLUSTER + "redlock-claim"
+
+
+def server() -> str:
+    """String: the run_id of the Redis server the last election step ran on. Replicated like any
+    key, so on a promoted replica, or a server restarted from its files, it names another server:
+    the master changed, and the election holds a bootstrap round (see lua.ELECT)."""
+    return CLUSTER + "server"
+
+
 def bootstrap() -> str:
     """String with TTL: while it exists, nobody is elected (Redis had no epoch: new or wiped)."""
     return CLUSTER + "bootstrap"
@@ -116,6 +138,11 @@ def task_route(requirement: str) -> str:
     """Stream of tasks only nodes with every label of ``requirement`` may run ("gpu", "agent,gpu":
     sorted labels joined by ','; labels are [A-Za-z0-9._-], so the name cannot be ambiguous)."""
     return TASKS + "route:" + requirement
+
+
+def task_sweep() -> str:
+    """Integer: where the leader's repair sweep of the pending index goes on (a rank; 0 = from the oldest)."""
+    return TASKS + "sweep"
 
 
 def task_routes() -> str:

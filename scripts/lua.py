@@ -4,10 +4,14 @@ Conventions:
 - Scripts that read Redis's clock call ``redis.replicate_commands()`` first
   (required on Redis 5 before a write that follows TIME).
 - A *fenced* script starts with ``FENCE``: KEYS[1] is the leader key, KEYS[2]
-  the epoch key, ARGV[1] the writer's node id, ARGV[2] the writer's epoch.
-  It refuses with a ``FENCED ...`` error reply unless the writer still holds
-  the lease at that epoch, so a paused or partitioned old leader changes
-  nothing. Its own keys and arguments start at KEYS[3] and ARGV[3].
+  the epoch key, KEYS[3] the term hash; ARGV[1] the writer's node id, ARGV[2]
+  the writer's epoch, ARGV[3] the writer's instance token. It refuses with a
+  ``FENCED ...`` error reply unless the writer still holds the lease at that
+  epoch, as the process that took it (the term's instance: a second process
+  with the same node id is refused), in a term that is confirmed (with
+  ``election.min_replicas_acked``, only once WAIT confirmed it), so a paused
+  or partitioned old leader, a duplicate node id or an unconfirmed term
+  changes nothing. Its own keys and arguments start at KEYS[4] and ARGV[4].
 - Wrong-typed keys are reported as ``WRONGTYPE <key> ...`` naming the key.
 """
 
@@ -23,30 +27,55 @@ local function expect(key, want)
 end
 """
 
-FENCE = _TYPE_GUARD + """
+
+def _fence(confirmed_only: bool) -> str:
+    """The fence (see the module docstring); ``confirmed_only`` False also admits a term WAIT has
+    not confirmed yet (only the scripts that confirm a term use that)."""
+    return _TYPE_GUARD + """
 redis.replicate_commands()
 local function now_s()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local holder = redis.call('GET', KEYS[1])
-local current = redis.call('GET', KEYS[2])
-if holder ~= ARGV[1] or current ~= ARGV[2] then
-  return redis.error_reply('FENCED ' .. ARGV[1] .. ' at epoch ' .. ARGV[2] .. ' is not the leader (leader: '
-    .. tostring(holder or 'none') .. ', epoch ' .. tostring(current or 'none') .. ')')
+local fence_type_error = expect(KEYS[3], 'hash')
+if fence_type_error then return fence_type_error end
+local fence_holder = redis.call('GET', KEYS[1])
+local fence_epoch = redis.call('GET', KEYS[2])
+local fence_term = redis.call('HMGET', KEYS[3], 'instance', 'epoch', 'confirmed')
+local fence_why = nil
+if fence_holder ~= ARGV[1] or fence_epoch ~= ARGV[2] then
+  fence_why = 'leader: ' .. tostring(fence_holder or 'none') .. ', epoch ' .. tostring(fence_epoch or 'none')
+elseif fence_term[1] ~= ARGV[3] then
+  fence_why = 'the term belongs to another process with this node id'
+elseif fence_term[2] ~= ARGV[2] then
+  fence_why = 'the term is at epoch ' .. tostring(fence_term[2] or 'none') .. ': a new term is due'
+elseif """ + ("fence_term[3] ~= '1'" if confirmed_only else "false") + """ then
+  fence_why = 'the term is not confirmed by replicas yet'
+end
+if fence_why then
+  return redis.error_reply('FENCED ' .. ARGV[1] .. ' at epoch ' .. ARGV[2] .. ' is not the leader (' .. fence_why
+    .. ')')
 end
 """
 
+
+FENCE = _fence(True)
+_FENCE_UNCONFIRMED = _fence(False)
+
 # HEARTBEAT: register or refresh this node, atomically, by Redis's clock. Also restores the
-# epoch floor: if Redis's epoch is below what this node remembers and nobody holds the
-# lease (Redis lost data), the epoch is raised so the next leader's epoch is above it.
+# epoch floor: if Redis's epoch is below what this node remembers (Redis lost data: restarted,
+# or a failover to a lagging replica), the epoch is raised to it and a bootstrap round starts
+# (unless one runs), in which nobody is elected and no new term starts, so every live node's
+# heartbeat can raise it further; a lease held meanwhile is fenced (its term's epoch is no
+# longer Redis's) until its holder starts a new term after the round (see ELECT).
 # A missing epoch is left missing: that is how ELECT knows to hold the bootstrap round in
 # which every live node's heartbeat raises it (creating it here would skip that round, and
 # a node that never saw the last epoch could then be elected at it).
-# KEYS[1] nodes hash, KEYS[2] hb:{id}, KEYS[3] epoch, KEYS[4] leader
+# KEYS[1] nodes hash, KEYS[2] hb:{id}, KEYS[3] epoch, KEYS[4] bootstrap
 # ARGV[1] node id, ARGV[2] ttl in ms, ARGV[3] the node's own fields as a JSON object
 #         (must include "instance", the token that tells this node's processes apart
-#         from another machine claiming the same id), ARGV[4] highest epoch it remembers
+#         from another machine claiming the same id), ARGV[4] highest epoch it remembers,
+# ARGV[5] bootstrap wait ms (one heartbeat interval)
 # Returns {'ok', now, epoch} or {'collision', <the other record's JSON>}.
 HEARTBEAT = Script(_TYPE_GUARD + """
 redis.replicate_commands()
@@ -57,9 +86,10 @@ local now = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local mine = cjson.decode(ARGV[3])
 local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
 local remembered = tonumber(ARGV[4])
-if epoch < remembered and redis.call('EXISTS', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+if epoch < remembered and redis.call('EXISTS', KEYS[3]) == 1 then
   epoch = remembered
   redis.call('SET', KEYS[3], epoch)
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[5], 'NX')
 end
 local started = now
 local prev_raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -112,53 +142,109 @@ end
 # ELECT: one election step for one node, atomically: renew the lease if held,
 # otherwise acquire it if vacant and this node is eligible.
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes hash, KEYS[5] events stream,
-# KEYS[6] bootstrap, KEYS[7] released:{me}
+# KEYS[6] bootstrap, KEYS[7] released:{me}, KEYS[8] term, KEYS[9] server (run_id of the last master)
 # ARGV[1] me, ARGV[2] lease ms, ARGV[3] highest epoch this node remembers, ARGV[4] events maxlen,
 # ARGV[5] bootstrap wait ms (one heartbeat interval), ARGV[6] this process's instance token
-#         (membership.node_fields; optional)
-# Returns {outcome, leader, epoch, lease pttl ms} where outcome is one of
-#   collision   this node's record names another instance token: another live process
-#               claims this node id; nothing was changed (it must not renew that one's lease)
+# (membership.node_fields), ARGV[7] a new term's ``confirmed``: '1', or '0' when replicas must
+# confirm it first (election.min_replicas_acked)
+# The master changed (a Sentinel failover, a restart from files) when KEYS[9], replicated with
+# the data, names another server than this one's run_id (INFO server; nothing is detected if a
+# script may not run INFO): whichever node steps first notices, whatever it remembers.
+# A bootstrap round (KEYS[6], one heartbeat interval; nobody is elected and no new term starts
+# while it runs, so every live node's heartbeat can raise the epoch to the highest it
+# remembers) starts when Redis has no epoch, when its epoch is below what this node remembers
+# (then raised to it), or when the master changed: a failover to a lagging replica must not
+# hand out an epoch some node already saw, whichever node steps first.
+# The term (KEYS[8]) is written with the lease, expires with it and is deleted with it; the
+# lease holder renews only as the instance that took it. A term whose epoch is no longer
+# Redis's (raised after a data loss), or that ran when the master changed, is stale: its holder keeps the
+# lease through the round, fenced, then starts a new term at a new epoch.
+# Returns {outcome, leader, epoch, lease pttl ms, confirmed (1/0), this server's run_id} where
+# outcome is one of
+#   collision   this node's record, or the term of a lease held under this node id, names
+#               another instance token: another process claims this node id; nothing was
+#               changed (it must not renew or take that one's lease)
 #   renewed     this node held the lease and extended it
-#   acquired    this node took the vacant lease at a new epoch
+#   acquired    this node took the vacant lease at a new epoch, or started a new term (new
+#               epoch) under the lease it holds
 #   follower    another node holds the lease
-#   stepped_down this node held the lease but its own heartbeat had expired: released
+#   stepped_down this node held the lease but its own heartbeat had expired (or the lease had
+#               no term): released
 #   ineligible  the lease is vacant but this node is not registered and alive, or it has
 #               just released the lease (graceful handover: another node takes it)
-#   waiting     Redis has no epoch (a new cluster, or Redis lost its data): nobody is elected
-#               for one heartbeat round, while every live node's heartbeat raises the epoch
-#               to the highest it remembers, so the next epoch is above all of them
+#   waiting     a bootstrap round runs: nobody is elected; a holder keeps its lease but leads
+#               at no epoch (leader = me, fenced) until it starts a new term after the round
 ELECT = Script(_TYPE_GUARD + _OTHER_INSTANCE + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[5]
 """ + _EVENT + """
 local err = expect(KEYS[1], 'string') or expect(KEYS[2], 'string') or expect(KEYS[4], 'hash')
-  or expect(KEYS[5], 'stream')
+  or expect(KEYS[5], 'stream') or expect(KEYS[8], 'hash') or expect(KEYS[9], 'string')
 if err then return err end
 local me, lease_ms, remembered, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local token, new_confirmed = ARGV[6], ARGV[7]
+local info = redis.pcall('INFO', 'server')
+local run_id = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
+local last_server = redis.call('GET', KEYS[9])
+local moved = run_id ~= '' and last_server and last_server ~= run_id
+if run_id ~= '' and last_server ~= run_id then redis.call('SET', KEYS[9], run_id) end
 local holder = redis.call('GET', KEYS[1])
-local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
-if other_instance(KEYS[4], me, ARGV[6]) then
-  return {'collision', holder or '', epoch, 0}
+local known = redis.call('GET', KEYS[2])
+local epoch = tonumber(known or '0')
+if other_instance(KEYS[4], me, token) then
+  return {'collision', holder or '', epoch, 0, 0, run_id}
 end
-if holder and epoch < remembered then
-  -- Redis lost data under a live lease (a replica missed the last INCR): the holder must
-  -- adopt a fresh epoch, never one a past leader used; its writes at the old one are refused.
-  epoch = remembered + 1
-  redis.call('SET', KEYS[2], epoch)
+local term = redis.call('HMGET', KEYS[8], 'instance', 'epoch', 'confirmed')
+if holder == me and term[1] and term[1] ~= token then
+  return {'collision', holder, epoch, 0, 0, run_id}  -- the lease of my node id, taken by another process
+end
+if not known or epoch < remembered or moved then
+  if not known or epoch < remembered then
+    -- Redis lost data (new, restarted empty, a replica that missed the last INCRs): the floor
+    -- is what this node remembers; the round lets every other live node raise it further
+    epoch = math.max(epoch, remembered)
+    redis.call('SET', KEYS[2], epoch)
+  end
+  redis.call('SET', KEYS[6], '1', 'PX', ARGV[5], 'NX')
+  if holder and moved then
+    redis.call('HDEL', KEYS[8], 'epoch')  -- a new master may miss this term's writes: a new term is due
+    term[2] = false
+  end
+end
+local waiting = redis.call('EXISTS', KEYS[6]) == 1
+local function new_term(detail)
+  epoch = redis.call('INCR', KEYS[2])
+  if epoch <= remembered then
+    epoch = remembered + 1
+    redis.call('SET', KEYS[2], epoch)
+  end
+  redis.call('DEL', KEYS[8])
+  redis.call('HSET', KEYS[8], 'node', me, 'instance', token, 'epoch', epoch, 'confirmed', new_confirmed)
+  redis.call('PEXPIRE', KEYS[8], lease_ms)
+  event('leader_elected', me, epoch, maxlen, detail)
+  return {'acquired', me, epoch, lease_ms, new_confirmed == '1' and 1 or 0, run_id}
 end
 local alive = redis.call('EXISTS', KEYS[3]) == 1
 if holder == me then
-  if not alive then
-    redis.call('DEL', KEYS[1])
-    event('leader_stepped_down', me, epoch, maxlen, 'own heartbeat expired')
-    return {'stepped_down', '', epoch, 0}
+  if not alive or not term[1] then
+    redis.call('DEL', KEYS[1], KEYS[8])
+    event('leader_stepped_down', me, epoch, maxlen, alive and 'the lease had no term' or 'own heartbeat expired')
+    return {'stepped_down', '', epoch, 0, 0, run_id}
   end
   redis.call('PEXPIRE', KEYS[1], lease_ms)
-  return {'renewed', me, epoch, lease_ms}
+  redis.call('PEXPIRE', KEYS[8], lease_ms)
+  if term[2] ~= tostring(epoch) then
+    if waiting then return {'waiting', me, epoch, redis.call('PTTL', KEYS[6]), 0, run_id} end
+    return new_term('new term under the lease')
+  end
+  if new_confirmed == '1' and term[3] ~= '1' then
+    redis.call('HSET', KEYS[8], 'confirmed', '1')  -- replicas need no longer confirm a term
+    term[3] = '1'
+  end
+  return {'renewed', me, epoch, lease_ms, term[3] == '1' and 1 or 0, run_id}
 end
 if holder then
-  return {'follower', holder, epoch, redis.call('PTTL', KEYS[1])}
+  return {'follower', holder, epoch, redis.call('PTTL', KEYS[1]), 0, run_id}
 end
 local rec = redis.call('HGET', KEYS[4], me)
 local registered = false
@@ -167,137 +253,176 @@ if rec then
   registered = ok and type(node) == 'table' and node.status ~= 'left'
 end
 if not (alive and registered) or redis.call('EXISTS', KEYS[7]) == 1 then
-  return {'ineligible', '', epoch, 0}
+  return {'ineligible', '', epoch, 0, 0, run_id}
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], remembered)
-  redis.call('SET', KEYS[6], '1', 'PX', ARGV[5])
-  return {'waiting', '', remembered, 0}
-end
-if redis.call('EXISTS', KEYS[6]) == 1 then
-  return {'waiting', '', epoch, redis.call('PTTL', KEYS[6])}
-end
-epoch = redis.call('INCR', KEYS[2])
-if epoch <= remembered then
-  -- Redis restarted empty or lost the last INCR: never reuse an epoch this node has seen
-  epoch = remembered + 1
-  redis.call('SET', KEYS[2], epoch)
+if waiting then
+  return {'waiting', '', epoch, redis.call('PTTL', KEYS[6]), 0, run_id}
 end
 redis.call('SET', KEYS[1], me, 'PX', lease_ms)
-event('leader_elected', me, epoch, maxlen)
-return {'acquired', me, epoch, lease_ms}
+return new_term(nil)
 """)
 
 # RELEASE: give the lease up at once (graceful leave, SIGTERM in loop mode), and stay out of
 # the next election for one lease, so another node takes over rather than this one again.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] events stream, KEYS[4] released:{me}
-# ARGV[1] me, ARGV[2] epoch ('': whatever epoch this node holds the lease at), ARGV[3] maxlen,
-# ARGV[4] lease ms
-# Returns 1 if this node held the lease (at that epoch) and released it, else 0.
-RELEASE = Script("""
+# Only the process that took the lease can release it (the term's instance token): a second
+# process with the same node id that stops releases nothing.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] events stream, KEYS[4] released:{me}, KEYS[5] term
+# ARGV[1] me, ARGV[2] the term's epoch ('': whatever epoch this node holds the lease at),
+# ARGV[3] maxlen, ARGV[4] lease ms, ARGV[5] this process's instance token
+# Returns 1 if this node held the lease (in that term) and released it, else 0.
+RELEASE = Script(_TYPE_GUARD + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[3]
 """ + _EVENT + """
+local err = expect(KEYS[5], 'hash')
+if err then return err end
 local epoch = redis.call('GET', KEYS[2]) or '0'
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or (ARGV[2] ~= '' and epoch ~= ARGV[2]) then return 0 end
-redis.call('DEL', KEYS[1])
+local term = redis.call('HMGET', KEYS[5], 'instance', 'epoch')
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or term[1] ~= ARGV[5] or (ARGV[2] ~= '' and term[2] ~= ARGV[2]) then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[5])
 redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
 event('leader_released', ARGV[1], epoch, ARGV[3])
 return 1
 """)
 
-# NEW_TERM: the lease holder starts a new term at a higher epoch and keeps the lease. Used when
-# the Redis master changed under a live lease (a Sentinel failover): replication is
-# asynchronous, so writes of the term that ran on the old master may be missing here.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] events stream
-# ARGV[1] me, ARGV[2] my epoch, ARGV[3] lease ms, ARGV[4] events maxlen, ARGV[5] why (event detail)
-# Returns the new epoch, or a FENCED error reply if the lease is not mine at that epoch.
-NEW_TERM = Script(FENCE + """
-local EVENTS_KEY = KEYS[3]
-""" + _EVENT + """
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-event('leader_elected', ARGV[1], epoch, ARGV[4], ARGV[5])
-return epoch
-""")
-
-# CONFIRM_TERM: a fenced no-op write (the epoch set to itself). Sent with a WAIT right after it
-# on the same connection, WAIT then counts the replicas that hold everything up to it, the lease
-# and epoch of this term included, whichever connection wrote them (replication is one ordered
-# stream). KEYS[1] leader, KEYS[2] epoch; ARGV[1] me, ARGV[2] my epoch
-# Returns the lease's PTTL in ms, or a FENCED error reply if the lease is not mine at that epoch.
-CONFIRM_TERM = Script(FENCE + """
+# CONFIRM_TERM: a no-op write (the epoch set to itself), fenced but for the confirmation. Sent
+# with a WAIT right after it on the same connection, WAIT then counts the replicas that hold
+# everything up to it, the lease, epoch and term included, whichever connection wrote them
+# (replication is one ordered stream).
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] term; ARGV[1] me, ARGV[2] my epoch, ARGV[3] my instance token
+# Returns the lease's PTTL in ms, or a FENCED error reply if the term is not mine at that epoch.
+CONFIRM_TERM = Script(_FENCE_UNCONFIRMED + """
 redis.call('SET', KEYS[2], ARGV[2])
 return redis.call('PTTL', KEYS[1])
 """)
 
-# REDLOCK_CLAIM: on one of several independent masters, take or extend the lease.
-# KEYS[1] leader, KEYS[2] epoch; ARGV[1] me, ARGV[2] lease ms
-# Returns {'mine', epoch} or {'other', holder, epoch}.
+# ACCEPT_TERM: once WAIT confirmed it, the term may act: its ``confirmed`` becomes '1', and
+# fenced writes (FENCE) pass from then on. KEYS and ARGV as CONFIRM_TERM.
+# Returns 1, or a FENCED error reply if the term is not mine at that epoch.
+ACCEPT_TERM = Script(_FENCE_UNCONFIRMED + """
+redis.call('HSET', KEYS[3], 'confirmed', '1')
+return 1
+""")
+
+# REDLOCK_CLAIM: on one of several independent masters, take or extend the lease. A claim
+# names the process (instance token) that holds it, so another process with the same node id
+# is "other", never "mine"; the claim's epoch says which term it belongs to.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] redlock claim hash; ARGV[1] me, ARGV[2] lease ms,
+# ARGV[3] this process's instance token
+# Returns {'mine', epoch, claim epoch} (claim epoch 0: the claim is new, no term yet) or
+# {'other', holder, epoch}.
 REDLOCK_CLAIM = Script("""
 local holder = redis.call('GET', KEYS[1])
 local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
-if holder and holder ~= ARGV[1] then return {'other', holder, epoch} end
+local inst = redis.call('HGET', KEYS[3], 'instance')
+if holder and (holder ~= ARGV[1] or (inst and inst ~= ARGV[3])) then return {'other', holder, epoch} end
+local claimed = holder and tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0') or 0
+if not holder then redis.call('DEL', KEYS[3]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {'mine', epoch}
+redis.call('HSET', KEYS[3], 'instance', ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return {'mine', epoch, claimed}
 """)
 
-# REDLOCK_RAISE: write a new epoch back to an instance, never lowering it.
-# KEYS[1] leader, KEYS[2] epoch; ARGV[1] me, ARGV[2] epoch. Returns 1 if the lease is still ours.
+# REDLOCK_RAISE: write a new epoch back to an instance, never lowering it, and tie this
+# process's claim there to that term.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] redlock claim hash; ARGV[1] me, ARGV[2] epoch,
+# ARGV[3] instance token. Returns 1 if the claim is still this process's, else 0.
 REDLOCK_RAISE = Script("""
 if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[2])
 end
-return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('HGET', KEYS[3], 'instance') ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[3], 'epoch', ARGV[2])
+return 1
 """)
 
-# REDLOCK_RELEASE: KEYS[1] leader; ARGV[1] me. Deletes the lease only if it is ours.
+# REDLOCK_RELEASE: delete a claim only if it is this process's and of the given term; with
+# ARGV[4] (ms > 0), shorten it to at most that instead (a claim must not end before the data
+# Redis's lease of its term, when that lease cannot be deleted).
+# KEYS[1] leader, KEYS[2] redlock claim hash; ARGV[1] me, ARGV[2] instance token,
+# ARGV[3] the term's epoch ('0': a claim no term was tied to yet; '': any term of this process),
+# ARGV[4] optional: keep at most this many ms
+# Returns 1 if released (or shortened), else 0.
 REDLOCK_RELEASE = Script("""
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('HGET', KEYS[2], 'instance') ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' and (redis.call('HGET', KEYS[2], 'epoch') or '0') ~= ARGV[3] then return 0 end
+local keep = tonumber(ARGV[4] or '0') or 0
+if keep > 0 then
+  if redis.call('PTTL', KEYS[1]) > keep then
+    redis.call('PEXPIRE', KEYS[1], keep)
+    redis.call('PEXPIRE', KEYS[2], keep)
+  end
+  return 1
+end
+return redis.call('DEL', KEYS[1], KEYS[2]) > 0 and 1 or 0
 """)
 
 # REDLOCK_ANNOUNCE: after winning a quorum, mirror the lease into the data Redis, where
-# fenced writes are checked. Refuses an epoch lower than the one already there, so a
-# stale winner cannot roll the data Redis back.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes, KEYS[5] events
-# ARGV[1] me, ARGV[2] validity ms, ARGV[3] epoch, ARGV[4] events maxlen
-# Returns {'ok', epoch} | {'stale', current epoch} | {'ineligible', epoch}.
+# fenced writes are checked, with what is left of the quorum's validity. Conditional:
+# - another node's lease (or another process's with this node id) is never overwritten;
+# - an epoch below the current one is refused, and so is the current one unless it is this
+#   process's own running term (a renewal): after the instances lost their data a winner can
+#   arrive at an epoch another node already led at, and must take a fresh one instead.
+# A new term writes the term hash (node, instance, epoch, confirmed); a renewal keeps it.
+# Both carry the same PTTL as the leader key.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes, KEYS[5] events, KEYS[6] term
+# ARGV[1] me, ARGV[2] validity ms, ARGV[3] epoch, ARGV[4] events maxlen, ARGV[5] instance token,
+# ARGV[6] a new term's confirmed field ('1', or '0' while min_replicas_acked must confirm it)
+# Returns {'ok', epoch, 1 if the term is confirmed else 0} | {'stale', current epoch} |
+#         {'ineligible', epoch} | {'held', current epoch, holder}.
 REDLOCK_ANNOUNCE = Script(_TYPE_GUARD + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[5]
 """ + _EVENT + """
-local me, epoch = ARGV[1], tonumber(ARGV[3])
+local err = expect(KEYS[1], 'string') or expect(KEYS[2], 'string') or expect(KEYS[6], 'hash')
+if err then return err end
+local me, epoch, token = ARGV[1], tonumber(ARGV[3]), ARGV[5]
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current > epoch then return {'stale', current} end
+local holder = redis.call('GET', KEYS[1])
+local term = redis.call('HMGET', KEYS[6], 'node', 'instance', 'epoch')
+if holder and (holder ~= me or (term[2] and term[2] ~= token)) then return {'held', current, holder} end
+local own_term = holder == me and term[1] == me and term[2] == token and tonumber(term[3]) == epoch
+if epoch < current or (epoch == current and not own_term) then return {'stale', current} end
 local rec = redis.call('HGET', KEYS[4], me)
 local ok, node = pcall(cjson.decode, rec or 'null')
 if redis.call('EXISTS', KEYS[3]) == 0 or not ok or type(node) ~= 'table' or node.status == 'left' then
   return {'ineligible', current}
 end
 redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
-if current < epoch then
+if epoch > current then
   redis.call('SET', KEYS[2], epoch)
+  redis.call('DEL', KEYS[6])
+  redis.call('HSET', KEYS[6], 'node', me, 'instance', token, 'epoch', epoch, 'confirmed', ARGV[6])
   event('leader_elected', me, epoch, ARGV[4], 'redlock')
 end
-return {'ok', epoch}
+redis.call('PEXPIRE', KEYS[6], ARGV[2])
+return {'ok', epoch, redis.call('HGET', KEYS[6], 'confirmed') == '1' and 1 or 0}
 """)
 
 # FAILOVER_SCAN: the leader's sweep of one page of members, fenced by the lease:
 # marks members whose heartbeat key has expired as offline, once, with an event.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] nodes hash, KEYS[4] events stream, KEYS[5] hb:{me}
+# Acts only as the process that holds the lease in a confirmed term at Redis's epoch (the
+# same test as FENCE): a term WAIT has not confirmed yet, or one a bootstrap round made
+# stale, sweeps nothing.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] nodes hash, KEYS[4] events stream, KEYS[5] hb:{me},
+# KEYS[6] term
 # ARGV[1] me, ARGV[2] my epoch ('' on the first page: whatever epoch I hold now),
 # ARGV[3] HSCAN cursor, ARGV[4] page size, ARGV[5] events maxlen, ARGV[6] this process's instance
-# token (optional; see ELECT)
+# token (see ELECT)
 # Returns {'vacant'} | {'follower', holder} | {'stale'} (my heartbeat expired) |
 #         {'collision', host, pid} (another live process claims my node id and holds its record) |
-#         {'fenced', epoch} (my epoch is gone) | {'leader', epoch, next cursor, {newly offline ids}}
+#         {'fenced', epoch} (my epoch is gone, or the term is another process's or stale) |
+#         {'unconfirmed', epoch} (replicas have not confirmed my term yet) |
+#         {'leader', epoch, next cursor, {newly offline ids}}
 FAILOVER_SCAN = Script(_TYPE_GUARD + _OTHER_INSTANCE + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[4]
 """ + _EVENT + """
 local err = expect(KEYS[1], 'string') or expect(KEYS[2], 'string') or expect(KEYS[3], 'hash')
-  or expect(KEYS[4], 'stream')
+  or expect(KEYS[4], 'stream') or expect(KEYS[6], 'hash')
 if err then return err end
 local me = ARGV[1]
 local holder = redis.call('GET', KEYS[1])
@@ -308,6 +433,9 @@ if other then return {'collision', tostring(other.host or '?'), tostring(other.p
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'stale'} end
 local epoch = redis.call('GET', KEYS[2]) or '0'
 if ARGV[2] ~= '' and ARGV[2] ~= epoch then return {'fenced', epoch} end
+local term = redis.call('HMGET', KEYS[6], 'instance', 'epoch', 'confirmed')
+if term[1] ~= ARGV[6] or term[2] ~= epoch then return {'fenced', epoch} end
+if term[3] ~= '1' then return {'unconfirmed', epoch} end
 local page = redis.call('HSCAN', KEYS[3], ARGV[3], 'COUNT', ARGV[4])
 local fields, marked = page[2], {}
 local t = redis.call('TIME')
@@ -333,33 +461,39 @@ return {'leader', epoch, page[1], marked}
 
 # LEAVE: this node leaves the cluster gracefully, in one atomic step: releases the
 # lease if it holds it (so another node takes over in one tick, not one TTL), deletes
-# its heartbeat key and marks its record ``left``.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes, KEYS[5] events
-# ARGV[1] me, ARGV[2] events maxlen
-# Returns {released lease (0/1), had record (0/1)}.
-LEAVE = Script(_TYPE_GUARD + """
+# its heartbeat key and marks its record ``left``. Only as the process that owns the record
+# (its instance token): a second process with the same node id (a copied config) that stops
+# or deregisters changes nothing; the lease goes only with its term's instance too.
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes, KEYS[5] events, KEYS[6] term
+# ARGV[1] me, ARGV[2] events maxlen, ARGV[3] this process's instance token
+# Returns {'left', released lease (0/1), had record (0/1)} |
+#         {'collision', host, pid} (the record is another instance's: nothing changed).
+LEAVE = Script(_TYPE_GUARD + _OTHER_INSTANCE + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[5]
 """ + _EVENT + """
-local err = expect(KEYS[4], 'hash')
+local err = expect(KEYS[4], 'hash') or expect(KEYS[6], 'hash')
 if err then return err end
 local me = ARGV[1]
+local other = other_instance(KEYS[4], me, ARGV[3])
+if other then return {'collision', tostring(other.host or '?'), tostring(other.pid or '?')} end
 local epoch = redis.call('GET', KEYS[2]) or '0'
 local released = 0
-if redis.call('GET', KEYS[1]) == me then
-  redis.call('DEL', KEYS[1])
+local term_instance = redis.call('HGET', KEYS[6], 'instance')
+if redis.call('GET', KEYS[1]) == me and (term_instance == ARGV[3] or not term_instance) then
+  redis.call('DEL', KEYS[1], KEYS[6])
   released = 1
   event('leader_released', me, epoch, ARGV[2], 'node left')
 end
 redis.call('DEL', KEYS[3])
 local raw = redis.call('HGET', KEYS[4], me)
-if not raw then return {released, 0} end
+if not raw then return {'left', released, 0} end
 local t = redis.call('TIME')
 local at = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local body = string.gsub(raw, '"status":"[a-z]*"', '"status":"left"', 1)
 redis.call('HSET', KEYS[4], me, string.sub(body, 1, -2) .. ',"left_at":' .. at .. '}')
 event('node_left', me, epoch, ARGV[2])
-return {released, 1}
+return {'left', released, 1}
 """)
 
 # PRUNE: forget members that are gone (offline or left) since longer than a given age.
@@ -392,30 +526,30 @@ return pruned
 # any agent may write, but every write is one atomic script).
 
 # PUBLISH_STATE: the leader publishes the cluster snapshot, fenced by its lease.
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3] state hash
-# ARGV[1] me, ARGV[2] my epoch,
-# ARGV[3] content: compact JSON object whose keys all sort before "updated" (it must carry
-#         "epoch" = ARGV[2]); ARGV[4], ARGV[5] the epoch and version of the caller's mirror
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] term, KEYS[4] state hash
+# ARGV[1] me, ARGV[2] my epoch, ARGV[3] my instance token,
+# ARGV[4] content: compact JSON object whose keys all sort before "updated" (it must carry
+#         "epoch" = ARGV[2]); ARGV[5], ARGV[6] the epoch and version of the caller's mirror
 # The version goes up and "updated" (Redis clock) is stamped only when the content changed.
 # Returns {'published'|'unchanged', epoch, version, doc or nil (nil: the caller's mirror is current)}.
 # Refuses with FENCED (not the leader at that epoch) or STALE (a snapshot of a higher epoch is there).
 PUBLISH_STATE = Script(FENCE + """
-local err = expect(KEYS[3], 'hash')
+local err = expect(KEYS[4], 'hash')
 if err then return err end
-local cur = redis.call('HMGET', KEYS[3], 'epoch', 'version', 'content')
+local cur = redis.call('HMGET', KEYS[4], 'epoch', 'version', 'content')
 if tonumber(cur[1] or '0') > tonumber(ARGV[2]) then
   return redis.error_reply('STALE the published snapshot is at epoch ' .. cur[1] .. ', above ' .. ARGV[2])
 end
 local version, outcome = tonumber(cur[2] or '0'), 'unchanged'
-if cur[3] ~= ARGV[3] then
+if cur[3] ~= ARGV[4] then
   version, outcome = version + 1, 'published'
   local now = string.format('%.3f', now_s())
-  local doc = string.sub(ARGV[3], 1, -2) .. ',"updated":' .. now .. ',"version":' .. version .. '}'
-  redis.call('HSET', KEYS[3], 'content', ARGV[3], 'doc', doc, 'epoch', ARGV[2], 'version', version,
+  local doc = string.sub(ARGV[4], 1, -2) .. ',"updated":' .. now .. ',"version":' .. version .. '}'
+  redis.call('HSET', KEYS[4], 'content', ARGV[4], 'doc', doc, 'epoch', ARGV[2], 'version', version,
              'updated', now)
 end
 local doc = false
-if ARGV[4] ~= ARGV[2] or tonumber(ARGV[5]) ~= version then doc = redis.call('HGET', KEYS[3], 'doc') end
+if ARGV[5] ~= ARGV[2] or tonumber(ARGV[6]) ~= version then doc = redis.call('HGET', KEYS[4], 'doc') end
 return {outcome, tonumber(ARGV[2]), version, doc}
 """)
 
@@ -500,7 +634,7 @@ return out
 #   ARGV[H..H+7]  me (node id), consumer group, task hash key prefix, idempotency key prefix,
 #                 backoff base ms, backoff max ms, done/dead retention ms, stream maxlen
 # Plain scripts have K = H = 1 (their own keys from KEYS[8], arguments from ARGV[9]);
-# the fenced RECLAIM has K = H = 3 (FENCE's own two come first), its own from KEYS[10]/ARGV[11].
+# the fenced RECLAIM has K = H = 4 (FENCE's own three come first), its own from KEYS[11]/ARGV[12].
 # Task hashes and idempotency keys are named inside the scripts from those prefixes, and a
 # stream entry's body is only {task = id}: the task hash is the truth, the stream delivers.
 
@@ -757,18 +891,32 @@ table.sort(routes)
 return {#due, routes}
 """)
 
+# The worker's scripts (CLAIM, FINISH, RELEASE) act as node ME only for the process whose
+# instance token the node's record names (see HEARTBEAT): a second process with a taken
+# node id gets a 'COLLISION host <h>, pid <p>' error reply and changes nothing.
+_TASK_WORKER = _TASK_PLAIN + _OTHER_INSTANCE + """
+local function refused(nodes_key, token)
+  local other = other_instance(nodes_key, ME, token)
+  if other then
+    return redis.error_reply('COLLISION host ' .. tostring(other.host or '?') .. ', pid ' .. tostring(other.pid or '?'))
+  end
+end
+"""
+
 # TASK_CLAIM: start the first pending task delivered to this worker (its entries in the
 # group's pending list, XPENDING, in stream order). Entries of tasks that moved on are
 # acked; an entry whose task is still `running` here is an attempt a crashed earlier run
 # left behind: it counts as failed (retry or dead).
-# KEYS[1..7] task header, KEYS[8..] the streams the worker reads, in priority order
-# ARGV[1..8] task header, ARGV[9] pending entries examined per stream
+# KEYS[1..7] task header, KEYS[8] nodes hash, KEYS[9..] the streams the worker reads, in priority order
+# ARGV[1..8] task header, ARGV[9] pending entries examined per stream, ARGV[10] instance token
 # Returns {task, waiting, interrupted}: task = {id, type, payload, attempt, max attempts,
 # timeout ms, token, stream, entry id} or {}; waiting = further delivered entries not started;
-# interrupted = {id, 'retry' | 'dead', ...}.
-TASK_CLAIM = Script(_TASK_PLAIN + """
+# interrupted = {id, 'retry' | 'dead', ...}; or a COLLISION error (see _TASK_WORKER).
+TASK_CLAIM = Script(_TASK_WORKER + """
+local collision = refused(KEYS[8], ARGV[10])
+if collision then return collision end
 local claimed, waiting, interrupted = {}, 0, {}
-for i = 8, #KEYS do
+for i = 9, #KEYS do
   local stream = KEYS[i]
   local pel = redis.pcall('XPENDING', stream, GROUP, '-', '+', tonumber(ARGV[9]), ME)
   if not failed(pel) then
@@ -793,12 +941,16 @@ return {claimed, waiting, interrupted}
 """)
 
 # TASK_FINISH: store an attempt's outcome, only if the attempt is still the task's current one.
-# KEYS[1..7] task header, KEYS[8] the entry's stream
+# KEYS[1..7] task header, KEYS[8] the entry's stream, KEYS[9] nodes hash
 # ARGV[1..8] task header, ARGV[9] task id, ARGV[10] attempt token, ARGV[11] entry id,
-#   ARGV[12] 'ok' | 'fail', ARGV[13] result (ok) or error (fail), ARGV[14] 1 if the result was truncated
+#   ARGV[12] 'ok' | 'fail', ARGV[13] result (ok) or error (fail), ARGV[14] 1 if the result was truncated,
+#   ARGV[15] bytes of output the handler wrote (kept or not), ARGV[16] instance token
 # Returns {'done'} | {'retry'} | {'dead'} | {'stale', current state, current token}
-# (stale: the attempt was reclaimed or handed back meanwhile; nothing is overwritten).
-TASK_FINISH = Script(_TASK_PLAIN + """
+# (stale: the attempt was reclaimed or handed back meanwhile; nothing is overwritten),
+# or a COLLISION error (see _TASK_WORKER).
+TASK_FINISH = Script(_TASK_WORKER + """
+local collision = refused(KEYS[9], ARGV[16])
+if collision then return collision end
 local id, token, eid = ARGV[9], ARGV[10], ARGV[11]
 local f = redis.call('HMGET', task_key(id), 'state', 'token', 'entry')
 if f[1] ~= 'running' or f[2] ~= token then
@@ -806,6 +958,7 @@ if f[1] ~= 'running' or f[2] ~= token then
   return {'stale', f[1] or 'missing', f[2] or ''}
 end
 redis.call('XACK', KEYS[8], GROUP, eid)
+redis.call('HSET', task_key(id), 'output_bytes', ARGV[15])
 if ARGV[12] == 'ok' then
   to_done(id, ARGV[13], ARGV[14])
   return {'done'}
@@ -817,12 +970,14 @@ return {fail_attempt(id, ARGV[13])}
 # (mode 'unstarted', end of a tick), or all of them (mode 'all', the node leaves: running
 # attempts are handed back too, without counting as failed). Each goes back to the queue
 # with a new entry at once.
-# KEYS[1..7] task header, KEYS[8..] the worker's streams
-# ARGV[1..8] task header, ARGV[9] 'unstarted' | 'all'
-# Returns the ids handed back.
-TASK_RELEASE = Script(_TASK_PLAIN + """
+# KEYS[1..7] task header, KEYS[8] nodes hash, KEYS[9..] the worker's streams
+# ARGV[1..8] task header, ARGV[9] 'unstarted' | 'all', ARGV[10] instance token
+# Returns the ids handed back, or a COLLISION error (see _TASK_WORKER).
+TASK_RELEASE = Script(_TASK_WORKER + """
+local collision = refused(KEYS[8], ARGV[10])
+if collision then return collision end
 local handed = {}
-for i = 8, #KEYS do
+for i = 9, #KEYS do
   local stream = KEYS[i]
   local pel = redis.pcall('XPENDING', stream, GROUP, '-', '+', 1000, ME)
   if not failed(pel) then
@@ -853,15 +1008,19 @@ return handed
 #   2. running tasks past deadline + grace in the running index, whatever their entry
 #      (acked or lost): the same retry path;
 #   3. pending tasks whose entry can no longer be delivered (deleted or lost): re-queued;
+#      SWEEP_MAX of them per call, from a cursor kept in KEYS[11] (a rank in the pending
+#      index, back to 0 at its end), so tasks that wait long (for an absent node) never
+#      hide a lost entry behind them: every pending task is looked at within
+#      ceil(pending / SWEEP_MAX) calls;
 #   4. done/dead index members past the retention (their records expire by themselves).
-# KEYS[1] leader, KEYS[2] epoch, KEYS[3..9] task header
-# ARGV[1] me, ARGV[2] my epoch, ARGV[3..10] task header, ARGV[11] grace ms,
-#   ARGV[12] batch (entries or tasks per step), ARGV[13] heartbeat key prefix
+# KEYS[1] leader, KEYS[2] epoch, KEYS[3] term, KEYS[4..10] task header, KEYS[11] sweep cursor
+# ARGV[1] me, ARGV[2] my epoch, ARGV[3] my instance token, ARGV[4..11] task header, ARGV[12] grace ms,
+#   ARGV[13] batch (entries or tasks per step), ARGV[14] heartbeat key prefix
 # Returns {more (1 if a batch was full), {id, outcome, reason, ...}}; FENCED error if not leader.
-TASK_RECLAIM = Script(FENCE + _task_lib(3, 3) + """
+TASK_RECLAIM = Script(FENCE + _task_lib(4, 4) + """
 local type_error = header_type_error()
 if type_error then return type_error end
-local GRACE_MS, BATCH, HB_PFX = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
+local GRACE_MS, BATCH, HB_PFX = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14]
 local grace_text = tostring(GRACE_MS / 1000) .. 's grace'
 local notes, more, alive = {}, 0, {}
 local function note(id, outcome, reason)
@@ -943,7 +1102,16 @@ local function deliverable(stream, eid)
   if not id_le(eid, g['last-delivered-id']) then return true end
   return #redis.call('XPENDING', stream, GROUP, eid, eid, 1) > 0
 end
-local oldest = redis.call('ZRANGEBYSCORE', IDX_PENDING, '-inf', NOW - GRACE_MS, 'LIMIT', 0, math.min(BATCH, 100))
+local SWEEP_KEY, SWEEP_MAX = KEYS[11], math.min(BATCH, 100)
+local sweep_error = expect(SWEEP_KEY, 'string')
+if sweep_error then return sweep_error end
+local sweep_from = tonumber(redis.call('GET', SWEEP_KEY) or '0') or 0
+local oldest = redis.call('ZRANGEBYSCORE', IDX_PENDING, '-inf', NOW - GRACE_MS, 'LIMIT', sweep_from, SWEEP_MAX)
+if #oldest == 0 and sweep_from > 0 then
+  sweep_from = 0
+  oldest = redis.call('ZRANGEBYSCORE', IDX_PENDING, '-inf', NOW - GRACE_MS, 'LIMIT', 0, SWEEP_MAX)
+end
+local stayed = 0  -- tasks that keep their rank (the others left the index or moved to its end)
 for _, id in ipairs(oldest) do
   local f = redis.call('HMGET', task_key(id), 'state', 'stream', 'entry')
   if f[1] ~= 'pending' then
@@ -951,8 +1119,11 @@ for _, id in ipairs(oldest) do
   elseif not redis.call('ZSCORE', DELAYED, id) and not deliverable(f[2], f[3]) then
     to_pending(id, 0)
     note(id, 'requeued', 'its stream entry was lost')
+  else
+    stayed = stayed + 1
   end
 end
+if #oldest < SWEEP_MAX then redis.call('SET', SWEEP_KEY, 0) else redis.call('SET', SWEEP_KEY, sweep_from + stayed) end
 
 -- 4. retention of the done and dead indexes
 redis.call('ZREMRANGEBYSCORE', IDX_DONE, '-inf', NOW - DONE_TTL_MS)

@@ -110,9 +110,10 @@ def beat(ctx) -> float:
     """Refresh this node's record and heartbeat key; return Redis's time of the beat."""
     ttl_ms = int(ctx.cfg["node"]["heartbeat_ttl"] * 1000)
     remembered = local_state.remembered_epoch(ctx.cfg.run_dir, ctx.node_id)
+    bootstrap_wait_ms = int(ctx.cfg["node"]["heartbeat_interval"] * 1000)  # one round, as the elector's
     status, detail, *rest = lua.HEARTBEAT(ctx.redis, (keys.nodes(), keys.heartbeat(ctx.node_id), keys.epoch(),
-                                                      keys.leader()),
-                                          (ctx.node_id, ttl_ms, node_fields(ctx), remembered))
+                                                      keys.bootstrap()),
+                                          (ctx.node_id, ttl_ms, node_fields(ctx), remembered, bootstrap_wait_ms))
     if status == b"collision":
         other = _decode(detail) or {}
         raise NodeIdCollision(
@@ -124,13 +125,46 @@ def beat(ctx) -> float:
     return float(detail)
 
 
+def _other_instance(ctx):
+    """The record of this node id if it names another instance token (a second process with this
+    id owns it), else None."""
+    try:
+        raw = ctx.redis.execute("HGET", keys.nodes(), ctx.node_id)
+    except WrongTypeError:
+        return None  # LEAVE's own check names the key
+    record = _decode(raw) if raw else None
+    token = local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)
+    if record and isinstance(record.get("instance"), str) and record["instance"] != token:
+        return record
+    return None
+
+
+def _not_mine(ctx, other: dict) -> NodeIdCollision:
+    return NodeIdCollision(
+        "node id %r belongs to another process (host %s, pid %s): this one did not leave and changed "
+        "nothing (a copied config? give this node its own node.id / OPENCLAW_NODE_ID)"
+        % (ctx.node_id, other.get("host", "?"), other.get("pid", "?")))
+
+
 def leave(ctx) -> dict:
-    """Leave gracefully: hand back pending tasks, release the lease, delete hb, mark ``left``."""
+    """Leave gracefully: hand back pending tasks, release the lease, delete hb, mark ``left``.
+
+    Only as the process that owns this node id's record (its instance token):
+    a second process with the same id (a copied config) that stops or
+    deregisters raises NodeIdCollision and changes nothing, tasks included.
+    """
     import taskq  # membership is imported by every heartbeat tick; the queue only when leaving
+    other = _other_instance(ctx)  # before handing back: the tasks delivered to this id are the owner's
+    if other is not None:
+        raise _not_mine(ctx, other)
     handed_back = taskq.hand_back(ctx)
-    released, had_record = lua.LEAVE(ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(ctx.node_id),
-                                                 keys.nodes(), keys.events()),
-                                     (ctx.node_id, ctx.cfg["cluster"]["events_maxlen"]))
+    reply = lua.LEAVE(ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(ctx.node_id), keys.nodes(),
+                                  keys.events(), keys.term()),
+                      (ctx.node_id, ctx.cfg["cluster"]["events_maxlen"],
+                       local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)))
+    if reply[0] == b"collision":  # the record changed hands since the check above
+        raise _not_mine(ctx, {"host": reply[1].decode("utf-8", "replace"), "pid": reply[2].decode("utf-8", "replace")})
+    released, had_record = reply[1], reply[2]
     ctx.log.info("left the cluster (lease released: %s, tasks handed back: %d)", bool(released), handed_back)
     return {"node": ctx.node_id, "left": bool(had_record), "released_lease": bool(released),
             "tasks_handed_back": handed_back}

@@ -145,6 +145,11 @@ def _replica_check(server: dict, min_replicas_acked: int) -> tuple:
     if online == 0:
         return ("replicas", "warn", "none: if this Redis is lost, so are the lease, the epoch and the members "
                                     "(add a replica and Sentinel, see the README's production section)")
+    if min_replicas_acked and online == min_replicas_acked:
+        # a failover promotes one replica and leaves one fewer; losing one replica does the same
+        return ("replicas", "warn", "%d online and election.min_replicas_acked is %d: after a failover (or the loss "
+                                    "of one replica) no new leader can be confirmed; run at least %d replicas (%s)"
+                % (online, min_replicas_acked, min_replicas_acked + 1, listed))
     return ("replicas", "ok", "%d online (%s)" % (online, listed))
 
 

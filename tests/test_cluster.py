@@ -17,6 +17,7 @@ from support.redis_server import RedisServer
 from test_elector import make_ctx, record
 
 sys.path.insert(0, SCRIPTS)
+import local_state  # noqa: E402
 import lua  # noqa: E402
 from elector import Elector  # noqa: E402
 from redis_client import ResponseError, Script  # noqa: E402
@@ -66,9 +67,9 @@ class ThreeNodes(unittest.TestCase):
         self.assertLess(failover_s, CRASH_BOUND_S)
         self.assertGreater(self.epoch(), old_epoch)
         # the dead node goes offline after heartbeat_ttl, marked once by the leader, with an event
-        wait_for(lambda: {n["id"]: n["state"] for n in self.status()["nodes"]}[first] == "offline", 6,
+        wait_for(lambda: {n["id"]: n["state"] for n in self.status()["nodes"]}[first] == "offline", 20,
                  message="%s offline" % first)
-        wait_for(lambda: self.events("node_offline"), 3, message="a node_offline event")
+        wait_for(lambda: self.events("node_offline"), 20, message="a node_offline event")
         offline = self.events("node_offline")
         self.assertEqual([e["node"] for e in offline], [first])
         rec = json.loads(self.server.command("HGET", "openclaw:cluster:nodes", first))
@@ -96,14 +97,17 @@ class ThreeNodes(unittest.TestCase):
         self.assertGreater(new_epoch, stale_epoch)
         self.nodes[first].signal_all(signal.SIGCONT)
         # the woken leader's in-flight writes carry its old epoch: every fenced script refuses them
+        token = local_state.instance_token(self.nodes[first].run_dir, first)  # make_ctx writes another one
         ctx = make_ctx(self.tmp.name, first, self.server)
         sweep = lua.FAILOVER_SCAN(ctx.redis, ("openclaw:cluster:leader", "openclaw:cluster:epoch",
-                                              "openclaw:cluster:nodes", "openclaw:cluster:events", "hb:" + first),
-                                  (first, str(stale_epoch), "0", 100, 100))
+                                              "openclaw:cluster:nodes", "openclaw:cluster:events", "hb:" + first,
+                                              "openclaw:cluster:term"),
+                                  (first, str(stale_epoch), "0", 100, 100, token))
         self.assertEqual(sweep[0], b"follower")
         probe = Script(lua.FENCE + "redis.call('SET', 'openclaw:cluster:probe', ARGV[2]) return 1")
         with self.assertRaises(ResponseError) as cm:
-            probe(ctx.redis, ("openclaw:cluster:leader", "openclaw:cluster:epoch"), (first, stale_epoch))
+            probe(ctx.redis, ("openclaw:cluster:leader", "openclaw:cluster:epoch", "openclaw:cluster:term"),
+                  (first, stale_epoch, token))
         self.assertTrue(str(cm.exception).startswith("FENCED"), cm.exception)
         self.assertIsNone(self.server.command("GET", "openclaw:cluster:probe"))
         ctx.close()
@@ -114,7 +118,7 @@ class ThreeNodes(unittest.TestCase):
             self.assertGreaterEqual(self.epoch(), new_epoch)
             time.sleep(0.05)
         wait_for(lambda: "lost leadership" in self.nodes[first].log_text("leader_election")
-                 or "lost leadership" in self.nodes[first].log_text("failover_manager"), 5,
+                 or "lost leadership" in self.nodes[first].log_text("failover_manager"), 20,
                  message="the woken leader to notice it lost the lease")
 
     def test_redis_restarted_empty_cluster_reforms_with_higher_epoch(self):

@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import unittest
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,10 +33,12 @@ from support.redis_server import RedisReplyError, RedisServer, wait_until  # noq
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
+import local_state  # noqa: E402
 import lua  # noqa: E402
 
 EPOCH = "openclaw:cluster:epoch"
 LEADER = "openclaw:cluster:leader"
+TERM = "openclaw:cluster:term"
 
 
 def _plain(server) -> dict:
@@ -133,20 +136,25 @@ class ReplicaMissedTest(EpochTestCase):
         self.assertEqual(self.replica.command("GET", EPOCH), "6")
         self.assertEqual(self.replica.command("GET", LEADER), "a")
 
-        obs = self.elect(b)  # b remembers 7: the replica's 6 is in the past, a must take a fresh epoch
+        obs = self.elect(b)  # b remembers 7: the replica's 6 is in the past; a bootstrap round starts
         self.assertEqual((obs["outcome"], obs["leader"]), ("follower", "a"))
-        self.assertGreater(obs["epoch"], 7)
+        self.assertEqual(obs["epoch"], 7)
         self.assertGreaterEqual(b.memory()["max_epoch"], obs["epoch"])
         fenced = lua.FENCE + "\nreturn 1"
+        token = local_state.instance_token(a.run_dir, "a")
         with self.assertRaises(RedisReplyError) as caught:  # a write of a's old term is refused
-            self.replica.command("EVAL", fenced, 2, LEADER, EPOCH, "a", 6)
+            self.replica.command("EVAL", fenced, 3, LEADER, EPOCH, TERM, "a", 6, token)
         self.assertIn("FENCED", str(caught.exception))
 
-        obs = self.elect(a)  # a still holds the lease, at a new term above everything seen
-        self.assertTrue(obs["is_leader"])
+        obs = self.elect(a)  # a keeps the lease, but leads at no epoch until the round is over
+        self.assertEqual((obs["outcome"], obs["is_leader"]), ("waiting", False))
+        self.assertEqual(self.replica.command("GET", LEADER), "a")
+        self.replica.command("DEL", "openclaw:cluster:bootstrap")  # the round is over
+        obs = self.elect(a)  # a new term, above everything seen
+        self.assertEqual((obs["outcome"], obs["is_leader"]), ("acquired", True))
         self.assertGreater(obs["epoch"], 7)
         self.assertEqual(int(self.replica.command("GET", EPOCH)), obs["epoch"])
-        self.assertEqual(self.replica.command("EVAL", fenced, 2, LEADER, EPOCH, "a", obs["epoch"]), 1)
+        self.assertEqual(self.replica.command("EVAL", fenced, 3, LEADER, EPOCH, TERM, "a", obs["epoch"], token), 1)
 
     def test_min_replicas_acked_releases_what_the_replica_did_not_confirm(self):
         a, b, c = self.nodes("a", "b", "c", election={"min_replicas_acked": 1, "replica_wait_ms": 300})
@@ -180,10 +188,52 @@ class ReplicaMissedTest(EpochTestCase):
         self.beat(a)
         for _ in range(2):
             obs = self.elect(a)
-            self.assertIn(obs["outcome"], ("unreplicated", "ineligible"))
+            self.assertIn(obs["outcome"], ("unreplicated", "ineligible", "unconfirmable"))
             self.assertIsNone(self.master.command("GET", LEADER))
         health = a.run("node_manager.py", "health")
         self.assertIn("min_replicas_acked is 1", health.stdout)
+
+
+class UnconfirmedTermTest(EpochTestCase):
+    """Issue 13 item 7: with ``min_replicas_acked`` and too few replicas (the master's only replica
+    was promoted by a failover, or died), no term can be confirmed. The nodes must say why in
+    ``status`` and ``health``, and not burn an epoch on every tick while nothing can change."""
+
+    def test_no_replica_left_is_reported_and_does_not_burn_epochs(self):
+        master = self.server(name="master")
+        master.command("SET", EPOCH, 5)  # an established cluster: no bootstrap round
+        nodes = [_node(self.tmp, i, master, election={"min_replicas_acked": 1, "replica_wait_ms": 200})
+                 for i in ("a", "b", "c")]
+        self.beat(*nodes)
+        lease_s = 3
+        for _ in range(3):  # each round outlasts a lease: each node's handover pause has passed
+            for node in nodes:
+                self.beat(node)
+                obs = self.elect(node)
+                self.assertFalse(obs["is_leader"], obs)
+            time.sleep(lease_s)
+        burnt = int(master.command("GET", EPOCH)) - 5
+        self.assertLessEqual(burnt, len(nodes), "every node tries once, then waits for a replica")
+        status = nodes[0].run("node_manager.py", "status")
+        self.assertIn("term not confirmed: 0 of 1 replicas acknowledged", status.stdout)
+        status_json = nodes[0].run_json("node_manager.py", "status")
+        self.assertIn("0 of 1 replicas acknowledged", status_json["election"]["unconfirmed"])
+        health = nodes[0].run("node_manager.py", "health")
+        self.assertEqual(health.returncode, 1)
+        self.assertRegex(health.stdout, r"(?m)^election\s+fail\s+term not confirmed: 0 of 1 replicas acknowledged")
+        health_json = json.loads(nodes[0].run("node_manager.py", "health", "--json", "--quiet").stdout)
+        self.assertIn({"check": "election", "result": "fail"},
+                      [{k: c[k] for k in ("check", "result")} for c in health_json["checks"]])
+        # a replica comes back: the next tick elects, and the report clears
+        replica = self.server(replicaof=master, name="replica")
+        replica.wait_replica_synced()
+        master.wait_for_replicas(1)
+        wait_until(lambda: _acked_offset(master) >= int(master.info("replication")["master_repl_offset"]),
+                   5, message="the replica to acknowledge the stream")
+        self.beat(nodes[0])
+        obs = self.elect(nodes[0])
+        self.assertEqual((obs["outcome"], obs["is_leader"]), ("acquired", True))
+        self.assertNotIn("unconfirmed", nodes[0].run_json("node_manager.py", "status").get("election") or {})
 
 
 class MemoryFileTest(EpochTestCase):

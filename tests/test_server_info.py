@@ -62,6 +62,10 @@ class ServerInfoTest(unittest.TestCase):
             self.assertEqual({v for v, _ in verdicts(info).values()}, {"ok"})
             self.assertEqual(server_info.summary_lines(info)[1:], [])
             self.assertEqual(verdicts(info, min_replicas_acked=2)["replicas"][0], "fail")
+            # issue 13 item 7: exactly min_replicas_acked replicas leave none to spare for a failover
+            verdict, detail = verdicts(info, min_replicas_acked=1)["replicas"]
+            self.assertEqual(verdict, "warn")
+            self.assertIn("run at least 2 replicas", detail)
 
             at_replica = self.describe(replica)
             self.assertEqual((at_replica["role"], at_replica["master_of"]),

@@ -1,0 +1,272 @@
+"""The term (issue 13, items 2, 3 and 5): who may act as leader, and at which epoch.
+
+Real processes against a real redis-server; a replica where a failover matters. Cases:
+
+- ``election.min_replicas_acked``: a term WAIT has not confirmed yet acts nowhere: the
+  elector died between ELECT and WAIT, and the node's failover tick, state sync and task
+  reclaim, in other processes, find the lease theirs but refuse to act on it;
+- a second process with a taken node id (a copied config on another machine): once the
+  owner's heartbeat lapsed it takes the record, but it never renews the owner's lease, never
+  writes through it; stopped or deregistered, it changes nothing; ``--foreground`` with a
+  taken id exits 1 at once with one line;
+- a Sentinel-style failover to a replica frozen at an older epoch, where the node that never
+  saw the newest epoch steps first: no epoch is led by two nodes.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import unittest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from support import tasks  # noqa: E402
+from support.nodes import SCRIPTS, NodeEnv  # noqa: E402
+from support.redis_server import RedisServer, wait_until  # noqa: E402
+
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+import config  # noqa: E402
+import keys  # noqa: E402
+import local_state  # noqa: E402
+import log as log_mod  # noqa: E402
+import lua  # noqa: E402
+import membership  # noqa: E402
+import runner  # noqa: E402
+import taskq  # noqa: E402
+from elector import Elector  # noqa: E402
+from redis_client import ResponseError, Script  # noqa: E402
+
+# Nothing expires while a test runs, unless the test makes it.
+STEADY = {"node": {"heartbeat_interval": 1, "heartbeat_ttl": 60}, "election": {"lease_ttl": 30}}
+PROBE = Script(lua.FENCE + "\nredis.call('SET', KEYS[4], ARGV[4])\nreturn 1")
+
+
+def fenced_write(client, node_id: str, epoch, token: str) -> str:
+    """A fenced write as ``node_id`` at ``epoch`` with instance ``token``: 'ok' or the refusal's first word."""
+    try:
+        PROBE(client, (keys.leader(), keys.epoch(), keys.term(), "openclaw:cluster:probe"),
+              (node_id, str(epoch), token, "written"))
+        return "ok"
+    except ResponseError as exc:
+        return str(exc).split()[0]
+
+
+def in_process(node: NodeEnv, server, script: str = "leader_election") -> runner.Context:
+    """A Context for ``node``'s own config and run dir (so its instance token) in this process."""
+    cfg = config.load(node.config_dir, node.log_dir)
+    cfg.values["node"]["id"] = node.node_id  # the node's processes get these from their environment
+    cfg.values["redis"].update(host=server.host, port=server.port)
+    return runner.Context(script, cfg, log_mod.for_config(script, cfg, console=None), {})
+
+
+def record_of(server, node_id: str) -> dict:
+    return json.loads(server.command("HGET", keys.nodes(), node_id))
+
+
+def leaders_by_epoch(*nodes) -> dict:
+    """{epoch: [node ids that logged 'became leader at epoch N']} from the nodes' election logs."""
+    found = {}
+    for node in nodes:
+        for script in ("leader_election", "failover_manager"):
+            for line in node.log_text(script).splitlines():
+                if "became leader at epoch " in line:
+                    epoch = int(line.rsplit("became leader at epoch ", 1)[1].split()[0])
+                    found.setdefault(epoch, []).append(node.node_id)
+    return found
+
+
+class OneServer(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = RedisServer().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.close()
+
+    def setUp(self):
+        self.server.flushall()
+        self.server.command("SET", keys.epoch(), 5)  # an established cluster: no bootstrap round
+        self.tmp = tempfile.mkdtemp(prefix="dn-term-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def node(self, node_id: str, machine: str = "m1", **config) -> NodeEnv:
+        """A node on ``machine`` (its own dir, so its own instance token for a node id)."""
+        env = NodeEnv(os.path.join(self.tmp, machine), node_id, self.server,
+                      config=dict(STEADY, **config), timeout_s=40)
+        self.addCleanup(env.kill_all)
+        return env
+
+
+class UnconfirmedTerm(OneServer):
+    def test_an_unconfirmed_term_cannot_sweep_reclaim_or_publish(self):
+        a = self.node("a", election=dict(STEADY["election"], min_replicas_acked=1, replica_wait_ms=100))
+        a.run_json("heartbeat.py")
+        # a member whose heartbeat lapsed while it ran a task
+        gone = tasks.local_context(os.path.join(self.tmp, "gone"), "gone", self.server,
+                                   {"handlers": {"noop": ["true"]}, "reclaim_grace_s": 0})
+        self.addCleanup(tasks.close_contexts, [gone])
+        membership.beat(gone)
+        task_id = taskq.submit(gone, "noop", "{}")["id"]
+        claimed, _, _ = taskq._claim(gone, taskq.worker_streams(gone), read_new=True)
+        self.assertEqual(claimed.id, task_id)
+        self.server.command("DEL", keys.heartbeat("gone"))
+
+        # a's elector takes the lease, then dies before WAIT could confirm the term
+        ctx = in_process(a, self.server)
+        self.addCleanup(tasks.close_contexts, [ctx])
+        elector = Elector(ctx)
+
+        class Died(Exception):
+            pass
+
+        def die(_obs):
+            raise Died()
+        elector._confirm_replicated = die
+        with self.assertRaises(Died):
+            elector.try_acquire_or_renew()
+        self.assertEqual(self.server.command("GET", keys.leader()), "a")
+        epoch = int(self.server.command("GET", keys.epoch()))
+
+        # the node's other processes find the lease theirs, at that epoch: they must not act on it
+        sweep = a.run("failover_manager.py", "--json", "--quiet")
+        self.assertNotEqual(sweep.returncode, 3, sweep.stderr)
+        self.assertEqual(record_of(self.server, "gone")["status"], "online", "an unconfirmed term marked a member")
+        self.assertEqual(taskq.status(gone, task_id)["state"], "running", "an unconfirmed term reclaimed a task")
+        reclaimer = in_process(a, self.server, "task_queue")
+        self.addCleanup(tasks.close_contexts, [reclaimer])
+        self.assertEqual(taskq.reclaim(reclaimer, epoch), 0)
+        self.assertEqual(taskq.status(gone, task_id)["state"], "running")
+        state = a.run("state_sync.py", "--json", "--quiet")
+        self.assertNotEqual(state.returncode, 3, state.stderr)
+        self.assertEqual(self.server.command("EXISTS", keys.state()), 0, "an unconfirmed term published state")
+        token = local_state.instance_token(a.run_dir, "a")
+        self.assertEqual(fenced_write(ctx.redis, "a", epoch, token), "FENCED")
+        self.assertIsNone(self.server.command("GET", "openclaw:cluster:probe"))
+
+
+class DuplicateNodeId(OneServer):
+    def owner_leads(self):
+        owner = self.node("a", "m1")
+        owner.run_json("heartbeat.py")
+        obs = owner.run_json("leader_election.py")
+        self.assertEqual(obs["outcome"], "acquired")
+        return owner, self.node("a", "m2"), obs["epoch"]  # the duplicate: a copied config on another machine
+
+    def test_a_duplicate_never_renews_or_writes_through_the_owners_lease(self):
+        owner, dup, epoch = self.owner_leads()
+        self.server.command("PEXPIRE", keys.leader(), 20000)
+        self.server.command("DEL", keys.heartbeat("a"))  # the owner's heartbeat lapsed (a pause)
+        self.assertEqual(dup.run("heartbeat.py").returncode, 0)  # the duplicate now owns the record
+        elect = dup.run("leader_election.py", "--json", "--quiet")
+        self.assertEqual(elect.returncode, 1, elect.stdout + elect.stderr)
+        self.assertLessEqual(int(self.server.command("PTTL", keys.leader())), 20000, "the duplicate renewed")
+        self.assertEqual(self.server.command("GET", keys.epoch()), str(epoch))
+        sweep = dup.run("failover_manager.py", "--json", "--quiet")
+        self.assertFalse(sweep.returncode == 0 and json.loads(sweep.stdout)["role"] == "leader", sweep.stdout)
+        ctx = in_process(dup, self.server)
+        self.addCleanup(tasks.close_contexts, [ctx])
+        self.assertEqual(fenced_write(ctx.redis, "a", epoch, local_state.instance_token(dup.run_dir, "a")), "FENCED")
+        self.assertFalse(Elector(ctx).release(), "the duplicate released the owner's lease")
+        self.assertEqual(self.server.command("GET", keys.leader()), "a")
+        # the owner's own term still writes (it holds the lease until it lapses)
+        self.assertEqual(fenced_write(ctx.redis, "a", epoch, local_state.instance_token(owner.run_dir, "a")), "ok")
+
+    def test_a_duplicate_that_deregisters_changes_nothing(self):
+        owner, dup, epoch = self.owner_leads()
+        gone = dup.run("node_manager.py", "deregister")
+        self.assertEqual(gone.returncode, 1, gone.stdout + gone.stderr)
+        self.assertEqual(len(gone.stderr.strip().splitlines()), 1, gone.stderr)
+        self.assertEqual(record_of(self.server, "a")["status"], "online")
+        self.assertEqual(self.server.command("EXISTS", keys.heartbeat("a")), 1)
+        self.assertEqual(self.server.command("GET", keys.leader()), "a")
+        self.assertEqual(owner.run_json("leader_election.py")["outcome"], "renewed")
+
+    def test_foreground_with_a_taken_id_exits_1_and_its_stop_changes_nothing(self):
+        owner, dup, epoch = self.owner_leads()
+        proc = subprocess.Popen(dup.argv("node_manager.py", "run"), env=dup.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=15)  # well within the owner's 30 s lease
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)  # stopped: it must not take the real node down with it
+            out, err = proc.communicate(timeout=60)
+        self.assertEqual(record_of(self.server, "a")["status"], "online")
+        self.assertEqual(self.server.command("EXISTS", keys.heartbeat("a")), 1)
+        self.assertEqual(self.server.command("GET", keys.leader()), "a")
+        self.assertEqual(proc.returncode, 1, "a --foreground with a taken node id must exit 1 by itself")
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("'a'", err)
+
+
+class LaggingReplica(unittest.TestCase):
+    """A failover to a replica frozen at an older epoch; the node that never saw the newest one steps first."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="dn-term-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.master = RedisServer(name="master").start()
+        self.addCleanup(self.master.close)
+        self.replica = RedisServer(replicaof=self.master, name="replica").start()
+        self.addCleanup(self.replica.close)
+        self.replica.wait_replica_synced()
+        self.master.command("SET", keys.epoch(), 5)
+
+    def node(self, node_id: str) -> NodeEnv:
+        env = NodeEnv(self.tmp, node_id, config=STEADY, timeout_s=40,
+                      redis={"host": self.master.host, "port": self.master.port})
+        self.addCleanup(env.kill_all)
+        return env
+
+    def fail_over(self, nodes) -> None:
+        self.master.kill()
+        for node in nodes:
+            node.update_config({"redis": {"host": self.replica.host, "port": self.replica.port}})
+
+    def run_until_one_leads(self, first, second) -> int:
+        """Both nodes tick, ``first`` first each round, until one leads; its epoch."""
+        def step():
+            for node in (first, second):
+                node.run_json("heartbeat.py")
+                obs = node.run_json("leader_election.py")
+                if obs["is_leader"]:
+                    return obs["epoch"]
+            return None
+        return wait_until(step, 30, interval=0.2, message="a leader on the promoted replica")
+
+    def lagging_failover(self, lease_lapsed: bool):
+        a, b = self.node("a"), self.node("b")
+        for node in (a, b):
+            node.run_json("heartbeat.py")
+        self.assertEqual(a.run_json("leader_election.py")["epoch"], 6)
+        self.assertEqual(b.run_json("leader_election.py")["outcome"], "follower")
+        wait_until(lambda: self.replica.command("GET", keys.epoch()) == "6", 10, message="epoch 6 on the replica")
+        self.replica.command("REPLICAOF", "NO", "ONE")  # frozen here: it never sees what follows
+        self.master.command("DEL", keys.leader())  # a's lease lapses on the master; a leads again at 7
+        obs = a.run_json("leader_election.py")
+        self.assertEqual((obs["outcome"], obs["epoch"]), ("acquired", 7))
+        self.fail_over([a, b])
+        if lease_lapsed:
+            self.replica.command("DEL", keys.leader())
+        epoch = self.run_until_one_leads(b, a)  # b, which never saw epoch 7, steps first
+        self.assertGreater(epoch, 7)
+        led = leaders_by_epoch(a, b)
+        self.assertEqual({e: n for e, n in led.items() if len(n) > 1}, {}, "epochs led twice: %s" % led)
+
+    def test_vacant_lease_the_node_that_never_saw_the_newest_epoch_steps_first(self):
+        self.lagging_failover(lease_lapsed=True)
+
+    def test_live_lease_of_an_older_term_the_node_that_never_saw_the_newest_epoch_steps_first(self):
+        self.lagging_failover(lease_lapsed=False)
+
+
+if __name__ == "__main__":
+    unittest.main()
