@@ -31,7 +31,6 @@ CAPABILITY = "agent"          # what membership.capabilities() publishes when th
 OPENCLAW_DEFAULT_AGENT = "main"  # the CLI needs an agent (or session) selector; this is its default agent
 PAYLOAD_KEYS = ("message", "agent", "timeout_s")
 MESSAGE_MAX_BYTES = 4 * 1024 * 1024  # --message-file refuses larger files
-OUTPUT_MAX_BYTES = 8 * 1024 * 1024   # CLI output read back (JSON to parse); the result is capped after
 TERM_GRACE_S = 5.0
 TIMEOUT_MARGIN_S = 60  # task timeout over the turn's: the CLI waits for the Gateway up to timeout + 30 s
 AGENT_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -107,14 +106,18 @@ def argv(cfg, request: dict, message_path: str) -> list:
 
 
 def run(ctx, task, env: dict):
-    """Run the agent turn of ``task``: (ok, result bytes, error text), as taskq.run_handler returns."""
+    """Run the agent turn of ``task`` through child.run; a child.Outcome, as taskq.run_handler returns.
+
+    The CLI's output is read up to ``tasks.max_output_bytes`` (JSON to parse;
+    the result is capped after); the rest is read and dropped.
+    """
     import shutil
     import tempfile
-    import taskq
+    import child
     try:
         request = parse_request(task.payload)
     except ValueError as exc:
-        return False, b"", str(exc)
+        return child.Outcome(False, b"", str(exc))
     folder = tempfile.mkdtemp(prefix="openclaw-agent-")  # 0700
     try:
         path = os.path.join(folder, "message.txt")
@@ -122,17 +125,18 @@ def run(ctx, task, env: dict):
         with os.fdopen(fd, "wb") as fh:
             fh.write(request["message"].encode("utf-8"))
         call = argv(ctx.cfg, request, path)
-        ok, output, error = taskq.run_argv(call, b"", env, task.timeout_s, OUTPUT_MAX_BYTES, TERM_GRACE_S)
+        ran = child.run(call, b"", env, task.timeout_s, ctx.cfg["tasks"]["max_output_bytes"], TERM_GRACE_S,
+                        should_stop=lambda: ctx.stopping)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    response = _json_or_none(output)
-    if not ok:
-        return False, b"", _failure(error, response)
+    response = _json_or_none(ran.output)
+    if not ran.ok:
+        return child.Outcome(False, b"", _failure(ran.error, response), ran.out_bytes, ran.stopped)
     text = reply_text(response)
     if text is None:
-        text = output.decode("utf-8", "replace").strip() if response is None else ""
-    return True, result_document(text, agent_id(ctx.cfg, request), response,
-                                 ctx.cfg["tasks"]["result_max_bytes"]), ""
+        text = ran.output.decode("utf-8", "replace").strip() if response is None else ""
+    doc = result_document(text, agent_id(ctx.cfg, request), response, ctx.cfg["tasks"]["result_max_bytes"])
+    return child.Outcome(True, doc, "", ran.out_bytes if ran.dropped_bytes else len(doc))
 
 
 def _json_or_none(output: bytes):

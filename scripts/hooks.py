@@ -2,9 +2,13 @@
 
 A hook is an argv list run without a shell, with ``NODE_ID``, ``LEADER_ID``,
 ``EPOCH`` (and for ``on_node_offline``, ``OFFLINE_NODE_ID``) in its
-environment. It is started through a small detached supervisor (this file run
-as a script) that kills it at ``hooks.timeout_s`` and appends its outcome to
-``logs/hooks.log``; the tick that fired it goes on at once.
+environment (without Redis credentials: child.clean_env). It is started
+through a small detached supervisor (this file run as a script) that runs it
+with child.supervise: its whole process group is killed at
+``hooks.timeout_s`` (and if the supervisor dies, on Linux); the outcome goes
+to ``logs/hooks.log``, at most ``tasks.max_output_bytes`` of its output to
+``logs/hooks.log.out``, which rotates like the logs (``logging.max_bytes``,
+``logging.backup_count``). The tick that fired it goes on at once.
 """
 
 import os
@@ -21,10 +25,13 @@ def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
     if not argv:
         return False
     import subprocess  # here, not at the top: most ticks fire no hook, and the import costs a tick ~3 ms
-    env = dict(os.environ, NODE_ID=ctx.node_id, LEADER_ID=leader_id or "", EPOCH=str(epoch), HOOK=name)
+    import child
+    env = child.clean_env(ctx.cfg, dict(NODE_ID=ctx.node_id, LEADER_ID=leader_id or "", EPOCH=str(epoch), HOOK=name))
     env.update({k: str(v) for k, v in extra_env.items()})
     log_path = os.path.join(ctx.cfg.log_dir, "hooks.log")
-    cmd = [sys.executable, os.path.abspath(__file__), str(ctx.cfg["hooks"]["timeout_s"]), log_path, name, "--"]
+    logging = ctx.cfg["logging"]
+    limits = "%d,%d,%d" % (ctx.cfg["tasks"]["max_output_bytes"], logging["max_bytes"], logging["backup_count"])
+    cmd = [sys.executable, os.path.abspath(__file__), str(ctx.cfg["hooks"]["timeout_s"]), log_path, name, limits, "--"]
     _started[:] = [p for p in _started if p.poll() is None]
     try:
         _started.append(subprocess.Popen(cmd + argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -36,19 +43,26 @@ def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
     return True
 
 
-def _supervise(timeout_s: float, log_path: str, name: str, argv: list) -> int:
-    import subprocess
+def _supervise(timeout_s: float, log_path: str, name: str, limits: str, argv: list) -> int:
+    import tempfile
+    import child
+    keep_bytes, rotate_bytes, backups = (int(v) for v in limits.split(","))
     started = time.monotonic()
     try:
-        with open(log_path + ".out", "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-            try:
-                code = proc.wait(timeout=timeout_s)
-                outcome = "exit %d" % code
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                code, outcome = 124, "killed after %gs" % timeout_s
+        with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as nothing:
+            status = child.supervise(argv, timeout_s, 0, keep_bytes, out.fileno(), out.fileno(), stdin=nothing.fileno())
+            out.seek(0)
+            _append_rotating(log_path + ".out", out.read(), rotate_bytes, backups)
+        if status.get("error"):
+            code, outcome = 127, "failed to start: %s" % status["error"].split(": ", 1)[-1]
+        elif status["reason"] == "timeout":
+            code, outcome = 124, "killed after %gs" % timeout_s
+        else:
+            code = status["code"]
+            outcome = "exit %d" % code if code >= 0 else "killed by signal %d" % -code
+            code = code if code >= 0 else 128 - code
+        if status.get("out_bytes", 0) > keep_bytes:
+            outcome += ", %d output bytes dropped" % (status["out_bytes"] - keep_bytes)
     except OSError as exc:
         code, outcome = 127, "failed to start: %s" % (exc.strerror or exc)
     level = "INFO" if code == 0 else "ERROR"
@@ -63,6 +77,27 @@ def _supervise(timeout_s: float, log_path: str, name: str, argv: list) -> int:
     return code
 
 
+def _append_rotating(path: str, data: bytes, max_bytes: int, backups: int) -> None:
+    """Append ``data`` to ``path``, first rotating it (path.1, path.2, ...) once it holds ``max_bytes``."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    if max_bytes > 0 and size and size + len(data) > max_bytes:
+        for i in range(backups - 1, 0, -1):
+            if os.path.exists("%s.%d" % (path, i)):
+                os.replace("%s.%d" % (path, i), "%s.%d" % (path, i + 1))
+        if backups > 0:
+            os.replace(path, path + ".1")
+        else:
+            os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, data[:max_bytes] if max_bytes > 0 else data)
+    finally:
+        os.close(fd)
+
+
 if __name__ == "__main__":
-    _timeout, _log, _name, _sep, *_argv = sys.argv[1:]
-    sys.exit(_supervise(float(_timeout), _log, _name, _argv))
+    _timeout, _log, _name, _limits, _sep, *_argv = sys.argv[1:]
+    sys.exit(_supervise(float(_timeout), _log, _name, _limits, _argv))

@@ -96,6 +96,7 @@ import time
 
 import agent_task
 import keys
+import local_state
 import lua
 import membership
 import redis_client as rc
@@ -105,7 +106,6 @@ GROUP = keys.TASK_GROUP
 STATES = ("pending", "running", "done", "dead")
 NAME_CHARS, MAX_NAME_LEN = NODE_ID_CHARS, MAX_NODE_ID_LEN  # names end up in keys, like node ids
 MAX_KEY_LEN = 256
-ERROR_MAX_BYTES = 4096   # stderr kept in an error message
 CLAIM_SCAN = 16          # PEL entries a claim examines per stream
 PROMOTE_BATCH = 100      # due retries one fetch promotes
 RECLAIM_BATCH = 500      # entries or tasks per reclaim step
@@ -348,7 +348,7 @@ def work_tick(ctx) -> dict:
     started = time.monotonic()
     streams = worker_streams(ctx)
     limit = None if ctx.loop else cfg["max_per_tick"]
-    counts = {"ran": 0, "done": 0, "retry": 0, "dead": 0, "stale": 0, "interrupted": 0}
+    counts = {"ran": 0, "done": 0, "retry": 0, "dead": 0, "stale": 0, "requeued": 0, "interrupted": 0}
     waiting = 0
     while not ctx.stopping and (limit is None or counts["ran"] < limit) \
             and time.monotonic() - started < cfg["tick_budget_s"]:
@@ -386,13 +386,14 @@ def _claim(ctx, streams: list, read_new: bool):
                       args + (PROMOTE_BATCH,) + tuple(offered_labels(ctx))))
         items.append(("XREADGROUP", "GROUP", GROUP, ctx.node_id, "COUNT", 1, "STREAMS")
                      + tuple(streams) + (">",) * len(streams))
-    items.append((lua.TASK_CLAIM, ks + tuple(streams), args + (CLAIM_SCAN,)))
+    items.append((lua.TASK_CLAIM, ks + (keys.nodes(),) + tuple(streams), args + (CLAIM_SCAN, _instance(ctx))))
     replies = _request(ctx.redis, items)
+    if isinstance(replies[-1], rc.ResponseError):
+        _collision(ctx, replies[-1])
     if read_new and isinstance(replies[1], rc.ResponseError) and not str(replies[1]).startswith("NOGROUP"):
         raise replies[1]  # NOGROUP: a group deleted by hand; TASK_PREPARE recreates it next time
-    for reply in (replies[0], replies[-1]):
-        if isinstance(reply, rc.ResponseError):
-            raise reply
+    if isinstance(replies[0], rc.ResponseError):
+        raise replies[0]
     if read_new:
         _learn_routes(ctx, [r.decode() for r in replies[0][1]])
     claimed, waiting, interrupted = replies[-1]
@@ -403,17 +404,35 @@ def _claim(ctx, streams: list, read_new: bool):
 
 
 def _release(ctx, streams: list, mode: str) -> list:
-    handed = [h.decode() for h in _run(ctx, lua.TASK_RELEASE, streams, (mode,))]
+    try:
+        handed = [h.decode() for h in _run(ctx, lua.TASK_RELEASE, (keys.nodes(),) + tuple(streams),
+                                           (mode, _instance(ctx)))]
+    except rc.ResponseError as exc:
+        _collision(ctx, exc)
     if handed:
         ctx.log.info("handed %d task(s) back to the queue: %s", len(handed), ", ".join(handed[:20]))
     return handed
 
 
 def execute(ctx, task: Task) -> str:
-    """Run one claimed attempt and store its outcome: 'done', 'retry', 'dead' or 'stale'."""
+    """Run one claimed attempt and store its outcome: 'done', 'retry', 'dead', 'stale' or 'requeued'.
+
+    An attempt its worker stopped (SIGTERM in loop or foreground mode) has
+    had its handler's process group killed; it is handed back to the queue,
+    not counted as failed.
+    """
     t0 = time.monotonic()
-    ok, output, error = run_handler(ctx, task)
-    outcome = _finish(ctx, task, ok, output, error)
+    outcome_of_run = run_handler(ctx, task)
+    if outcome_of_run.stopped:
+        _release(ctx, [task.stream], "all")
+        ctx.log.warning("task %s (%s) attempt %d: stopped with its worker, handler killed; back in the queue",
+                        task.id, task.type, task.attempt)
+        return "requeued"
+    ok, output, error = outcome_of_run.ok, outcome_of_run.output, outcome_of_run.error
+    if outcome_of_run.dropped_bytes:
+        ctx.log.warning("task %s (%s) wrote %d bytes of output; the first %d were kept (tasks.max_output_bytes)",
+                        task.id, task.type, outcome_of_run.out_bytes, len(output))
+    outcome = _finish(ctx, task, ok, output, error, outcome_of_run.out_bytes)
     took = time.monotonic() - t0
     if outcome == "done":
         ctx.log.info("task %s (%s) attempt %d done in %.2fs", task.id, task.type, task.attempt, took)
@@ -431,21 +450,28 @@ def _outcome_text(outcome: str) -> str:
             "requeued": "back in the queue"}.get(outcome, outcome)
 
 
-def _finish(ctx, task: Task, ok: bool, output: bytes, error: str) -> str:
-    """Store the outcome, retrying on connection faults (a repeat finds its own stored outcome)."""
+def _finish(ctx, task: Task, ok: bool, output: bytes, error: str, out_bytes: int = None) -> str:
+    """Store the outcome, retrying on connection faults (a repeat finds its own stored outcome).
+
+    ``out_bytes``: all the output the handler wrote (stored as ``output_bytes``).
+    """
     max_bytes = ctx.cfg["tasks"]["result_max_bytes"]
     body = output[:max_bytes] if ok else error.encode("utf-8", "replace")
-    args = (task.id, task.token, task.entry, "ok" if ok else "fail", body, 1 if ok and len(output) > max_bytes else 0)
+    out_bytes = len(output) if out_bytes is None else out_bytes
+    args = (task.id, task.token, task.entry, "ok" if ok else "fail", body,
+            1 if ok and (len(output) > max_bytes or out_bytes > len(output)) else 0, out_bytes, _instance(ctx))
     node = ctx.cfg["node"]
     for attempt in range(node["retry_count"] + 1):
         try:
-            reply = _run(ctx, lua.TASK_FINISH, (task.stream,), args)
+            reply = _run(ctx, lua.TASK_FINISH, (task.stream, keys.nodes()), args)
             break
         except rc.RedisConnectionError as exc:
             if attempt >= node["retry_count"]:
                 raise
             ctx.log.warning("storing the outcome of task %s failed: %s; retrying", task.id, exc)
             time.sleep(node["retry_delay"])
+        except rc.ResponseError as exc:
+            _collision(ctx, exc)
     outcome = reply[0].decode()
     if outcome == "stale" and attempt > 0 and reply[2].decode() == task.token:
         # our own earlier try got through before its reply was lost
@@ -453,122 +479,56 @@ def _finish(ctx, task: Task, ok: bool, output: bytes, error: str) -> str:
     return outcome
 
 
+def _instance(ctx) -> str:
+    """This node's instance token (membership.node_fields): the task scripts refuse another one's worker."""
+    token = getattr(ctx, "instance_token", None)
+    if token is None:
+        import local_state
+        token = ctx.instance_token = local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)
+    return token
+
+
+def _collision(ctx, exc: Exception) -> None:
+    """Raise NodeIdCollision for a task script's COLLISION refusal, else ``exc`` itself."""
+    if not str(exc).startswith("COLLISION"):
+        raise exc
+    from errors import NodeIdCollision
+    raise NodeIdCollision("node id %r is already used by another live process (%s): this worker claims, "
+                          "finishes and hands back nothing as that node; give this node its own node.id / "
+                          "OPENCLAW_NODE_ID, or stop the other one" % (ctx.node_id, str(exc)[len("COLLISION "):]))
+
+
 def run_handler(ctx, task: Task):
-    """Run the task's handler: (ok, output bytes, error text).
+    """Run the task's handler; a child.Outcome.
 
     The one place task types are dispatched: the built-in ``agent`` type (an
     OpenClaw agent turn, see agent_task.py; a ``tasks.handlers`` entry of that
-    name is not used), else a configured ``tasks.handlers`` argv (run without
-    a shell, payload on stdin, TASK_ID, TASK_TYPE, TASK_ATTEMPT,
-    TASK_MAX_ATTEMPTS and NODE_ID in its environment, killed with its process
-    group at the task's timeout). Output is read up to ``result_max_bytes`` + 1
-    bytes so the caller can tell it was cut.
+    name is not used), else a configured ``tasks.handlers`` argv, started
+    through child.run: no shell, payload on stdin, TASK_ID, TASK_TYPE,
+    TASK_ATTEMPT, TASK_MAX_ATTEMPTS and NODE_ID in an environment without
+    Redis credentials, output read up to ``result_max_bytes`` + 1 bytes (so
+    the caller can tell it was cut; the rest is read and dropped), its process
+    group killed at the task's timeout, on this worker's stop, or when this
+    worker dies.
     """
+    import child
     if task.type == agent_task.TASK_TYPE:
         return agent_task.run(ctx, task, handler_env(ctx, task))
     argv = ctx.cfg["tasks"]["handlers"].get(task.type)
     if not argv:
-        return False, b"", "no handler for task type %r on node %s (add it to tasks.handlers)" % (
-            task.type, ctx.node_id)
-    return run_argv(argv, task.payload, handler_env(ctx, task), task.timeout_s,
-                    ctx.cfg["tasks"]["result_max_bytes"] + 1)
+        return child.Outcome(False, b"", "no handler for task type %r on node %s (add it to tasks.handlers)" % (
+            task.type, ctx.node_id))
+    keep = min(ctx.cfg["tasks"]["result_max_bytes"] + 1, ctx.cfg["tasks"]["max_output_bytes"])
+    return child.run(argv, task.payload, handler_env(ctx, task), task.timeout_s, keep,
+                     should_stop=lambda: ctx.stopping)
 
 
 def handler_env(ctx, task: Task) -> dict:
-    """This process's environment plus TASK_ID, TASK_TYPE, TASK_ATTEMPT, TASK_MAX_ATTEMPTS and NODE_ID."""
-    return dict(os.environ, TASK_ID=task.id, TASK_TYPE=task.type, TASK_ATTEMPT=str(task.attempt),
-                TASK_MAX_ATTEMPTS=str(task.max_attempts), NODE_ID=ctx.node_id)
-
-
-def run_argv(argv: list, payload: bytes, env: dict, timeout_s: float, max_bytes: int, term_grace_s: float = 0):
-    """Run ``argv`` with ``payload`` on stdin; (ok, first ``max_bytes`` of stdout, error text).
-
-    Files, not pipes, hold stdin/stdout/stderr: no deadlock and no unbounded
-    memory whatever the handler writes. On timeout (or if this process is
-    interrupted) the handler's whole process group is killed: at once, or
-    with ``term_grace_s`` SIGTERM first, then SIGKILL that many seconds later.
-    """
-    import subprocess
-    import tempfile
-    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        stdin.write(payload)
-        stdin.seek(0)
-        try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, env=env, close_fds=True,
-                                    start_new_session=True)
-        except OSError as exc:
-            return False, b"", "cannot run %s: %s" % (argv[0], exc.strerror or exc)
-        restore = _raise_on_sigterm()
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            code = None
-            _terminate_group(proc, term_grace_s)
-        finally:
-            if proc.poll() is None:
-                _kill_group(proc)
-            if restore is not None:
-                import signal
-                signal.signal(signal.SIGTERM, restore)
-        out.seek(0)
-        output = out.read(max_bytes)
-        if code == 0:
-            return True, output, ""
-        if code is None:
-            return False, output, "timed out after %gs: killed" % timeout_s
-        reason = "exit %d" % code if code > 0 else "killed by signal %d" % -code
-        detail = _tail(err) or _tail(out)
-        return False, output, reason + (": " + detail if detail else "")
-
-
-def _raise_on_sigterm():
-    """In a one-shot tick, turn SIGTERM into SystemExit so the handler is killed, not orphaned.
-
-    Returns the handler to restore, or None where SIGTERM is already handled
-    (loop mode, the foreground runner's threads).
-    """
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return None
-
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)
-    return signal.signal(signal.SIGTERM, stop)
-
-
-def _terminate_group(proc, grace_s: float) -> None:
-    """SIGTERM the handler's group and give it ``grace_s`` to exit (0: do nothing; SIGKILL follows)."""
-    if grace_s <= 0:
-        return
-    import signal
-    import subprocess
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # what the leader left behind in its group
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_group(proc) -> None:
-    import signal
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
-
-
-def _tail(fh) -> str:
-    fh.seek(0, os.SEEK_END)
-    size = fh.tell()
-    fh.seek(max(0, size - ERROR_MAX_BYTES))
-    return fh.read().decode("utf-8", "replace").strip()
+    """This process's environment without Redis credentials (child.clean_env), plus TASK_ID,
+    TASK_TYPE, TASK_ATTEMPT, TASK_MAX_ATTEMPTS and NODE_ID."""
+    import child
+    return child.clean_env(ctx.cfg, dict(TASK_ID=task.id, TASK_TYPE=task.type, TASK_ATTEMPT=str(task.attempt),
+                                         TASK_MAX_ATTEMPTS=str(task.max_attempts), NODE_ID=ctx.node_id))
 
 
 # -- the leader and leaving ----------------------------------------------------
@@ -585,9 +545,11 @@ def reclaim(ctx, epoch: int) -> int:
     for _ in range(RECLAIM_CALLS_MAX):
         ks, args = _header(ctx)
         try:
-            more, notes = lua.TASK_RECLAIM(ctx.redis, (keys.leader(), keys.epoch()) + ks,
-                                           (ctx.node_id, str(epoch)) + args + (grace_ms, RECLAIM_BATCH,
-                                                                             keys.heartbeat("")))
+            more, notes = lua.TASK_RECLAIM(ctx.redis, (keys.leader(), keys.epoch(), keys.term()) + ks
+                                           + (keys.task_sweep(),),
+                                           (ctx.node_id, str(epoch), local_state.instance_token(ctx.cfg.run_dir,
+                                                                                                ctx.node_id))
+                                           + args + (grace_ms, RECLAIM_BATCH, keys.heartbeat("")))
         except rc.ResponseError as exc:
             if not str(exc).startswith("FENCED"):
                 raise
@@ -605,16 +567,19 @@ def reclaim(ctx, epoch: int) -> int:
 def hand_back(ctx) -> int:
     """Give every task delivered to this node back to the queue (before it leaves).
 
-    Attempts running here are not counted as failed; if this node's worker is
-    still running one, its outcome will be dropped as stale and the task runs
-    again elsewhere. Tasks targeted at this node stay queued for its return.
+    Attempts running here are not counted as failed. A handler this process
+    still runs (a worker thread that did not stop in time) is stopped first,
+    its process group killed, so it never runs beside the next attempt. Tasks
+    targeted at this node stay queued for its return.
     """
+    import child
+    child.stop_all(agent_task.TERM_GRACE_S + 1)
     return len(_release(ctx, worker_streams(ctx), "all"))
 
 
 # -- looking at tasks ------------------------------------------------------------
 
-INT_FIELDS = ("attempts", "runs", "max_attempts")
+INT_FIELDS = ("attempts", "runs", "max_attempts", "output_bytes")
 TIME_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "due_ms", "deadline_ms")
 
 

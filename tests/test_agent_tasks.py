@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 import agent_task  # noqa: E402
 import config  # noqa: E402
 import keys  # noqa: E402
+import local_state  # noqa: E402
 import log as log_mod  # noqa: E402
 import runner  # noqa: E402
 import taskq  # noqa: E402
@@ -86,18 +87,21 @@ class ClusterCase(unittest.TestCase):
         path = path_without_openclaw()
         env = {"PATH": FAKE_BIN + os.pathsep + path if cli else path, "FAKE_OPENCLAW_LOG": self.calls_log,
                "FAKE_OPENCLAW_MODE": mode}
+        # One beat, then nothing beats: a long TTL keeps the node live (the routing checks count live
+        # nodes) however long a loaded machine takes between this beat and the test's last step.
         node = NodeEnv(self.tmp, node_id, SERVER, env=env, config={
-            "node": {"labels": list(labels)}, "tasks": TASKS, "agent": agent or {}})
+            "node": {"labels": list(labels), "heartbeat_ttl": 60}, "tasks": TASKS, "agent": agent or {}})
         node.run("heartbeat.py")
         self.nodes.append(node)
         return node
 
-    def local_ctx(self, node_id: str, labels=(), log_dir: str = None) -> runner.Context:
-        """An in-process Context with ``labels`` and no CLI; ``log_dir`` (and so the run dir) may be a node's."""
+    def local_ctx(self, node_id: str, labels=(), log_dir: str = None, cli: str = "openclaw-absent-in-tests"):
+        """An in-process Context with ``labels`` and no CLI (or ``cli``); ``log_dir`` (and so the run dir)
+        may be a node's."""
         base = os.path.join(self.tmp, "local-%s-%d" % (node_id, len(self.ctxs)))
         write_config(os.path.join(base, "config"), merge(FAST, {
             "node": {"id": node_id, "labels": list(labels)}, "redis": {"host": SERVER.host, "port": SERVER.port},
-            "tasks": TASKS, "agent": {"cli": "openclaw-absent-in-tests"}}))
+            "tasks": TASKS, "agent": {"cli": cli}}))
         cfg = config.load(os.path.join(base, "config"), log_dir or os.path.join(base, "logs"))
         ctx = runner.Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {"args": []})
         self.ctxs.append(ctx)
@@ -185,6 +189,24 @@ class AgentTasks(ClusterCase):
         self.assertFalse(os.path.exists(call["message_file"]))
         rec = gpu.run_json("task_queue.py", "status", task_id)
         self.assertEqual(rec["error"], "openclaw agent failed: timed out after 1s: killed")
+
+    def test_an_agent_turn_gets_no_redis_credential_in_its_environment(self):
+        dump, cli = os.path.join(self.tmp, "env.txt"), os.path.join(self.tmp, "openclaw-env")
+        with open(cli, "w") as fh:
+            fh.write("#!/bin/sh\nenv > '%s'\necho '{\"reply\": \"ok\"}'\n" % dump)
+        os.chmod(cli, 0o755)
+        ctx = self.local_ctx("gpu", cli=cli)
+        secret = "pw-%s" % os.urandom(4).hex()
+        os.environ["REDIS_PASSWORD"] = secret
+        try:
+            task_id = taskq.submit(ctx, "agent", '{"message": "hi"}')["id"]
+            self.assertEqual(taskq.work_tick(ctx)["done"], 1)
+        finally:
+            os.environ.pop("REDIS_PASSWORD", None)
+        with open(dump) as fh:
+            seen = fh.read()
+        self.assertTrue("TASK_ID=%s" % task_id in seen, "the turn's own variables are there")
+        self.assertFalse(secret in seen, "an agent turn saw the Redis password")
 
     def test_plain_text_output_is_the_reply(self):
         gpu = self.node("gpu", cli=True, mode="text")
@@ -283,6 +305,8 @@ class Routing(ClusterCase):
         SERVER.command("SET", keys.leader(), "leader", "PX", 60000)
         SERVER.command("SET", keys.epoch(), 7)
         SERVER.command("SET", keys.heartbeat("leader"), "1", "PX", 60000)
+        SERVER.command("HSET", keys.term(), "node", "leader", "epoch", 7, "confirmed", "1",
+                       "instance", local_state.instance_token(leader.cfg.run_dir, "leader"))
         doomed, spare = self.local_ctx("doomed", ["gpu"]), self.local_ctx("spare", ["gpu"])
         task_id = taskq.submit(leader, "where", "{}", requires=["gpu"])["id"]
         self.assertIn(keys.task_route("gpu"), SERVER.command("SMEMBERS", keys.task_streams()))
@@ -445,10 +469,12 @@ class RealCli(unittest.TestCase):
         return env
 
     def test_real_cli_accepts_the_worker_call(self):
-        cfg = {"agent": {"cli": REAL_CLI, "default_agent": ""}, "tasks": {"result_max_bytes": 65536}}
-        ctx = type("Ctx", (), {"cfg": cfg})()
+        cfg = {"agent": {"cli": REAL_CLI, "default_agent": ""},
+               "tasks": {"result_max_bytes": 65536, "max_output_bytes": 8 << 20}}
+        ctx = type("Ctx", (), {"cfg": cfg, "stopping": False})()
         task = type("Task", (), {"payload": b'{"message": "hello", "timeout_s": 5}', "timeout_s": 60})()
-        ok, output, error = agent_task.run(ctx, task, self.env())
+        ran = agent_task.run(ctx, task, self.env())
+        ok, output, error = ran.ok, ran.output, ran.error
         self.assertFalse(ok)
         self.assertTrue(error.startswith("openclaw agent failed (exit 1): "), error)
         self.assertIn("gateway", error.lower(), "the CLI failed before it tried the Gateway: %s" % error)

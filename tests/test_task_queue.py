@@ -178,6 +178,47 @@ class UserFacing(Cluster):
         self.assertEqual(rec["state"], "dead")
         self.assertIn("was interrupted", rec["error"])
 
+    def test_sigkill_of_a_worker_takes_its_handler_and_grandchild_and_no_copy_runs_twice(self):
+        copies = os.path.join(self.tmp, "copies")
+        os.mkdir(copies)
+        # each copy first checks that no earlier copy's process lives on, then records its shell and a
+        # grandchild sleep loop (both in the handler's process group), works 8 s and answers its node id
+        script = ('for p in $(cat "$COPIES/pids" 2>/dev/null); do [ -e "/proc/$p" ] && ! grep -q "^State:.*Z" '
+                  '"/proc/$p/status" 2>/dev/null && echo "$p" >> "$COPIES/overlaps"; done; echo $$ >> "$COPIES/pids"; '
+                  '(while true; do sleep 0.2; done) & echo $! >> "$COPIES/pids"; sleep 8; kill $!; echo "$NODE_ID"')
+        n1 = self.node("n1", handlers=dict(TASKS["handlers"], long=["sh", "-c", script]))
+        task_id = n1.run("task_queue.py", "submit", "--type", "long", "--max-attempts", "3").stdout.strip()
+        worker = n1.spawn("task_queue.py", "work", env={"COPIES": copies})
+        pids_file = os.path.join(copies, "pids")
+
+        def pids():
+            with open(pids_file) as fh:
+                return [int(p) for p in fh.read().split()]
+        wait_for(lambda: os.path.exists(pids_file) and len(pids()) >= 2, 10, message="the handler and its grandchild")
+        first = pids()
+        os.kill(worker.pid, signal.SIGKILL)  # the worker alone, mid-handler
+        worker.wait()
+        wait_for(lambda: not any(process_alive(p) for p in first), 5, message="the handler and grandchild to die")
+        n1.spawn("task_queue.py", "work", "--loop", "--quiet", env={"COPIES": copies})  # counts it interrupted
+        wait_for(lambda: self.task_state(task_id) == "done", 30, interval_s=0.1, message="the task to be done")
+        self.assertFalse(os.path.exists(os.path.join(copies, "overlaps")), "two copies ran at once")
+        rec = self.status(n1, task_id)
+        self.assertEqual((rec["attempts"], rec["runs"], rec["result"]), (2, 2, "n1\n"))
+
+    def test_sigterm_to_a_loop_worker_kills_its_handler_before_handing_the_task_back(self):
+        n1 = self.node("n1")
+        task_id = n1.run("task_queue.py", "submit", "--type", "hang").stdout.strip()
+        worker = n1.spawn("task_queue.py", "work", "--loop", "--quiet", env={"PID_DIR": self.tmp})
+        pid_file = os.path.join(self.tmp, task_id)
+        wait_for(lambda: os.path.exists(pid_file) and os.path.getsize(pid_file), 10, message="the handler")
+        with open(pid_file) as fh:
+            handler_child = int(fh.read())
+        worker.send_signal(signal.SIGTERM)
+        self.assertEqual(worker.wait(15), 0)
+        self.assertFalse(process_alive(handler_child), "the handler outlived its worker's graceful stop")
+        rec = self.status(n1, task_id)
+        self.assertEqual((rec["state"], rec["attempts"]), ("pending", 0))
+
     def test_work_holds_the_node_lock(self):
         n1 = self.node("n1", tick_budget_s=5)
         n1.run("task_queue.py", "submit", "--type", "slow")
@@ -214,7 +255,7 @@ class Failures(Cluster):
         def finished():
             return (SERVER.command("ZCARD", keys.task_index("done"))
                     + SERVER.command("ZCARD", keys.task_index("dead"))) == 500
-        wait_for(finished, 25, interval_s=0.1, message="all 500 tasks to end")
+        wait_for(finished, 90, interval_s=0.1, message="all 500 tasks to end")  # each start: a supervisor
         records = [dict(zip(*[iter(SERVER.command("HGETALL", keys.task(t)))] * 2)) for t in ids]
         self.assertEqual([r["state"] for r in records], ["done"] * 500)
         duplicates = sum(int(r["runs"]) - 1 for r in records)
@@ -271,6 +312,7 @@ class Failures(Cluster):
         n1, n2 = self.node("n1"), self.node("n2")
         n2.run("heartbeat.py")
         in_hand = self.local_ctx("n2")
+        in_hand.instance_token = json.loads(SERVER.command("HGET", keys.nodes(), "n2"))["instance"]  # n2's own
         task_id = taskq.submit(in_hand, "echo", '"x"')["id"]
         taskq._claim(in_hand, taskq.worker_streams(in_hand), read_new=True)
         left = n2.run_json("node_manager.py", "deregister")

@@ -7,6 +7,7 @@ last test records every command Redis receives (MONITOR) while the CLI and
 the leader run a task workload, and checks it against Redis 5.0's command set.
 """
 
+import json
 import os
 import re
 import shutil
@@ -73,6 +74,9 @@ class TaskQueueTestCase(unittest.TestCase):
         SERVER.command("SET", keys.leader(), node_id, "PX", 60000)
         SERVER.command("SET", keys.epoch(), epoch)
         SERVER.command("SET", keys.heartbeat(node_id), "1", "PX", 60000)
+        import local_state
+        SERVER.command("HSET", keys.term(), "node", node_id, "epoch", epoch, "confirmed", "1",
+                       "instance", local_state.instance_token(ctx.cfg.run_dir, node_id))
         return ctx
 
     def state(self, task_id: str) -> dict:
@@ -309,10 +313,10 @@ class CrashesAndReclaim(TaskQueueTestCase):
     def test_hung_worker_on_a_live_node_is_reclaimed_after_timeout_and_grace(self):
         w1, leader = self.ctx("w1"), self.make_leader()
         SERVER.command("SET", keys.heartbeat("w1"), "1", "PX", 60000)  # w1 is alive
-        tid = taskq.submit(w1, "true", "{}", timeout_s=0.3)["id"]
+        tid = taskq.submit(w1, "true", "{}", timeout_s=2)["id"]  # 2 s: still within it below, however loaded
         self.claim(w1)
         self.assertEqual(taskq.reclaim(leader, 7), 0)  # within its timeout
-        time.sleep(0.5)
+        time.sleep(2.2)  # at least past it
         self.assertEqual(taskq.reclaim(leader, 7), 1)
         rec = self.state(tid)
         self.assertEqual(rec["state"], "pending")
@@ -443,6 +447,105 @@ class Monitor:
                 yield match.group(1), words[0].lower(), {w.upper() for w in words[1:] if len(w) < 32}
 
 
+class Issue13(TaskQueueTestCase):
+    """Secrets, bounded output, an unstarvable repair sweep, a duplicate node id (issue 13)."""
+
+    def test_a_handler_gets_no_redis_credential_in_its_environment(self):
+        a = self.ctx("a", handlers={"env": ["env"]})
+        secret = "pw-%s" % os.urandom(4).hex()
+        saved = {k: os.environ.get(k) for k in ("REDIS_PASSWORD", "REDISCLI_AUTH", "MY_REDIS_SECRET")}
+        os.environ.update(REDIS_PASSWORD=secret, REDISCLI_AUTH=secret, MY_REDIS_SECRET=secret)
+        try:
+            tid = taskq.submit(a, "env", "{}")["id"]
+            self.assertEqual(taskq.work_tick(a)["done"], 1)
+        finally:
+            for name, value in saved.items():
+                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        rec = self.state(tid)
+        self.assertTrue("TASK_ID=%s" % tid in rec["result"], "the handler's own variables are there")
+        self.assertFalse(secret in rec["result"], "a handler saw the Redis password")
+
+    def test_output_past_the_cap_is_read_and_dropped_with_a_note(self):
+        spool = os.path.join(self.tmp, "spool")
+        os.mkdir(spool)
+        a = self.ctx("a", max_output_bytes=1 << 20, result_max_bytes=100,
+                     handlers={"yes": ["sh", "-c", "yes | head -c 30000000"], "forever": ["yes"]})
+        done_id = taskq.submit(a, "yes", "{}")["id"]
+        hung_id = taskq.submit(a, "forever", "{}", timeout_s=1, max_attempts=1)["id"]
+        peak = [0]
+        stop = threading.Event()
+
+        def watch():  # the biggest the temporary files got while the handlers ran
+            while not stop.is_set():
+                size = 0
+                for name in os.listdir(spool):
+                    try:
+                        size += os.path.getsize(os.path.join(spool, name))
+                    except OSError:
+                        pass
+                for pid in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
+                    try:
+                        target = os.readlink("/proc/self/fd/" + pid)
+                        if target.startswith(spool) or "(deleted)" in target:
+                            size = max(size, os.fstat(int(pid)).st_size)
+                    except (OSError, ValueError):
+                        pass
+                peak[0] = max(peak[0], size)
+                time.sleep(0.01)
+        watcher = threading.Thread(target=watch)
+        saved_tempdir = tempfile.tempdir
+        tempfile.tempdir = spool
+        watcher.start()
+        try:
+            result = taskq.work_tick(a)
+        finally:
+            stop.set()
+            watcher.join()
+            tempfile.tempdir = saved_tempdir
+        self.assertEqual((result["done"], result["dead"]), (1, 1))
+        rec = self.state(done_id)
+        self.assertEqual((rec["result"], rec["result_truncated"], rec["output_bytes"]), ("y\n" * 50, True, 30000000))
+        hung = self.state(hung_id)
+        self.assertTrue(hung["error"].startswith("timed out after 1s: killed"), hung["error"])
+        self.assertLessEqual(peak[0], 2 << 20, "a handler's output filled the disk")
+
+    def test_the_repair_sweep_reaches_a_lost_entry_behind_tasks_for_an_absent_node(self):
+        a, leader = self.ctx("a"), self.make_leader()
+        for _ in range(150):
+            taskq.submit(a, "true", "{}", target="gone")
+        lost = taskq.submit(a, "true", "{}")["id"]
+        SERVER.command("XDEL", keys.task_stream(), self.state(lost)["entry"])
+        time.sleep(0.01)
+        for _ in range(5):
+            taskq.reclaim(leader, 7)
+            if taskq.work_tick(a)["done"]:
+                break
+        self.assertEqual(self.state(lost)["state"], "done")
+        self.assertEqual(self.zcard("pending"), 150)
+
+    def test_a_worker_with_a_taken_node_id_claims_nothing(self):
+        import membership
+        real = self.ctx("a")
+        membership.beat(real)
+        running = taskq.submit(real, "true", "{}")["id"]
+        self.claim(real)  # the real node's attempt in progress
+        waiting = taskq.submit(real, "echo", '"x"')["id"]
+        duplicate = self.ctx("a")  # same id, another run dir: another instance token
+        self.assertNotEqual(membership.node_fields(real), membership.node_fields(duplicate))
+        with self.assertRaises(Exception) as caught:
+            taskq.work_tick(duplicate)
+        self.assertIn("another live process", str(caught.exception))
+        self.assertEqual(self.state(running)["state"], "running", "the real node's attempt was counted as failed")
+        self.assertEqual((self.state(running)["attempts"], self.state(waiting)["state"]), (1, "pending"))
+        with self.assertRaises(Exception):
+            taskq.hand_back(duplicate)  # leaving as the real node would hand its attempt back
+        self.assertEqual(self.state(running)["state"], "running")
+        result = taskq.work_tick(real)  # the real node goes on: its first attempt was interrupted (never finished)
+        self.assertEqual(self.state(waiting)["state"], "done")
+        self.assertEqual(self.state(waiting)["worker"], "a")
+        self.assertEqual(result["interrupted"], 1)
+
+
 class Redis5Compatibility(TaskQueueTestCase):
     def test_task_workload_sends_only_redis_5_commands(self):
         monitor = Monitor(SERVER)
@@ -484,6 +587,7 @@ class Redis5Compatibility(TaskQueueTestCase):
         taskq._claim(ghost, taskq.worker_streams(ghost), read_new=True)
         self.assertGreaterEqual(self._leader_tick(n1)["tasks_reclaimed"], 1)
         leaving = self.ctx("n2")
+        leaving.instance_token = json.loads(SERVER.command("HGET", keys.nodes(), "n2"))["instance"]  # n2's own
         taskq.submit(leaving, "true", "{}")
         taskq._claim(leaving, taskq.worker_streams(leaving), read_new=True)
         self.assertEqual(n2.run_json("node_manager.py", "deregister")["tasks_handed_back"], 1)
