@@ -7,8 +7,14 @@ Sources, later ones winning: built-in defaults, ``config/config.json``,
 remembers where it came from, for ``--print-config``.
 
 A bad file raises ``ConfigError`` naming the file, the key and, for broken
-JSON, the line and column. Unknown keys are warnings (a typo should not stop
-a node), returned in ``Config.warnings``.
+JSON, the line and column; so do hostile files (a key given twice, a number
+with more than ``MAX_INT_DIGITS`` digits, nesting deeper than
+``MAX_JSON_DEPTH``). Every number has an upper bound (``upper_bound``: a
+day for durations unless ``UPPER_BOUNDS`` says otherwise). Unknown keys are
+warnings (a typo should not stop a node), returned in ``Config.warnings``,
+and named first in a relation error they may have caused. A password never
+shows in a message, whatever the shape of the value around it (``_masked``,
+``_scrub``).
 """
 
 import json
@@ -20,6 +26,14 @@ DEFAULT_LOG_DIR = os.path.join(SKILL_DIR, "logs")
 VERSION = "1.0.0"
 NODE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_NODE_ID_LEN = 64
+MAX_DURATION_S = 86400  # a day: the most any duration setting may be, unless UPPER_BOUNDS says otherwise
+MAX_TASK_DURATION_S = 7 * 86400  # a week: a handler's timeout, the longest retry delay
+MAX_RETENTION_S = 366 * 86400  # a year: how long finished task records are kept
+MAX_WHOLE = 2 ** 31 - 1  # the most any whole-number setting may be, unless UPPER_BOUNDS says otherwise
+MAX_INT_DIGITS = 20  # JSON integers longer than this are refused before Python converts them
+MAX_JSON_DEPTH = 32  # objects/arrays nested deeper than this are refused (no setting needs 4)
+SECRET_KEY_WORDS = ("pass", "secret", "token", "credential")  # a key containing one of these holds a secret
+MIN_SCRUB_LEN = 4  # secret strings at least this long are also cut out of any message text
 
 
 class ConfigError(Exception):
@@ -73,6 +87,8 @@ SCHEMA = {
     ("tasks", "backoff_max_s"): ("num", 300, 0, "longest retry delay"),
     ("tasks", "reclaim_grace_s"): ("num", 30, -1, "extra seconds before a live node's stuck task is reclaimed"),
     ("tasks", "result_max_bytes"): ("int", 65536, 0, "bytes of handler output kept as the result"),
+    ("tasks", "max_output_bytes"): ("int", 8388608, 0, "bytes of a handler's, agent turn's or hook's output "
+                                    "read back; the rest is read and dropped"),
     ("tasks", "stream_maxlen"): ("int", 100000, 0, "entries kept in a task stream (approximate)"),
     ("tasks", "done_ttl_s"): ("num", 604800, 0, "seconds done and dead task records are kept"),
     ("agent", "cli"): ("str", "openclaw", None, "the openclaw executable for `agent` tasks"),
@@ -82,6 +98,25 @@ SCHEMA = {
     ("logging", "backup_count"): ("int", 5, -1, "rotated files kept"),
     ("logging", "syslog"): ("bool", True, None, "also log to syslog when /dev/log exists"),
 }
+
+# (section, key): the largest value allowed, where the kind's default (a day, MAX_WHOLE) does not fit.
+UPPER_BOUNDS = {
+    ("node", "retry_count"): 100,
+    ("election", "clock_drift_factor"): 0.5,
+    ("election", "replica_wait_ms"): MAX_DURATION_S * 1000,
+    ("tasks", "default_timeout_s"): MAX_TASK_DURATION_S,
+    ("tasks", "backoff_max_s"): MAX_TASK_DURATION_S,
+    ("tasks", "done_ttl_s"): MAX_RETENTION_S,
+}
+
+
+def upper_bound(key: tuple):
+    """The largest value allowed for the setting ``(section, key)`` (None: not a number)."""
+    if key in UPPER_BOUNDS:
+        return UPPER_BOUNDS[key]
+    kind = SCHEMA[key][0] if key in SCHEMA else "int"
+    return MAX_DURATION_S if kind == "num" else MAX_WHOLE if kind == "int" else None
+
 
 ENV_OVERRIDES = {
     "REDIS_HOST": ("redis", "host"), "REDIS_PORT": ("redis", "port"),
@@ -99,6 +134,7 @@ class Config:
         self.values, self.sources = values, sources
         self.config_dir, self.log_dir, self.warnings = config_dir, log_dir, warnings
         self.run_dir = os.path.join(log_dir, "run")
+        self.relation_error = None  # load(check_relations=False): the relation error not raised, for --print-config
 
     def __getitem__(self, section: str) -> dict:
         return self.values[section]
@@ -117,6 +153,19 @@ class Config:
     @property
     def renew_interval_s(self) -> float:
         return self.values["election"]["renew_interval"] or self.values["node"]["heartbeat_interval"]
+
+    def check_log_dir(self) -> None:
+        """ConfigError naming the folder unless the log dir and its run/ can be created and written."""
+        for folder in (self.log_dir, self.run_dir):
+            try:
+                os.makedirs(folder, exist_ok=True)
+                writable = os.access(folder, os.W_OK | os.X_OK)
+                error = "not writable by this user"
+            except OSError as exc:
+                writable, error = False, exc.strerror or str(exc)
+            if not writable:
+                raise ConfigError("log dir %s: %s (choose another with --log-dir or OPENCLAW_DISTRIBUTED_LOG_DIR, "
+                                  "or fix its owner and mode)" % (folder, error))
 
     def describe(self) -> str:
         """The effective config, one ``section.key = value  (source)`` a line, password masked."""
@@ -145,13 +194,68 @@ def _read_json(path: str, required: bool):
         raise ConfigError("%s: not UTF-8 (byte %d)" % (path, exc.start)) from None
     if not text.strip():
         raise ConfigError("%s: file is empty (expected a JSON object)" % path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError("%s:%d:%d: invalid JSON: %s" % (path, exc.lineno, exc.colno, exc.msg)) from None
+    data = parse_json(text, path)
     if not isinstance(data, dict):
         raise ConfigError("%s: top level must be a JSON object, got %s" % (path, type(data).__name__))
     return data
+
+
+class _HostileJson(ValueError):
+    """JSON this module refuses to take in although ``json`` would (a duplicate key, a huge integer)."""
+
+
+def _unique_object(pairs) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _HostileJson("duplicate key %s (JSON would keep only the last one; remove the other)"
+                               % _shown(key))
+        out[key] = value
+    return out
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _HostileJson("a whole number with %d digits (at most %d)" % (len(text.lstrip("-")), MAX_INT_DIGITS))
+    return int(text)
+
+
+def _shown(value) -> str:
+    shown = json.dumps(value)
+    return "'%s'" % shown[1:-1] if len(shown) <= 42 else "'%s...'" % shown[1:38]
+
+
+def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH):
+    """Parse JSON text; any fault is one ConfigError naming ``where`` (never a crash or a traceback).
+
+    Refused besides broken JSON: a key given twice in one object, an integer of more than
+    ``MAX_INT_DIGITS`` digits, nesting deeper than ``max_depth``.
+    """
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_object, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("%s:%d:%d: invalid JSON: %s" % (where, exc.lineno, exc.colno, exc.msg)) from None
+    except _HostileJson as exc:
+        raise ConfigError("%s: %s" % (where, exc)) from None
+    except ValueError as exc:  # Python's own int-size limit, should a number slip past _bounded_int
+        raise ConfigError("%s: invalid JSON: %s" % (where, str(exc).split(":")[0])) from None
+    except RecursionError:
+        raise ConfigError("%s: invalid JSON: arrays or objects nested deeper than %d levels" % (
+            where, max_depth)) from None
+    if _too_deep(data, max_depth):
+        raise ConfigError("%s: invalid JSON: arrays or objects nested deeper than %d levels" % (where, max_depth))
+    return data
+
+
+def _too_deep(data, max_depth: int) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth > max_depth:
+                return True
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def _suggest(name: str, known) -> str:
@@ -172,19 +276,20 @@ def _merge_file(data: dict, path: str, values: dict, sources: dict, warnings: li
                 warnings.append("%s: unknown key '%s.%s' (ignored%s)" % (
                     path, section, key, _suggest(key, values[section])))
                 continue
-            values[section][key] = _check(SCHEMA[(section, key)], value, "%s: %s.%s" % (path, section, key))
+            values[section][key] = _check(SCHEMA[(section, key)], value, "%s: %s.%s" % (path, section, key),
+                                          upper_bound((section, key)))
             sources["%s.%s" % (section, key)] = label
 
 
 def _bad(where: str, what: str, value) -> ConfigError:
-    shown = json.dumps(value)
+    shown = json.dumps(_masked(value))
     if len(shown) > 40:
         shown = shown[:37] + "..."
     return ConfigError("%s must be %s, got %s" % (where, what, shown))
 
 
-def _check(spec: tuple, value, where: str):
-    """Validate one value against its schema entry; return it normalised."""
+def _check(spec: tuple, value, where: str, upper=None):
+    """Validate one value against its schema entry (and ``upper``, else the kind's bound); return it normalised."""
     kind, _default, lower, _help = spec
     if kind in ("str", "secret"):
         if not isinstance(value, str):
@@ -204,6 +309,10 @@ def _check(spec: tuple, value, where: str):
             raise _bad(where, "a port number from 1 to 65535", value)
         if lower is not None and (value < 0 if lower == -1 else value <= lower):  # -1: "0 or more", -0.5 too
             raise _bad(where, "0 or more" if lower == -1 else "a number above %g" % lower, value)
+        if upper is None and kind != "port":
+            upper = MAX_DURATION_S if kind == "num" else MAX_WHOLE
+        if upper is not None and value > upper:
+            raise _bad(where, "at most %s" % _bound_text(upper, kind), value)
         return value
     if kind == "level":
         if not isinstance(value, str) or value.upper() not in LEVELS:
@@ -230,6 +339,13 @@ def _check(spec: tuple, value, where: str):
     if kind in ("endpoints", "sentinels"):
         return _check_endpoints(value, where, 26379 if kind == "sentinels" else 6379)
     raise AssertionError(kind)
+
+
+def _bound_text(upper, kind: str) -> str:
+    if kind == "num" and upper >= 3600 and upper % 3600 == 0:
+        return "%d (seconds: %s)" % (upper, "%d day(s)" % (upper // 86400) if upper % 86400 == 0 else
+                                     "%d hour(s)" % (upper // 3600))
+    return "%g" % upper if isinstance(upper, float) else "%d" % upper
 
 
 def check_node_id(value: str, where: str) -> str:
@@ -271,13 +387,73 @@ def _check_endpoints(value, where: str, default_port: int) -> list:
     return out
 
 
-def _masked(value):
-    """``value`` with every endpoint's password replaced by ``***``, for messages and --print-config."""
+def _is_secret_key(key) -> bool:
+    return isinstance(key, str) and any(word in key.lower() for word in SECRET_KEY_WORDS)
+
+
+def _masked(value, depth: int = 0):
+    """``value`` for messages and --print-config: under any key named like a secret (password,
+    secret, token, credential; any depth, any case) the value is ``***``, and a URL's user:password@
+    in any string is ``***@``. Deeper than MAX_JSON_DEPTH, the rest is ``...``."""
+    if depth > MAX_JSON_DEPTH:
+        return "..."
     if isinstance(value, list):
-        return [_masked(item) for item in value]
-    if isinstance(value, dict) and value.get("password"):
-        return dict(value, password="***")
+        return [_masked(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {k: ("***" if v not in ("", None) else v) if _is_secret_key(k) else _masked(v, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, str) and "@" in value:
+        return _masked_url(value)
     return value
+
+
+def _masked_url(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://***@host`` (every occurrence)."""
+    out, pos = [], 0
+    while True:
+        scheme = text.find("://", pos)
+        if scheme < 0:
+            break
+        start = scheme + 3
+        end = len(text)
+        for stop in "/ ?#":
+            found = text.find(stop, start)
+            if 0 <= found < end:
+                end = found
+        at = text.rfind("@", start, end)
+        if at < 0:
+            out.append(text[pos:start])
+        else:
+            out.append(text[pos:start] + "***")
+            start = at
+        pos = start
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _secrets_in(data, found: set) -> set:
+    """Add every string under a secret-named key anywhere in ``data`` (parsed JSON) to ``found``."""
+    stack = [(data, False)]
+    while stack:
+        value, secret = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, secret or _is_secret_key(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, secret) for v in value)
+        elif secret and isinstance(value, str) and len(value) >= MIN_SCRUB_LEN:
+            found.add(value)
+    return found
+
+
+def _scrub(text: str, secrets) -> str:
+    """``text`` with every known secret string cut out (longest first), for error messages."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+        shown = json.dumps(secret)[1:-1]  # as it appears inside a JSON-quoted value
+        text = text.replace(shown, "***")
+        for cut in range(len(shown) - 1, MIN_SCRUB_LEN - 1, -1):  # a value _bad cut short: "s3cr3t-Pa..."
+            text = text.replace(shown[:cut] + "...", "***...")
+    return text
 
 
 def _env_value(name: str, spec: tuple):
@@ -285,8 +461,10 @@ def _env_value(name: str, spec: tuple):
     kind = spec[0]
     if kind in ("int", "port"):
         try:
-            return int(raw)
+            return _bounded_int(raw.strip())
         except ValueError:
+            if len(raw.strip().lstrip("-")) > MAX_INT_DIGITS and raw.strip().lstrip("-").isdigit():
+                return MAX_WHOLE + 1  # refused by the bound check, naming the variable
             raise ConfigError("environment %s must be a whole number, got %r" % (name, raw)) from None
     return raw
 
@@ -311,8 +489,20 @@ def _check_relations(values: dict, lease_ttl_s: float, renew_s: float) -> None:
         raise ConfigError("redis.sentinels and redis.master_name go together: set both or neither")
 
 
-def load(config_dir: str = "", log_dir: str = "") -> Config:
-    """Load the effective config; raise ConfigError on anything unusable."""
+def load(config_dir: str = "", log_dir: str = "", check_relations: bool = True) -> Config:
+    """Load the effective config; raise ConfigError on anything unusable (no secret in its message).
+
+    ``check_relations`` False (for --print-config): a failed relation between settings is kept in
+    ``cfg.relation_error`` instead of raised, so the user can see the values that broke it.
+    """
+    secrets_seen = set()
+    try:
+        return _load(config_dir, log_dir, check_relations, secrets_seen)
+    except ConfigError as exc:
+        raise ConfigError(_scrub(str(exc), secrets_seen)) from None
+
+
+def _load(config_dir: str, log_dir: str, check_relations: bool, secrets_seen: set) -> Config:
     config_dir = config_dir or os.environ.get("OPENCLAW_DISTRIBUTED_CONFIG_DIR") or DEFAULT_CONFIG_DIR
     log_dir = log_dir or os.environ.get("OPENCLAW_DISTRIBUTED_LOG_DIR") or DEFAULT_LOG_DIR
     values, sources, warnings = {}, {}, []
@@ -322,16 +512,21 @@ def load(config_dir: str = "", log_dir: str = "") -> Config:
             dict(default) if isinstance(default, dict) else default)
         sources["%s.%s" % (section, key)] = "default"
     config_path = os.path.join(config_dir, "config.json")
-    _merge_file(_read_json(config_path, True), config_path, values, sources, warnings, "config.json")
     secrets_path = os.path.join(config_dir, "secrets.json")
+    if os.environ.get("REDIS_PASSWORD", "") and len(os.environ["REDIS_PASSWORD"]) >= MIN_SCRUB_LEN:
+        secrets_seen.add(os.environ["REDIS_PASSWORD"])
+    data = _read_json(config_path, True)
     secrets = _read_json(secrets_path, False)
+    for parsed in (data, secrets):
+        _secrets_in(parsed, secrets_seen)  # before any value is checked: its error must not show them
+    _merge_file(data, config_path, values, sources, warnings, "config.json")
     if secrets is not None:
         _warn_if_exposed(secrets_path, warnings)
         _merge_file(secrets, secrets_path, values, sources, warnings, "secrets.json")
     for name, (section, key) in ENV_OVERRIDES.items():
         if os.environ.get(name):
             values[section][key] = _check(SCHEMA[(section, key)], _env_value(name, SCHEMA[(section, key)]),
-                                          "environment " + name)
+                                          "environment " + name, upper_bound((section, key)))
             sources["%s.%s" % (section, key)] = "env " + name
     if not values["node"]["host"]:
         import socket
@@ -341,7 +536,15 @@ def load(config_dir: str = "", log_dir: str = "") -> Config:
         values["node"]["id"] = check_node_id(host[:MAX_NODE_ID_LEN], "node.id (from the host name %r)" % host)
         sources["node.id"] = "host name"
     cfg = Config(values, sources, config_dir, log_dir, warnings)
-    _check_relations(values, cfg.lease_ttl_s, cfg.renew_interval_s)
+    try:
+        _check_relations(values, cfg.lease_ttl_s, cfg.renew_interval_s)
+    except ConfigError as exc:
+        typos = [w for w in warnings if ": unknown " in w]
+        if typos:  # the typo first: it is the likelier cause
+            exc = ConfigError("%s -- which may be why: %s" % ("; ".join(typos), exc))
+        if check_relations:
+            raise exc from None
+        cfg.relation_error = str(exc)
     return cfg
 
 

@@ -82,9 +82,12 @@ class Logger:
                 self._rotate(len(data))
             os.write(self._fd, data)
         except OSError as exc:
-            # A full disk or unwritable log dir must not stop the tick itself.
+            # A full disk or unwritable log dir must not stop the tick itself, nor must a broken console.
             if self.console is not None:
-                self.console.write("log file %s unwritable: %s\n" % (self.path, exc.strerror))
+                try:
+                    self.console.write("log file %s unwritable: %s\n" % (self.path, exc.strerror))
+                except (OSError, ValueError):
+                    pass
 
     def _renamed(self) -> bool:
         try:

@@ -21,6 +21,7 @@ Commands:
                        leave gracefully (start-node.sh --foreground)
 """
 
+import os
 import sys
 import time
 
@@ -35,6 +36,8 @@ from redis_client import RedisConnectionError, RedisError
 CLOCK_SKEW_WARN_S = 1.0
 COMMANDS = ("register", "deregister", "status", "health", "prune", "check", "run")
 MIN_REDIS_VERSION = (5, 0)
+JOB_SCRIPTS = ("heartbeat", "leader_election", "failover_manager", "state_sync", "task_queue")  # foreground.jobs
+DEREGISTER_LOCK_WAIT_S = 2.0  # a cron tick holding a job lock ends within this; a --loop process does not
 FLAGS = [("--older-than", "S", "prune: minimum seconds since the member went offline or left")]
 
 
@@ -45,16 +48,78 @@ def cmd_register(ctx) -> dict:
 
 
 def cmd_deregister(ctx) -> dict:
-    return membership.leave(ctx)
+    held = _hold_job_locks(ctx)  # refuses while a job of this node runs: it would re-register at once
+    try:
+        return membership.leave(ctx)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def _hold_job_locks(ctx) -> list:
+    """Take every job lock of this node (waiting up to DEREGISTER_LOCK_WAIT_S for a cron tick to end);
+    TickError naming the process when one stays held."""
+    held, deadline = [], time.monotonic() + DEREGISTER_LOCK_WAIT_S
+    try:
+        for script in JOB_SCRIPTS:
+            while True:
+                fd = runner.acquire_lock(ctx.cfg, script)
+                if fd is not None:
+                    held.append(fd)
+                    break
+                if time.monotonic() >= deadline:
+                    pid = _lock_pid(ctx.cfg, script)
+                    raise TickError(
+                        "node %s is running in process %s (it holds the %s.py lock: a --foreground or --loop "
+                        "process, or a cron tick): leaving now would be undone by its next heartbeat; stop it "
+                        "first with kill -TERM %s (a --foreground or --loop process then leaves the cluster "
+                        "itself), or remove the cron jobs with ./start-node.sh --uninstall" % (
+                            ctx.node_id, pid or "?", script, pid or "<pid>"))
+                time.sleep(0.1)
+    except BaseException:
+        for fd in held:
+            os.close(fd)
+        raise
+    return held
+
+
+def _lock_pid(cfg, script: str) -> int:
+    try:
+        with open(os.path.join(cfg.run_dir, "%s.%s.lock" % (script, cfg.node_id)), "rb") as fh:
+            text = fh.read(32).strip()
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
 
 
 def cmd_status(ctx) -> dict:
     snap = membership.snapshot(ctx.redis)
     snap["server"] = server_info.describe(ctx.redis)
+    snap["election"] = _own_election(ctx)
     if not ctx.flags.get("--json"):
         print(format_table(snap))
         print("\n".join(server_info.summary_lines(snap["server"], ctx.cfg["election"]["min_replicas_acked"])))
+        if snap["election"].get("unconfirmed"):
+            print("election: %s" % _unconfirmed_line(snap["election"]))
     return snap
+
+
+def _own_election(ctx) -> dict:
+    """What this node's elector last ran into, from its memory file: {"unconfirmed": reason,
+    "unconfirmed_epoch": epoch} while its last term went unconfirmed (``min_replicas_acked``)
+    and no leader has been seen since; {} otherwise."""
+    import local_state
+    state = local_state.read_json(local_state.epoch_memory_path(ctx.cfg.run_dir, ctx.node_id), None)
+    note = state.get("unconfirmed") if isinstance(state, dict) else None
+    if not isinstance(note, dict) or not ctx.cfg["election"]["min_replicas_acked"]:
+        return {}
+    return {"unconfirmed": str(note.get("reason", "term not confirmed")), "unconfirmed_epoch": note.get("epoch")}
+
+
+def _unconfirmed_line(election: dict) -> str:
+    return ("%s (epoch %s); no term can be confirmed with fewer replicas than election.min_replicas_acked: "
+            "this node waits for a replica instead of starting new terms" % (
+                election["unconfirmed"], election.get("unconfirmed_epoch")))
 
 
 def _joined(values) -> str:
@@ -108,6 +173,10 @@ def cmd_health(ctx) -> dict:
     else:
         checks.append(("clock", "ok", "within %.3fs of Redis's" % abs(skew)))
     if _server_checks(ctx, checks):
+        code = 1
+    election = _own_election(ctx)
+    if election.get("unconfirmed"):
+        checks.append(("election", "fail", _unconfirmed_line(election)))
         code = 1
     return _health_result(ctx, checks, code)
 

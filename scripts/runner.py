@@ -11,7 +11,11 @@ This module turns that into a command that:
   ``retry_delay`` seconds apart with jitter;
 - maps failures to exit codes with one line on stderr and no traceback:
   0 ok, 1 Redis unreachable or refusing, 2 bad config or usage,
-  3 an unexpected error (its traceback goes to the log file only).
+  3 an unexpected error (its traceback goes to the log file only);
+- refuses an unwritable log dir as a config error (exit 2) before the tick;
+- treats output cut short by its reader (``status | head``) as success;
+- in ``--loop``, survives every exception a tick raises (traceback to the
+  log, one line to the console) and keeps ticking.
 
 The flag parser is hand-written because ``argparse`` costs a cron tick
 about as much as its Redis round trip.
@@ -82,18 +86,26 @@ def parse_flags(argv, flags) -> dict:
     return out
 
 
-def number_flag(ctx, flag: str, kind=float, minimum=0, above: bool = False, default=None):
+MAX_FLAG_INT = 2 ** 63 - 1  # a whole-number flag never exceeds what Redis stores as an integer
+
+
+def number_flag(ctx, flag: str, kind=float, minimum=0, above: bool = False, default=None, maximum=None):
     """The value of a numeric ``--flag`` (``default`` when absent); a bad one is a UsageError.
 
-    It must be a finite ``kind`` of at least ``minimum`` (``above``: strictly more).
+    It must be a finite ``kind`` of at least ``minimum`` (``above``: strictly more) and at most
+    ``maximum`` (default: a year for a number of seconds, 2**63-1 for a whole number).
     """
     raw = ctx.flags.get(flag)
     if raw is None:
         return default
+    if maximum is None:
+        maximum = MAX_FLAG_INT if kind is int else config_mod.MAX_RETENTION_S
     try:
-        value = kind(raw)
+        value = kind(raw) if len(raw) <= 40 else None
     except ValueError:
         value = None
+    if value is not None and value > maximum:
+        raise UsageError("%s must be at most %g, got %s" % (flag, maximum, raw))
     if value is None or value != value or value in (float("inf"), float("-inf")) or value < minimum \
             or (above and value == minimum):
         raise UsageError("%s must be a %s %s %g, got %r" % (
@@ -121,6 +133,8 @@ class Context:
         self.loop = bool(flags.get("--loop"))
         self.exit_code = EXIT_OK
         self.stop_event = None  # a threading.Event when several loops share one process
+        self.failures_in_a_row = 0  # loop mode: ticks failed since the last good one
+        self.last_ok_s = None  # loop mode: time.monotonic() of the last good tick
         self._stopping = False
         self._redis = None
         self._sleeping = False
@@ -180,8 +194,12 @@ def run_with_retry(ctx: Context, tick):
             ctx.sleep(_jitter(node["retry_delay"]))
 
 
-def acquire_lock(cfg, script: str):
-    """Hold ``<run_dir>/<script>.<node>.lock``; None if another run holds it."""
+def acquire_lock(cfg, script: str, long_lived: bool = False):
+    """Hold ``<run_dir>/<script>.<node>.lock``; None if another run holds it.
+
+    ``long_lived`` (--loop, --foreground): the file then names our pid, for ``node_manager.py
+    deregister`` to say which process to stop; a one-shot run leaves it empty (it writes only
+    to clear a pid a finished loop left)."""
     import fcntl
     os.makedirs(cfg.run_dir, exist_ok=True)
     fd = os.open(os.path.join(cfg.run_dir, "%s.%s.lock" % (script, cfg.node_id)), os.O_RDWR | os.O_CREAT, 0o600)
@@ -190,6 +208,14 @@ def acquire_lock(cfg, script: str):
     except BlockingIOError:
         os.close(fd)
         return None
+    try:
+        if long_lived:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        elif os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)
+    except OSError:
+        pass
     return fd
 
 
@@ -237,7 +263,10 @@ def main(script: str, tick, description: str, extra_flags=(), interval_s=None, o
         print(format_help(prog, description, flags_spec, usage))
         return EXIT_OK
     try:
-        cfg = config_mod.load(flags.get("--config-dir", ""), flags.get("--log-dir", ""))
+        cfg = config_mod.load(flags.get("--config-dir", ""), flags.get("--log-dir", ""),
+                              check_relations=not flags.get("--print-config"))
+        if not flags.get("--print-config"):
+            cfg.check_log_dir()
     except config_mod.ConfigError as exc:
         sys.stderr.write("%s: config error: %s\n" % (prog, exc))
         return EXIT_CONFIG
@@ -245,6 +274,9 @@ def main(script: str, tick, description: str, extra_flags=(), interval_s=None, o
         for warning in cfg.warnings:
             sys.stderr.write("warning: %s\n" % warning)
         print(cfg.describe())
+        if cfg.relation_error:
+            sys.stderr.write("%s: config error: %s\n" % (prog, cfg.relation_error))
+            return EXIT_CONFIG
         return EXIT_OK
     import log as log_mod
     log = log_mod.for_config(script, cfg, console=None if flags.get("--quiet") else sys.stderr)
@@ -254,13 +286,17 @@ def main(script: str, tick, description: str, extra_flags=(), interval_s=None, o
     lock_fd = None
     try:
         if locked(ctx) if callable(locked) else locked:
-            lock_fd = acquire_lock(cfg, script)
+            lock_fd = acquire_lock(cfg, script, long_lived=ctx.loop)
             if lock_fd is None:
                 log.info("a previous %s run for node %s still holds the lock; skipping this one", prog, cfg.node_id)
                 return EXIT_OK
         if ctx.loop:
             return _loop(ctx, tick, interval_s, on_stop)
         _emit(ctx, run_with_retry(ctx, tick))
+        sys.stdout.flush()  # a closed pipe shows here, inside main(), not at interpreter exit
+        return ctx.exit_code
+    except BrokenPipeError:  # the reader stopped early (`status | head`): output cut short is not an error
+        _silence_stdout()
         return ctx.exit_code
     except BaseException as exc:  # the top of main(): every failure becomes an exit code
         return _fail(ctx, prog, exc)
@@ -269,6 +305,16 @@ def main(script: str, tick, description: str, extra_flags=(), interval_s=None, o
         log.close()
         if lock_fd is not None:
             os.close(lock_fd)  # releases the flock (main() may run more than once per process)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _emit(ctx: Context, result) -> None:
@@ -301,18 +347,42 @@ def _fail(ctx: Context, prog: str, exc: BaseException) -> int:
 
 
 def run_loop(ctx: Context, tick, period_s: float) -> None:
-    """Tick every ``period_s`` until ``ctx.stopping``; a failed tick is logged, not fatal."""
+    """Tick every ``period_s`` until ``ctx.stopping``; a failed tick is logged, never fatal.
+
+    Every exception a tick raises is survived (a full disk, a bug): an expected one is one
+    line in the log and on the console, anything else also leaves its traceback in the log.
+    ``ctx.failures_in_a_row`` and ``ctx.last_ok_s`` (monotonic) record the loop's health
+    for the other jobs of a ``--foreground`` process.
+    """
     ctx.log.info("loop mode: a tick every %gs", period_s)
-    failures = 0
     while not ctx.stopping:
         started = time.monotonic()
         try:
             _emit(ctx, run_with_retry(ctx, tick))
-            failures = 0
+            ctx.failures_in_a_row, ctx.last_ok_s = 0, time.monotonic()
+        except (KeyboardInterrupt, SystemExit, _WakeUp, UsageError, config_mod.ConfigError):
+            raise  # a stop, or bad input that no later tick fixes: exit 2 at once
         except (rc.RedisError, TickError) as exc:
-            failures += 1
-            ctx.log.error("tick failed (%d in a row): %s", failures, explain(exc))
+            ctx.failures_in_a_row += 1
+            ctx.log.error("tick failed (%d in a row): %s", ctx.failures_in_a_row, explain(exc))
+        except BaseException as exc:  # the top of a long-running job: survive, traceback to the log
+            ctx.failures_in_a_row += 1
+            _log_unexpected(ctx, exc)
         ctx.sleep(period_s - (time.monotonic() - started))
+
+
+def _log_unexpected(ctx: Context, exc: BaseException) -> None:
+    """Traceback to the log file, one line to the console; never raises (the log itself may be the fault)."""
+    try:
+        import traceback
+        line = "tick failed (%d in a row): unexpected %s: %s" % (ctx.failures_in_a_row, type(exc).__name__, exc)
+        ctx.log.log("ERROR", line + "\n" + traceback.format_exc(), console=False)
+        line += " (traceback in %s)" % ctx.log.path
+        if ctx.log.console is not None:
+            ctx.log.console.write(line + "\n")
+            ctx.log.console.flush()
+    except Exception:  # noqa: BLE001 - reporting a failure must not end the job
+        pass
 
 
 def _loop(ctx: Context, tick, interval_s, on_stop) -> int:

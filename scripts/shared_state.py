@@ -92,7 +92,12 @@ def parse_value(text: str) -> str:
         raise BadInput("the value is not valid JSON: %s%s" % (exc, hint)) from None
     except ValueError as exc:
         raise BadInput("the value is not valid JSON: %s" % exc) from None
-    return json.dumps(value, separators=(",", ":"))
+    except RecursionError:
+        raise BadInput("the value is not valid JSON: arrays or objects nested too deep") from None
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except RecursionError:  # parsed just below the interpreter's limit, but too deep to write back
+        raise BadInput("the value is not valid JSON: arrays or objects nested too deep") from None
 
 
 def lex_range(prefix: str) -> tuple:

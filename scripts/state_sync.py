@@ -33,6 +33,7 @@ import sys
 import time
 
 import cluster_state
+import config
 import runner
 import shared_state
 from local_state import read_json
@@ -149,7 +150,8 @@ def cmd_list(ctx, words) -> dict:
 def cmd_watch(ctx, words) -> dict:
     name = shared_state.check_name(_arity(words, 1, "watch KEY [--timeout S] [--version N]")[0])
     if not hasattr(ctx, "watch_from"):  # kept on ctx: a retry after a connection fault goes on, not over
-        timeout_s = runner.number_flag(ctx, "--timeout", default=DEFAULT_WATCH_TIMEOUT_S)
+        timeout_s = runner.number_flag(ctx, "--timeout", default=DEFAULT_WATCH_TIMEOUT_S,
+                                       maximum=config.MAX_TASK_DURATION_S)
         baseline = runner.number_flag(ctx, "--version", int)
         if baseline is None:
             entry = shared_state.get(ctx.redis, name)

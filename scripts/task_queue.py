@@ -40,6 +40,7 @@ reply. See scripts/agent_task.py.
 import sys
 
 import agent_task
+import config
 import runner
 import taskq
 from errors import TickError
@@ -65,6 +66,9 @@ FLAGS = [
     ("--done-older-than", "S", "purge: done tasks that finished at least S seconds ago"),
     ("--dead-older-than", "S", "purge: dead tasks that died at least S seconds ago"),
 ]
+
+
+MAX_TIMEOUT_S = config.MAX_TASK_DURATION_S  # --timeout and --wait-timeout: a week at most, like tasks.default_timeout_s
 
 
 def _one_id(ctx) -> str:
@@ -101,6 +105,8 @@ def _payload(ctx) -> str:
         return taskq.parse_payload(text, where)
     except ValueError as exc:
         raise runner.UsageError(str(exc)) from None
+    except RecursionError:
+        raise runner.UsageError("%s is not valid JSON: arrays or objects nested too deep" % where) from None
 
 
 def cmd_submit(ctx) -> dict:
@@ -139,8 +145,9 @@ def _submit_request(ctx) -> dict:
         raise runner.UsageError("--key must be 1 to %d characters" % taskq.MAX_KEY_LEN)
     req = {"type": task_type, "target": target, "key": key, "needs": needs,
            "max_attempts": runner.number_flag(ctx, "--max-attempts", int, above=True),
-           "timeout_s": runner.number_flag(ctx, "--timeout", above=True),
-           "wait_timeout_s": runner.number_flag(ctx, "--wait-timeout"), "payload": _payload(ctx)}
+           "timeout_s": runner.number_flag(ctx, "--timeout", above=True, maximum=MAX_TIMEOUT_S),
+           "wait_timeout_s": runner.number_flag(ctx, "--wait-timeout", maximum=MAX_TIMEOUT_S),
+           "payload": _payload(ctx)}
     if req["wait_timeout_s"] is not None and not ctx.flags.get("--wait"):
         raise runner.UsageError("--wait-timeout goes with --wait")
     if task_type == agent_task.TASK_TYPE:

@@ -88,8 +88,37 @@ CASES = [
     ("data", "node id of another live node (both running)", 1, "claimed by another live process",
      HERE + "DataCases.test_two_processes_claiming_one_id"),
     ("resp", "random bytes, random splits (seeded)", 1, "ProtocolError only", HERE + "ParserFuzz.test_random_bytes"),
+    ("config", "5000-digit integer in config.json", 2, "a whole number with 5000 digits",
+     HERE + "ConfigCases.test_hostile_json"),
+    ("config", "100k nested arrays in config.json", 2, "nested deeper than 32 levels",
+     HERE + "ConfigCases.test_hostile_json"),
+    ("config", "duplicate key in config.json", 2, "duplicate key 'heartbeat_interval'",
+     HERE + "ConfigCases.test_hostile_json"),
+    ("config", "heartbeat_interval or lease_ttl 1e200 (above a day)", 2, "must be at most 86400",
+     HERE + "ConfigCases.test_durations_above_their_bound"),
+    ("config", "misspelt key causing a relation error", 2, "unknown key 'node.heartbeat_intervall'",
+     HERE + "ConfigCases.test_typo_is_named_before_the_relation_error"),
+    ("config", "log dir not writable (a file in its place)", 2, "log dir <dir>: ",
+     HERE + "InputCases.test_unwritable_log_dir"),
+    ("input", "100k nested arrays in --payload-file / --value-file", 2, "nested",
+     HERE + "InputCases.test_deep_payload_and_value_files"),
+    ("input", "--timeout 1e300 (submit, watch)", 2, "--timeout must be at most",
+     HERE + "InputCases.test_timeouts_above_their_bound"),
+    ("input", "stdout closed early (status | head, list | true)", 0, "-",
+     HERE + "InputCases.test_output_cut_short_is_not_an_error"),
+    ("input", "deregister while the node's own process runs", 1, "is running in process",
+     HERE + "InputCases.test_deregister_while_the_node_runs"),
     ("resp", "arrays nested too deep", 1, "nested deeper than 32 levels",
      "test_redis_client.ParserTest.test_arrays_nested_too_deep_are_a_protocol_error_not_a_recursion_error"),
+    ("redis", "drips its reply, a byte at a time, past redis.socket_timeout", 1, "no complete reply",
+     HERE + "ReplyBoundCases.test_reply_dripped_past_the_timeout"),
+    ("resp", "streams an endless array of empty arrays", 1, "larger than",
+     HERE + "ReplyBoundCases.test_endless_array_of_empty_arrays"),
+    ("redis", "host name whose lookup hangs: bounded by redis.connect_timeout", 1, "resolving the host of",
+     "test_redis_client.ReplyBoundsTest.test_name_resolution_counts_against_the_connect_timeout"),
+    ("redis", "redis.db out of range (99): nothing runs in db 0", 1, "SELECT 99",
+     "test_redis_client.HandshakeGuardTest.test_heartbeat_with_db_out_of_range_exits_with_one_line_"
+     "and_registers_nothing"),
 ]
 
 SERVER = None
@@ -262,6 +291,101 @@ class ConfigCases(BadInputCase):
         self.assertEqual(len(warnings), 1, result.stderr)
         self.assertIn("%s is readable by group or others (mode 0644): run chmod 600 %s" % (path, path), warnings[0])
 
+    def test_hostile_json(self):
+        node = self.node()
+        cases = [('{"node": {"heartbeat_interval": %s}}' % ("9" * 5000), "a whole number with 5000 digits"),
+                 ('{"node": {"labels": %s%s}}' % ("[" * 100000, "]" * 100000), "nested deeper than 32 levels"),
+                 ('{"node": {"heartbeat_interval": 1, "heartbeat_interval": 2}}', "duplicate key 'heartbeat_interval'")]
+        for text, fragment in cases:
+            with self.subTest(fragment=fragment):
+                self.write_config(node, text)
+                self.refused(node, os.path.join(node.config_dir, "config.json") + ": ", fragment)
+
+    def test_durations_above_their_bound(self):
+        node = self.node()
+        for section, key in (("node", "heartbeat_interval"), ("election", "lease_ttl"), ("hooks", "timeout_s")):
+            with self.subTest(key=key):
+                self.write_config(node, json.dumps(dict(node.config, **{section: dict(node.config.get(section, {}),
+                                                                                        **{key: 1e200})})))
+                self.refused(node, "%s.%s must be at most 86400" % (section, key))
+
+    def test_typo_is_named_before_the_relation_error(self):
+        node = self.node()
+        self.write_config(node, json.dumps(dict(node.config, node=dict(node.config["node"], heartbeat_ttl=1.5,
+                                                                        heartbeat_intervall=0.5))))
+        line = self.refused(node, "unknown key 'node.heartbeat_intervall'", "which may be why")
+        self.assertLess(line.index("heartbeat_intervall"), line.index("must be at least twice"))
+
+
+class InputCases(BadInputCase):
+    """Command-line input and output: hostile files, absurd timeouts, a closed pipe, a running node."""
+
+    def test_unwritable_log_dir(self):
+        node = self.node()
+        shutil.rmtree(node.log_dir)
+        with open(node.log_dir, "w") as fh:
+            fh.write("a file where the log dir should be")
+        for script in ("node_manager.py", "heartbeat.py"):
+            with self.subTest(script=script):
+                result = self.run_unchanged(node, script, *(["check"] if script == "node_manager.py" else []))
+                line = self.assert_refused(result, 2, script, "config error: log dir %s: " % node.log_dir)
+                self.assertNotIn("unexpected", line)
+        self.assertEqual(SERVER.command("DBSIZE"), 0)
+
+    def test_deep_payload_and_value_files(self):
+        node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
+        path = os.path.join(self.base, "deep.json")
+        with open(path, "w") as fh:
+            fh.write("[" * 100000 + "]" * 100000)
+        for args in (("task_queue.py", "submit", "--type", "echo", "--payload-file", path),
+                     ("state_sync.py", "set", "k", "--value-file", path)):
+            with self.subTest(script=args[0]):
+                result = self.run_unchanged(node, *args, logs=False)  # the refusal is logged
+                self.assert_refused(result, 2, args[0], "nested")
+
+    def test_timeouts_above_their_bound(self):
+        node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
+        for args in (("task_queue.py", "submit", "--type", "echo", "--timeout", "1e300"),
+                     ("task_queue.py", "submit", "--type", "echo", "--wait", "--wait-timeout", "1e300"),
+                     ("state_sync.py", "watch", "k", "--timeout", "1e300")):
+            with self.subTest(args=args):
+                result = self.run_unchanged(node, *args, logs=False)
+                self.assert_refused(result, 2, args[0], "timeout must be at most")
+
+    def test_output_cut_short_is_not_an_error(self):
+        node = self.node()
+        for i in range(300):
+            SERVER.command("HSET", keys.nodes(), "other-%03d" % i, '{"status": "online"}')
+        for args in (("node_manager.py", "status"), ("state_sync.py", "list"), ("task_queue.py", "list")):
+            with self.subTest(args=args):
+                read_fd, write_fd = os.pipe()
+                os.close(read_fd)  # the reader is gone before the first write: `| true` at its fastest
+                import subprocess
+                try:
+                    proc = subprocess.run(node.argv(*args), env=node.env, stdout=write_fd,
+                                          stderr=subprocess.PIPE, text=True, timeout=30)
+                finally:
+                    os.close(write_fd)
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+                self.assertEqual(proc.stderr, "")
+                self.assertNotIn("Traceback", node.log_text())
+
+    def test_deregister_while_the_node_runs(self):
+        node = self.node()
+        loop = node.spawn("heartbeat.py", "--loop", "--quiet")
+        wait_for(lambda: SERVER.command("EXISTS", keys.heartbeat("n1")), 10, message="n1 to beat")
+        record = SERVER.command("HGET", keys.nodes(), "n1")
+        result = node.run("node_manager.py", "deregister")
+        line = self.assert_refused(result, 1, "node_manager.py", "is running in process %d" % loop.pid)
+        self.assertIn("kill -TERM %d" % loop.pid, line)
+        self.assertEqual(json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["status"],
+                         json.loads(record)["status"])
+        self.assertEqual(SERVER.command("EXISTS", keys.heartbeat("n1")), 1, "nothing was undone")
+        node.stop_all()
+        result = node.run("node_manager.py", "deregister")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["status"], "left")
+
 
 class RedisCases(BadInputCase):
     """Redis faults: exit 1, one line naming host:port, nothing written, no state file touched."""
@@ -365,7 +489,9 @@ class DataCases(BadInputCase):
     def test_foreign_values_in_the_nodes_hash_are_left_alone(self):
         for node_id, value in self.JUNK.items():
             SERVER.command("HSET", keys.nodes(), node_id, value)
-        node = self.node()
+        # one beat and one lease for the whole test: n1 stays online (not suspect 1.5 intervals after its
+        # beat) and leader however loaded the machine
+        node = self.node(node={"heartbeat_interval": 20, "heartbeat_ttl": 60}, election={"lease_ttl": 60})
         for script in ("heartbeat.py", "leader_election.py"):
             self.assertEqual(node.run(script).returncode, 0)
         SERVER.command("DEL", keys.bootstrap())  # past the bootstrap wait: n1 leads and sweeps
@@ -386,7 +512,8 @@ class DataCases(BadInputCase):
                 self.assertEqual(SERVER.command("HGET", keys.nodes(), node_id), value, "left alone")
 
     def test_wrongtype_names_the_key(self):
-        node = self.node()
+        # one beat for the whole test: hb:n1 must not expire inside run_unchanged on a loaded machine
+        node = self.node(node={"heartbeat_interval": 20, "heartbeat_ttl": 60})
         for args in (("heartbeat.py",), ("leader_election.py",), ("failover_manager.py",), ("node_manager.py",
                                                                                           "status")):
             self.assertEqual(node.run(*args).returncode, 0, args)  # every state and lock file exists now
@@ -553,7 +680,7 @@ class TableTest(unittest.TestCase):
         loader = unittest.TestLoader()
         for area, case, code, _fragment, test_id in CASES:
             with self.subTest(case=case):
-                self.assertIn(area, ("config", "redis", "data", "resp"))
+                self.assertIn(area, ("config", "redis", "data", "resp", "input"))
                 self.assertIn(code, (0, 1, 2))
                 suite = loader.loadTestsFromName(test_id)
                 self.assertEqual(suite.countTestCases(), 1, test_id)
@@ -562,12 +689,34 @@ class TableTest(unittest.TestCase):
     def test_every_test_here_is_in_the_table(self):
         named = {test_id for *_rest, test_id in CASES}
         module = sys.modules[__name__]
-        for cls_name in ("ConfigCases", "RedisCases", "Redis50Test", "DataCases"):
+        for cls_name in ("ConfigCases", "RedisCases", "Redis50Test", "DataCases", "InputCases", "ReplyBoundCases"):
             cls = getattr(module, cls_name)
             for name in dir(cls):
                 if name.startswith("test_"):
                     self.assertIn(HERE + "%s.%s" % (cls_name, name), named)
 
+
+
+class ReplyBoundCases(BadInputCase):
+    """Issue 13 item 13: a server that drips its reply or streams an endless one is cut off by the
+    client's bounds (the whole reply within redis.socket_timeout, one reply within
+    redis_client.MAX_REPLY_BYTES): exit 1, one line naming host:port, nothing written."""
+
+    def against_fake(self, handler, *fragments) -> str:
+        node = self.node()
+        self.assertEqual(node.run("heartbeat.py").returncode, 0)
+        SERVER.flushall()
+        with fakes.FakeServer(handler) as fake:
+            # run()'s timeout is the bound: a client that waited per recv() would take 100 s here
+            result = self.run_unchanged(node, "heartbeat.py", logs=False, env={"REDIS_PORT": str(fake.port)})
+        return self.assert_refused(result, 1, "heartbeat.py", "127.0.0.1:%d" % fake.port, *fragments)
+
+    def test_reply_dripped_past_the_timeout(self):
+        self.against_fake(fakes.drip(b"$1000\r\n" + b"x" * 1000 + b"\r\n", 0.1), "Redis timed out",
+                          "no complete reply")
+
+    def test_endless_array_of_empty_arrays(self):
+        self.against_fake(fakes.array_stream(2 ** 30 - 1, 10 ** 6), "not a Redis server?", "larger than")
 
 if __name__ == "__main__":
     unittest.main()

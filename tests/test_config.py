@@ -69,7 +69,7 @@ class PrecedenceTest(ConfigCase):
     def test_every_schema_default_is_valid(self):
         for (section, key), spec in config.SCHEMA.items():
             with self.subTest(key="%s.%s" % (section, key)):
-                config._check(spec, spec[1], "%s.%s" % (section, key))
+                config._check(spec, spec[1], "%s.%s" % (section, key), config.upper_bound((section, key)))
 
     def test_default_config_json_is_valid(self):
         shipped = os.path.join(config.DEFAULT_CONFIG_DIR, "config.json")
@@ -318,6 +318,126 @@ class DescribeTest(ConfigCase):
         self.assertIn("chmod 600", proc.stderr)
         self.assertNotIn("Traceback", proc.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.dir, "logs", "heartbeat.log")))  # nothing ran
+
+
+class MaskingTest(ConfigCase):
+    """Issue 13 item 12: a password never shows in a config error, whatever the shape of the value."""
+
+    def test_every_shape_of_a_wrong_endpoint_list_is_masked(self):
+        shapes = [
+            {"redis": {"instances": {"host": "a", "password": SECRET}}},           # an object, not a list
+            {"redis": {"sentinels": {"host": "a", "password": SECRET}}},
+            {"redis": {"instances": [[{"host": "a", "password": SECRET}]]}},       # a list in the list
+            {"redis": {"instances": ["redis://user:%s@a:7000" % SECRET]}},         # a URL string
+            {"redis": {"sentinels": "redis://:%s@a:26379" % SECRET}},
+            {"redis": {"instances": [{"host": {"password": SECRET}}]}},            # nested deeper
+            {"redis": {"instances": [{"host": "a", "port": "x", "auth": {"token": SECRET}}]}},
+            {"redis": {"instances": [{"port": 1, "Password": SECRET}]}},          # another spelling
+            {"redis": {"sentinels": [{"host": "a", "port": SECRET, "password": SECRET}]}},  # in the wrong field
+            {"redis": {"instances": [{"host": 5, "client_secret": SECRET}]}},
+        ]
+        for cfg in shapes:
+            with self.subTest(cfg=cfg):
+                msg = self.error(cfg)
+                self.assertIn("redis.", msg)
+                self.assertNotIn(SECRET, msg)
+                self.assertNotIn(SECRET[:8], msg)
+
+    def test_masked_walks_every_shape(self):
+        value = {"a": [{"password": SECRET, "x": [{"api_token": SECRET}]}], "url": "redis://u:%s@h:1/0" % SECRET,
+                 "secret": 5, "ok": "plain"}
+        shown = json.dumps(config._masked(value))
+        self.assertNotIn(SECRET, shown)
+        self.assertIn('"ok": "plain"', shown)
+        self.assertIn("redis://***@h:1/0", shown)
+
+
+class HostileJsonTest(ConfigCase):
+    """Issue 13 item 14: hostile JSON in config.json is one ConfigError naming the file, never a crash."""
+
+    def test_huge_integer(self):
+        msg = self.error('{"node": {"heartbeat_interval": %s}}' % ("9" * 5000))
+        self.assertIn(os.path.join(self.dir, "config.json"), msg)
+        self.assertIn("digits", msg)
+        self.assertLess(len(msg), 300)
+
+    def test_deep_nesting(self):
+        for depth in (1000, 100000):
+            with self.subTest(depth=depth):
+                msg = self.error('{"node": {"labels": %s%s}}' % ("[" * depth, "]" * depth))
+                self.assertIn(os.path.join(self.dir, "config.json"), msg)
+                self.assertIn("nested", msg)
+
+    def test_duplicate_keys_are_refused(self):
+        msg = self.error('{"node": {"heartbeat_interval": 1, "heartbeat_interval": 2}}')
+        self.assertIn(os.path.join(self.dir, "config.json"), msg)
+        self.assertIn("duplicate key 'heartbeat_interval'", msg)
+        msg = self.error('{"node": {}, "node": {}}')
+        self.assertIn("duplicate key 'node'", msg)
+        msg = self.error({}, '{"redis": {"password": "a", "password": "b"}}')
+        self.assertIn(os.path.join(self.dir, "secrets.json"), msg)
+
+
+class UpperBoundTest(ConfigCase):
+    """Issue 13 item 14: every duration has an upper bound, so 1e200 is refused at load time."""
+
+    def test_every_duration_is_bounded(self):
+        for (section, key), spec in config.SCHEMA.items():
+            if spec[0] != "num":
+                continue
+            with self.subTest(key="%s.%s" % (section, key)):
+                msg = self.error({section: {key: 1e200}})
+                self.assertIn("%s.%s must be at most" % (section, key), msg)
+
+    def test_every_whole_number_is_bounded(self):
+        for (section, key), spec in config.SCHEMA.items():
+            if spec[0] != "int":
+                continue
+            with self.subTest(key="%s.%s" % (section, key)):
+                self.assertIn("%s.%s must be at most" % (section, key), self.error({section: {key: 10 ** 12}}))
+        self.assertIn("a whole number with 31 digits", self.error({"redis": {"db": 10 ** 30}}))
+
+    def test_the_bounds_themselves_are_accepted(self):
+        self.load({"node": {"heartbeat_interval": 3600, "heartbeat_ttl": config.MAX_DURATION_S},
+                   "election": {"lease_ttl": config.MAX_DURATION_S},
+                   "tasks": {"default_timeout_s": config.upper_bound(("tasks", "default_timeout_s"))}})
+
+    def test_environment_values_are_bounded_too(self):
+        self.assertIn("environment REDIS_DB must be at most", self.error({}, REDIS_DB="9" * 5000))
+
+
+class TypoBeforeRelationTest(ConfigCase):
+    """Issue 13 item 15: a misspelt key is named before the relation error it causes."""
+
+    def test_relation_error_names_the_typo_first(self):
+        msg = self.error({"node": {"heartbeat_intervall": 2, "heartbeat_ttl": 5}})
+        typo = msg.find("unknown key 'node.heartbeat_intervall'")
+        relation = msg.find("must be at least twice")
+        self.assertGreaterEqual(typo, 0, msg)
+        self.assertGreater(relation, typo, msg)
+        self.assertNotIn("\n", msg)
+
+    def test_print_config_still_shows_the_config(self):
+        self.write("config.json", {"node": {"id": "pc", "heartbeat_intervall": 2, "heartbeat_ttl": 5}})
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        proc = subprocess.run([sys.executable, os.path.join(_SCRIPTS, "heartbeat.py"), "--print-config",
+                               "--config-dir", self.dir, "--log-dir", os.path.join(self.dir, "logs")],
+                              env=env, capture_output=True, text=True, timeout=30)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("node.heartbeat_ttl = 5  (config.json)", proc.stdout)
+        self.assertIn("node.heartbeat_interval = 10  (default)", proc.stdout)
+        self.assertIn("unknown key 'node.heartbeat_intervall'", proc.stderr)
+        self.assertIn("config error:", proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+
+    def test_print_config_still_refuses_a_broken_file(self):
+        self.write("config.json", '{"node": {"heartbeat_interval": 1,}}')
+        proc = subprocess.run([sys.executable, os.path.join(_SCRIPTS, "heartbeat.py"), "--print-config",
+                               "--config-dir", self.dir, "--log-dir", os.path.join(self.dir, "logs")],
+                              env=dict(os.environ), capture_output=True, text=True, timeout=30)
+        self.assertEqual(proc.returncode, 2)
+        self.assertEqual(proc.stdout, "")
+        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,23 @@ class LoggerTest(LogCase):
         self.assertIn("unwritable", console.getvalue())
         self.assertIn("still fine", console.getvalue())
 
+    def test_nothing_raises_when_the_file_and_the_console_both_fail(self):
+        """Issue 13 item 11: a job logs its failure through this; logging the failure must not fail."""
+        class Broken:
+            def write(self, _text):
+                raise OSError(28, "No space left on device")
+
+            def flush(self):
+                raise ValueError("I/O operation on closed file")
+
+        blocker = os.path.join(self.dir, "not-a-dir")
+        with open(blocker, "w"):
+            pass
+        logger = log_mod.Logger("tick", "n1", blocker, use_syslog=False, console=Broken())
+        logger.error("disk full: %s", "x")
+        logger.log("ERROR", "traceback only in the file", console=False)
+        logger.close()
+
     def test_for_config(self):
         class Cfg(dict):
             node_id = "cfg-node"

@@ -73,7 +73,7 @@ class RunnerCase(unittest.TestCase):
         try:
             with open(os.path.join(self.log_dir, "faketick.log")) as fh:
                 log_text = fh.read()
-        except FileNotFoundError:
+        except OSError:  # FileNotFoundError; NotADirectoryError when the test put a file there
             log_text = ""
         return Run(code, out.getvalue(), err.getvalue(), log_text)
 
@@ -323,6 +323,129 @@ class LoopTest(RunnerCase):
         self.assertIn("tick failed (1 in a row): one bad tick", run.log_text)
         self.assertIn("attempt 1/3 failed: blip", run.log_text)
         self.assertEqual(stopped, ["rn1"])
+
+
+class JobSurvivalTest(RunnerCase):
+    """Issue 13 item 11: a loop survives every exception, not only Redis ones."""
+
+    def test_loop_survives_any_exception_with_the_traceback_in_the_log(self):
+        def tick(ctx):
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError(28, "No space left on device")
+            if self.calls == 2:
+                raise KeyError("surprise")
+            if self.calls >= 4:
+                ctx.stopping = True
+            return {"n": self.calls}
+
+        run = self.run_main(tick, "--loop", "--json", interval_s=lambda cfg: 0.01)
+        self.assertEqual(run.code, 0, run.stderr)
+        self.assertEqual(self.calls, 4)
+        self.assertEqual([json.loads(line)["n"] for line in run.stdout.splitlines()], [3, 4])
+        self.assertIn("Traceback", run.log_text)
+        self.assertIn("No space left on device", run.log_text)
+        self.assertIn("KeyError", run.log_text)
+        self.assertNotIn("Traceback", run.stderr)
+        console = [line for line in run.stderr_lines if "tick failed" in line]
+        self.assertEqual(len(console), 2, run.stderr)
+        self.assertIn("(2 in a row)", console[1])
+
+    def test_bad_usage_still_ends_the_loop_with_exit_2(self):
+        run = self.run_main(self.counting(runner.UsageError("no such command")), "--loop", "--quiet",
+                            interval_s=lambda cfg: 0.01)
+        self.assert_one_line(run, 2, "no such command")
+        self.assertEqual(self.calls, 1)
+
+    def test_health_is_recorded_on_the_context(self):
+        seen = []
+
+        def tick(ctx):
+            self.calls += 1
+            seen.append((ctx.failures_in_a_row, ctx.last_ok_s is not None))
+            if self.calls in (2, 3):
+                raise RuntimeError("bad")
+            if self.calls >= 4:
+                ctx.stopping = True
+            return {}
+
+        self.run_main(tick, "--loop", "--quiet", interval_s=lambda cfg: 0.01)
+        self.assertEqual(seen, [(0, False), (0, True), (1, True), (2, True)])
+
+
+class LogDirTest(RunnerCase):
+    """Issue 13 item 15: an unwritable log dir is a config error naming the dir (exit 2), before the tick."""
+
+    def test_log_dir_that_is_a_file(self):
+        with open(self.log_dir, "w") as fh:
+            fh.write("not a folder")
+        run = self.run_main(self.counting({}))
+        line = self.assert_one_line(run, 2, "config error:", self.log_dir, "--log-dir")
+        self.assertNotIn("unexpected", line)
+        self.assertEqual(self.calls, 0)
+
+    def test_run_dir_that_is_a_file(self):
+        os.makedirs(self.log_dir)
+        with open(os.path.join(self.log_dir, "run"), "w") as fh:
+            fh.write("not a folder")
+        run = self.run_main(self.counting({}))
+        self.assert_one_line(run, 2, "config error:", os.path.join(self.log_dir, "run"))
+        self.assertEqual(self.calls, 0)
+
+    @unittest.skipIf(os.geteuid() == 0, "root writes into a read-only folder")
+    def test_read_only_log_dir(self):
+        os.makedirs(self.log_dir)
+        os.chmod(self.log_dir, 0o500)
+        self.addCleanup(os.chmod, self.log_dir, 0o700)
+        self.assert_one_line(self.run_main(self.counting({})), 2, "config error:", self.log_dir)
+        self.assertEqual(self.calls, 0)
+
+
+class BrokenPipeTest(RunnerCase):
+    """Issue 13 item 15: output cut short by the reader (``| head``) is not an error: exit 0, quietly."""
+
+    def test_closed_stdout_exits_0_without_a_traceback(self):
+        read_fd, write_fd = os.pipe()
+        os.close(read_fd)  # nobody will ever read: the first flush fails with EPIPE
+        pipe = open(write_fd, "w")
+        self.addCleanup(pipe.close)
+
+        def tick(ctx):
+            for i in range(20000):
+                print("line %d" % i)
+            return {"done": True}
+
+        err = io.StringIO()
+        with contextlib.redirect_stdout(pipe), contextlib.redirect_stderr(err):
+            code = runner.main("faketick", tick, "A fake tick.", argv=["--json", "--config-dir", self.config_dir,
+                                                                      "--log-dir", self.log_dir])
+        self.assertEqual(code, 0, err.getvalue())
+        self.assertEqual(err.getvalue(), "")
+        self.assertFalse(os.path.exists(os.path.join(self.log_dir, "faketick.log")), "nothing to log")
+
+
+class PrintConfigTest(RunnerCase):
+    def test_relation_error_still_prints_the_config(self):
+        self.write_config({"node": {"heartbeat_intervall": 1, "heartbeat_ttl": 1.5}})
+        run = self.run_main(self.counting({}), "--print-config")
+        self.assertEqual(run.code, 2)
+        self.assertIn("node.heartbeat_ttl = 1.5  (config.json)", run.stdout)
+        self.assertIn("unknown key 'node.heartbeat_intervall'", run.stderr)
+        self.assertIn("faketick.py: config error:", run.stderr)
+        self.assertEqual(self.calls, 0)
+
+
+class NumberFlagTest(RunnerCase):
+    def test_upper_bound(self):
+        ctx = mock.Mock(flags={"--timeout": "1e300"})
+        with self.assertRaises(runner.UsageError) as caught:
+            runner.number_flag(ctx, "--timeout", above=True, maximum=604800)
+        self.assertIn("--timeout must be at most 604800", str(caught.exception))
+        ctx = mock.Mock(flags={"--limit": "9" * 5000})
+        with self.assertRaises(runner.UsageError):
+            runner.number_flag(ctx, "--limit", int)
+        ctx = mock.Mock(flags={"--timeout": "604800"})
+        self.assertEqual(runner.number_flag(ctx, "--timeout", maximum=604800), 604800)
 
 
 if __name__ == "__main__":

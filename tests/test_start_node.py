@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from support.nodes import FAST, merge, wait_for, write_config  # noqa: E402
+from support.nodes import FAST, NodeEnv, merge, wait_for, write_config  # noqa: E402
 from support.redis_server import RedisServer, free_port  # noqa: E402
 
 START_NODE = os.path.join(REPO, "start-node.sh")
@@ -137,6 +137,10 @@ class WithRedis(unittest.TestCase):
         return json.loads(raw) if raw else None
 
     def test_without_openclaw_it_registers_and_explains_the_foreground_mode(self):
+        # Nothing beats after the one heartbeat of step 6: a long interval and TTL keep sn1 online (not
+        # suspect 1.5 intervals later, nor offline) through the status below on a loaded machine.
+        write_config(self.config_dir, merge(FAST, {"node": {"heartbeat_interval": 20, "heartbeat_ttl": 60},
+                                                   "redis": {"host": "127.0.0.1", "port": self.server.port}}))
         proc = self.start_node()
         self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
         self.assertEqual(proc.stderr, "")
@@ -218,6 +222,21 @@ class WithRedis(unittest.TestCase):
                 self.assertEqual(proc.stdout, "")
         self.assertIsNone(self.record("sn1"))
 
+    def test_unwritable_log_dir_exits_2_before_anything_is_registered(self):
+        with open(self.log_dir, "w") as fh:
+            fh.write("a file where the log dir should be")
+        for args in ((), ("--foreground",)):
+            with self.subTest(args=args):
+                proc = self.start_node(*args)
+                self.assertEqual(proc.returncode, 2, proc.stdout + proc.stderr)
+                lines = proc.stderr.strip().splitlines()
+                self.assertEqual(len(lines), 1, proc.stderr)
+                self.assertRegex(lines[0], r"^(start-node\.sh|node_manager\.py): config error: log dir %s: "
+                                 % re.escape(self.log_dir))
+                self.assertNotIn("[5/7]", proc.stdout)
+        self.assertIsNone(self.record("sn1"))
+        self.assertEqual(self.server.command("DBSIZE"), 0)
+
     def test_bad_usage_exits_2_with_one_line(self):
         for args in (["--bogus"], ["--config-dir"]):
             with self.subTest(args=args):
@@ -235,6 +254,56 @@ class WithRedis(unittest.TestCase):
         proc = self.start_node(DN_PYTHON=old[0])
         self.assertEqual(proc.returncode, 2)
         self.assertRegex(proc.stderr.strip(), r"^start-node\.sh: \S+ is Python 3\.8; this skill needs Python 3\.9")
+
+
+class ForegroundFaults(unittest.TestCase):
+    """Issue 13 item 11: in --foreground, a job hit by a real fault (not a Redis error: a local file it
+    cannot write) logs it and ticks on, the other jobs go on, it recovers once the fault is gone, and
+    the worker never claims while the heartbeat job cannot beat."""
+
+    def setUp(self):
+        self.server = RedisServer().start()
+        self.tmp = tempfile.mkdtemp(prefix="dn-fg-faults-")
+        self.node = NodeEnv(self.tmp, "ff1", self.server, {"tasks": {"handlers": {"echo": ["/bin/cat"]}}})
+        self.addCleanup(self.cleanup)
+
+    def cleanup(self):
+        self.node.kill_all()  # waits for every process it started
+        self.server.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start(self):
+        proc = self.node.spawn("node_manager.py", "run", "--quiet")
+        wait_for(lambda: self.server.command("GET", "openclaw:cluster:leader") == "ff1" or proc.poll() is not None,
+                 20, message="ff1 to lead")
+        self.assertIsNone(proc.poll(), self.node.log_text(tail_chars=2000))
+        return proc
+
+    def test_the_worker_does_not_claim_while_the_heartbeat_job_fails(self):
+        proc = self.start()
+        lock = os.path.join(self.node.run_dir, "election.ff1.json.lock")
+        if os.path.exists(lock):
+            os.unlink(lock)
+        os.mkdir(lock)  # the epoch memory cannot be updated: every beat that sees a newer epoch fails
+        self.server.command("INCRBY", "openclaw:cluster:epoch", 100)
+        wait_for(lambda: "not claiming tasks" in self.node.log_text("task_queue"), 30,
+                 message="the worker to stop claiming")
+        task = self.node.run_json("task_queue.py", "submit", "--type", "echo", "--node", "ff1",
+                                  "--payload", '{"x": 1}')["id"]
+        failed = self.node.log_text("heartbeat").count("tick failed")
+        wait_for(lambda: self.node.log_text("heartbeat").count("tick failed") >= failed + 4, 30,
+                 message="four more failed beats (the worker ticks as often)")
+        self.assertEqual(self.node.run_json("task_queue.py", "status", task)["state"], "pending")
+        text = self.node.log_text("heartbeat")
+        self.assertIn("Traceback", text, "the fault's traceback is in the job's log")
+        self.assertIn("IsADirectoryError", text)
+        self.assertIsNone(proc.poll(), "the process stays up")
+        os.rmdir(lock)
+        wait_for(lambda: self.node.run_json("task_queue.py", "status", task)["state"] == "done", 30,
+                 message="the task to run once the heartbeat works again")
+        self.assertIn("claiming tasks", self.node.log_text("task_queue").split("not claiming tasks")[-1])
+        self.assertEqual(self.server.command("EXISTS", "hb:ff1"), 1, "the heartbeat job recovered")
+        self.assertIsNone(proc.poll())
 
 
 if __name__ == "__main__":
