@@ -6,7 +6,7 @@ import sys
 import tempfile
 import unittest
 
-from support.nodes import SCRIPTS, NodeEnv, wait_for
+from support.nodes import SCRIPTS, NodeEnv, processes_using, wait_for, wait_processes_gone
 from support.redis_server import RedisServer
 
 sys.path.insert(0, SCRIPTS)
@@ -38,6 +38,13 @@ def remember(elector: Elector, state: dict) -> None:
     local_state.atomic_write_json(elector.state_path, state)
 
 
+def hold(server, node_id: str, epoch: int, instance: str = None, confirmed: str = "1") -> None:
+    """Write the term of a lease ``node_id`` holds (instance "x" is this test's own process for n1)."""
+    server.command("DEL", "openclaw:cluster:term")
+    server.command("HSET", "openclaw:cluster:term", "node", node_id, "instance",
+                   instance or ("x" if node_id == ME else "other-" + node_id), "epoch", epoch, "confirmed", confirmed)
+
+
 def record(status="online") -> str:
     return json.dumps({"id": ME, "status": status, "instance": "x", "interval": 1, "ttl": 3})
 
@@ -63,10 +70,10 @@ ROWS = [
      dict(holder=None, epoch=None, alive=True, rec=record()), ("waiting", None, 9), 9),
     ("vacant, but I just released the lease: let another node take it",
      dict(holder=None, epoch=4, alive=True, rec=record(), released=True), ("ineligible", None, 4), 4),
-    ("held by another at an epoch below what I remember: raised to a fresh one",
-     dict(holder=OTHER, epoch=3, alive=True, rec=record()), ("follower", OTHER, 8), 7),
-    ("held by me at an epoch below what I remember: I adopt a fresh one",
-     dict(holder=ME, epoch=3, alive=True, rec=record()), ("renewed", ME, 8), 7),
+    ("held by another at an epoch below what I remember: raised to it, a bootstrap round starts",
+     dict(holder=OTHER, epoch=3, alive=True, rec=record()), ("follower", OTHER, 7), 7),
+    ("held by me at an epoch below what I remember: I keep the lease, fenced, until the round is over",
+     dict(holder=ME, epoch=3, alive=True, rec=record()), ("waiting", ME, 7), 7),
 ]
 
 
@@ -88,6 +95,7 @@ class ElectorTable(unittest.TestCase):
         s = self.server
         if state["holder"]:
             s.command("SET", "openclaw:cluster:leader", state["holder"], "PX", LEASE_MS)
+            hold(s, state["holder"], state["epoch"] or 0)
         if state["epoch"] is not None:
             s.command("SET", "openclaw:cluster:epoch", state["epoch"])
         if state["alive"]:
@@ -157,6 +165,7 @@ class ElectorTable(unittest.TestCase):
     def test_epochs_only_grow_over_many_terms(self):
         ctx = make_ctx(self.tmp.name, ME, self.server)
         self.arrange(dict(holder=None, epoch=0, alive=True, rec=record()))
+        remember(Elector(ctx), {})  # an earlier test's memory would be above this Redis's epoch: a round
         seen = []
         for _ in range(5):
             obs = Elector(ctx).try_acquire_or_renew()
@@ -169,6 +178,7 @@ class ElectorTable(unittest.TestCase):
         ctx = make_ctx(self.tmp.name, ME, self.server)
         self.arrange(dict(holder=None, epoch=1, alive=True, rec=record()))
         elector = Elector(ctx)
+        remember(elector, {})
         self.assertEqual(elector.try_acquire_or_renew().outcome, "acquired")
         self.assertTrue(elector.release())
         self.assertIsNone(self.server.command("GET", "openclaw:cluster:leader"))
@@ -182,12 +192,14 @@ class ElectorTable(unittest.TestCase):
         self.assertEqual(self.server.command("GET", "openclaw:cluster:leader"), OTHER)
         # a lease this node took a moment ago, before its memory file says so, is released
         self.server.command("SET", "openclaw:cluster:leader", ME, "PX", LEASE_MS)
+        hold(self.server, ME, 2)
         remember(confused, {"is_leader": False, "epoch": 0, "leader": "", "max_epoch": 2})
         self.assertTrue(confused.release())
         self.assertIsNone(self.server.command("GET", "openclaw:cluster:leader"))
         # releasing one term by its epoch (an unconfirmed new term) leaves a newer term alone
         self.server.command("SET", "openclaw:cluster:leader", ME, "PX", LEASE_MS)
         self.server.command("SET", "openclaw:cluster:epoch", 99)
+        hold(self.server, ME, 99)
         self.assertFalse(confused._release_at(2))
         self.assertEqual(self.server.command("GET", "openclaw:cluster:leader"), ME)
         ctx.close()
@@ -231,20 +243,20 @@ class Hooks(unittest.TestCase):
             Elector(ctx).try_acquire_or_renew()
             wait_for(lambda: any(d["HOOK"] == "on_lose_leadership" for d in lines()), 10,
                      message="on_lose_leadership")
+            wait_processes_gone(tmp)  # the hooks' supervisors still append to logs/hooks.log
             ctx.close()
 
     def test_a_failing_or_hanging_hook_never_blocks_the_tick(self):
         with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
             hang = [sys.executable, "-c", "import time; time.sleep(60)"]
-            ctx = make_ctx(tmp, ME, server, {"hooks": {"on_become_leader": hang, "timeout_s": 1,
+            ctx = make_ctx(tmp, ME, server, {"hooks": {"on_become_leader": hang, "timeout_s": 3,
                                                        "on_leader_change": ["/nonexistent/hook"]}})
             server.command("SET", "hb:" + ME, "1", "PX", LEASE_MS)
             server.command("HSET", "openclaw:cluster:nodes", ME, record())
             server.command("SET", "openclaw:cluster:epoch", 0)
-            import time
-            started = time.monotonic()
             self.assertEqual(Elector(ctx).try_acquire_or_renew().outcome, "acquired")
-            self.assertLess(time.monotonic() - started, 2, "the tick does not wait for its hooks")
+            # no timing: the tick is back while its hook still runs (the supervisor kills it at 3 s)
+            self.assertTrue(processes_using(ctx.cfg.log_dir), "the tick does not wait for its hooks")
             hooks_log = os.path.join(ctx.cfg.log_dir, "hooks.log")
 
             def logged():
@@ -253,9 +265,339 @@ class Hooks(unittest.TestCase):
                         return fh.read()
                 except OSError:
                     return ""
-            wait_for(lambda: "killed after 1s" in logged() and "failed to start" in logged(), 15,
+            wait_for(lambda: "killed after 3s" in logged() and "failed to start" in logged(), 30,
                      message="both hook outcomes logged")
+            wait_processes_gone(tmp)
             ctx.close()
+
+    @staticmethod
+    def wait_hooks_done():
+        import hooks
+        for proc in list(hooks._started):
+            proc.wait(30)  # the supervisors write into logs/: let them finish before the dir goes
+
+    def test_a_hook_past_its_timeout_loses_its_whole_process_group(self):
+        import hooks
+        with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
+            pid_file = os.path.join(tmp, "grandchild")
+            hang = ["sh", "-c", "sleep 60 & echo $! > %s; sleep 60" % pid_file]
+            ctx = make_ctx(tmp, ME, server, {"hooks": {"on_become_leader": hang, "timeout_s": 1}})
+            try:
+                self.assertTrue(hooks.fire(ctx, "on_become_leader", ME, 1))
+                wait_for(lambda: os.path.exists(pid_file) and os.path.getsize(pid_file), 10, message="the hook")
+                with open(pid_file) as fh:
+                    grandchild = int(fh.read())
+                self.wait_hooks_done()
+                from support.nodes import process_alive
+                wait_for(lambda: not process_alive(grandchild), 5, message="the hook's grandchild to be killed")
+            finally:
+                self.wait_hooks_done()
+                ctx.close()
+
+    def test_a_hook_gets_no_redis_credential_and_its_output_log_is_bounded(self):
+        import hooks
+        secret = "pw-%s" % os.urandom(4).hex()
+        with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
+            noisy = ["sh", "-c", "env; yes | head -c 3000000"]
+            ctx = make_ctx(tmp, ME, server, {"hooks": {"on_become_leader": noisy},
+                                             "logging": {"max_bytes": 200000, "backup_count": 1}})
+            saved = os.environ.get("REDIS_PASSWORD")
+            os.environ["REDIS_PASSWORD"] = secret
+            try:
+                for epoch in (1, 2, 3):
+                    self.assertTrue(hooks.fire(ctx, "on_become_leader", ME, epoch))
+                    self.wait_hooks_done()
+            finally:
+                os.environ.pop("REDIS_PASSWORD") if saved is None else os.environ.__setitem__("REDIS_PASSWORD", saved)
+                self.wait_hooks_done()
+                ctx.close()
+            out = os.path.join(ctx.cfg.log_dir, "hooks.log.out")
+            kept = [p for p in (out, out + ".1", out + ".2") if os.path.exists(p)]
+            text = b"".join(open(p, "rb").read() for p in kept)
+            self.assertTrue(b"EPOCH=3" in text, "the last hook's output is kept")
+            self.assertFalse(secret.encode() in text, "a hook saw the Redis password")
+            self.assertFalse(os.path.exists(out + ".2"), "more rotated files than logging.backup_count")
+            for path in kept:
+                self.assertLessEqual(os.path.getsize(path), 2 * 200000, path)
+
+
+class RedlockLease(unittest.TestCase):
+    """Redlock (issue 13, items 4 and 6): the data Redis's lease never outlives the quorum,
+    the announce never overwrites another node's lease, and never reuses an epoch."""
+
+    LEASE_MS = 3000
+
+    def setUp(self):
+        self.instances = [RedisServer().start() for _ in range(3)]
+        self.data = RedisServer().start()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.proxy = None
+
+    def tearDown(self):
+        if self.proxy is not None:
+            self.proxy.close()
+        for s in self.instances + [self.data]:
+            s.close()
+        self.tmp.cleanup()
+
+    def ctx(self, node_id: str, endpoints=None):
+        endpoints = endpoints or [{"host": s.host, "port": s.port} for s in self.instances]
+        ctx = make_ctx(self.tmp.name, node_id, self.data, {"redis": {"instances": endpoints, "socket_timeout": 1.4}})
+        self.data.command("SET", "hb:" + node_id, "1", "PX", 60000)
+        self.data.command("HSET", "openclaw:cluster:nodes", node_id, record().replace('"n1"', '"%s"' % node_id))
+        self.addCleanup(ctx.close)
+        return ctx
+
+    def quorum_pttl(self) -> int:
+        """What is left of the lease on the majority: the second-longest PTTL of three, read directly."""
+        left = sorted((int(s.command("PTTL", "openclaw:cluster:leader")) for s in self.instances), reverse=True)
+        return left[len(self.instances) // 2]
+
+    def test_with_a_slow_instance_the_data_lease_ends_before_the_quorum(self):
+        from chaos.proxy import StallProxy
+        slow = self.instances[2]
+        self.proxy = StallProxy(slow.host, slow.port)
+        port = self.proxy.add("slow")
+        self.proxy.set_mode("slow", "delay", 0.3)  # each request and reply 0.3 s late: 0.6 s per round trip
+        endpoints = [{"host": s.host, "port": s.port} for s in self.instances[:2]] + [{"host": "127.0.0.1",
+                                                                                          "port": port}]
+        elector = Elector(self.ctx(ME, endpoints))
+        self.addCleanup(elector.close)
+        obs = elector.try_acquire_or_renew()
+        data_pttl = int(self.data.command("PTTL", "openclaw:cluster:leader"))  # read first: the safe order
+        quorum = self.quorum_pttl()
+        self.assertEqual(obs.outcome, "acquired")
+        read_slack_ms = 50  # the reads above are sequential, a few ms apart
+        self.assertLessEqual(data_pttl, quorum + read_slack_ms,
+                             "the data Redis's lease outlives the quorum's by %dms" % (data_pttl - quorum))
+        self.assertLessEqual(obs.lease_ms, quorum + read_slack_ms, "lease_ms reports more than is left")
+        term = self.data.command("HGETALL", "openclaw:cluster:term")
+        self.assertEqual((term[term.index("node") + 1], term[term.index("epoch") + 1]), (ME, str(obs.epoch)))
+        self.assertLessEqual(int(self.data.command("PTTL", "openclaw:cluster:term")), quorum + read_slack_ms)
+
+    def test_announce_never_overwrites_another_nodes_live_lease(self):
+        # n2's lease lives in the data Redis; the instances lost theirs (restarted empty)
+        self.data.command("SET", "openclaw:cluster:epoch", 5)
+        self.data.command("SET", "openclaw:cluster:leader", OTHER, "PX", 60000)
+        elector = Elector(self.ctx(ME))
+        self.addCleanup(elector.close)
+        remember(elector, {"max_epoch": 5})  # so its epoch (6) is above the data Redis's
+        obs = elector.try_acquire_or_renew()
+        self.assertFalse(obs.is_leader, obs.as_dict())
+        self.assertEqual(self.data.command("GET", "openclaw:cluster:leader"), OTHER)
+        self.assertEqual(self.data.command("GET", "openclaw:cluster:epoch"), "5")
+        for s in self.instances:
+            self.assertIsNone(s.command("GET", "openclaw:cluster:leader"), "a refused attempt keeps no claim")
+
+    def test_announce_never_reuses_the_current_epoch_after_the_instances_lost_their_data(self):
+        # n2 led at epoch 5 (its lease has lapsed); the instances restarted empty; n1 remembers 4
+        self.data.command("SET", "openclaw:cluster:epoch", 5)
+        ctx = self.ctx(ME)
+        elector = Elector(ctx)
+        self.addCleanup(elector.close)
+        remember(elector, {"max_epoch": 4})
+        obs = elector.try_acquire_or_renew()
+        if obs.is_leader:
+            self.assertGreater(obs.epoch, 5, "epoch 5 was n2's: n1 may not lead at it")
+        self.assertNotEqual(self.data.command("GET", "openclaw:cluster:epoch"), "5" if obs.is_leader else None)
+
+    def test_a_leader_whose_data_lease_lapsed_starts_a_new_term(self):
+        elector = Elector(self.ctx(ME))
+        self.addCleanup(elector.close)
+        won = elector.try_acquire_or_renew()
+        self.assertEqual(elector.try_acquire_or_renew().outcome, "renewed")
+        self.data.command("DEL", "openclaw:cluster:leader", "openclaw:cluster:term")  # lapsed in the data Redis
+        again = elector.try_acquire_or_renew()
+        self.assertEqual((again.outcome, again.epoch), ("acquired", won.epoch + 1))
+
+    def test_a_release_matches_the_term_not_just_the_node_id(self):
+        elector = Elector(self.ctx(ME))
+        self.addCleanup(elector.close)
+        won = elector.try_acquire_or_renew()
+        self.assertEqual(won.outcome, "acquired")
+        # an attempt of this node at another epoch (a second job, a stale process) gives up: it must
+        # not release the term that won
+        elector._redlock_release(elector._instances(), won.epoch + 1)
+        elector._release_at(won.epoch + 1)
+        self.assertEqual(self.data.command("GET", "openclaw:cluster:leader"), ME)
+        self.assertEqual(sum(s.command("GET", "openclaw:cluster:leader") == ME for s in self.instances), 3)
+
+
+class RedlockDroppedTerm(unittest.TestCase):
+    """A Redlock leader that drops its term gives up its data-Redis lease at that term in the same
+    step (what it reports is what Redis shows), and a leader whose data Redis is unreachable or
+    refuses it keeps no claim on the instances (so another node wins the quorum)."""
+
+    LEASE_MS = RedlockLease.LEASE_MS
+    setUp, tearDown, ctx = RedlockLease.setUp, RedlockLease.tearDown, RedlockLease.ctx
+
+    def data_lease(self):
+        term = self.data.command("HMGET", "openclaw:cluster:term", "node", "epoch")
+        return self.data.command("GET", "openclaw:cluster:leader"), term[0], term[1]
+
+    def claims_of(self, node_id: str) -> int:
+        return sum(s.command("GET", "openclaw:cluster:leader") == node_id for s in self.instances if s.is_running)
+
+    def lead(self, ctx):
+        elector = Elector(ctx)
+        self.addCleanup(elector.close)
+        won = elector.try_acquire_or_renew()
+        self.assertEqual(won.outcome, "acquired")
+        return elector, won
+
+    def assert_lease_given_up(self, obs, won):
+        self.assertFalse(obs.is_leader, obs.as_dict())
+        self.assertEqual(self.data_lease(), (None, None, None),
+                         "the step said %s (not leading) but Redis still shows n1 at epoch %d" % (obs.outcome,
+                                                                                                    won.epoch))
+        self.assertEqual(self.claims_of(ME), 0, "claims of a dropped term are released")
+
+    def test_a_leader_that_loses_the_quorum_gives_up_its_data_lease(self):
+        elector, won = self.lead(self.ctx(ME))
+        for s in self.instances[:2]:  # a majority of the lease instances is down
+            s.stop()
+        self.assert_lease_given_up(elector.try_acquire_or_renew(), won)
+
+    def test_a_leader_that_sees_another_holder_on_the_majority_gives_up_its_data_lease(self):
+        elector, won = self.lead(self.ctx(ME))
+        for s in self.instances[:2]:  # restarted empty, then claimed by n2 (whose announce the lease refused)
+            s.command("FLUSHALL")
+            s.command("SET", "openclaw:cluster:leader", OTHER, "PX", 60000)
+        obs = elector.try_acquire_or_renew()
+        self.assertEqual(obs.leader, OTHER)
+        self.assertFalse(obs.is_leader, obs.as_dict())
+        self.assertEqual(self.data_lease(), (None, None, None), "Redis still shows n1 at epoch %d" % won.epoch)
+        self.assertEqual(self.instances[2].command("GET", "openclaw:cluster:leader"), None)
+        for s in self.instances[:2]:
+            self.assertEqual(s.command("GET", "openclaw:cluster:leader"), OTHER, "never another node's claim")
+
+    def test_a_leader_whose_heartbeat_is_gone_keeps_no_claim_and_no_lease(self):
+        elector, won = self.lead(self.ctx(ME))
+        self.data.command("DEL", "hb:" + ME)
+        obs = elector.try_acquire_or_renew()
+        self.assertEqual(obs.outcome, "ineligible")
+        self.assert_lease_given_up(obs, won)
+
+    def test_dropping_a_term_never_touches_another_term_of_this_node(self):
+        elector, won = self.lead(self.ctx(ME))
+        # the data Redis moved on: this node's lease there is now a newer term (another of its processes)
+        self.data.command("HSET", "openclaw:cluster:term", "epoch", won.epoch + 1)
+        self.data.command("SET", "openclaw:cluster:epoch", won.epoch + 1)
+        for s in self.instances[:2]:
+            s.stop()
+        self.assertFalse(elector.try_acquire_or_renew().is_leader)
+        self.assertEqual(self.data_lease(), (ME, ME, str(won.epoch + 1)))
+
+    def test_a_leader_cut_off_from_the_data_redis_releases_its_claims_and_stays_off(self):
+        from chaos.proxy import StallProxy
+        from redis_client import RedisError
+        self.proxy = StallProxy(self.data.host, self.data.port)
+        port = self.proxy.add("data")
+        ctx = self.ctx(ME)
+        ctx.cfg.values["redis"].update(port=port)  # n1 reaches the data Redis through the proxy only
+        elector, won = self.lead(ctx)
+        self.proxy.set_mode("data", "cut")
+        wait_for(lambda: int(self.data.command("PTTL", "openclaw:cluster:leader")) < self.LEASE_MS / 2, 30,
+                 message="n1's data lease to be half gone")
+        with self.assertRaises(RedisError):  # not leading: the step fails, as any step whose Redis is away
+            elector.try_acquire_or_renew()
+        # its claims now end with its data lease (that it cannot delete), not a whole lease after this step
+        claims_left = [int(s.command("PTTL", "openclaw:cluster:leader")) for s in self.instances]
+        data_left = int(self.data.command("PTTL", "openclaw:cluster:leader"))
+        self.assertTrue(all(data_left <= left <= self.LEASE_MS * 3 / 4 for left in claims_left),  # renewed: ~3000
+                        "claims %s ms, data lease %d ms: a leader whose announce failed renewed its claims (nobody "
+                        "else can win a quorum) or cut them below its data lease" % (claims_left, data_left))
+        # the data lease lapses by itself; meanwhile n1 must not claim the instances again while it cannot
+        # announce (it would hold them for a socket timeout each step, and others would never win)
+        for s in self.instances:
+            s.command("CONFIG", "RESETSTAT")
+        self.proxy.set_mode("data", "delay", 2.0)  # slower than the socket timeout: a stalled link
+        with self.assertRaises(RedisError):
+            elector.try_acquire_or_renew()
+        touched = sum("cmdstat_eval" in s.command("INFO", "commandstats") for s in self.instances)
+        self.assertEqual(touched, 0, "n1 claimed the instances again while it could not announce")
+        wait_for(lambda: self.claims_of(ME) == 0, 30, message="n1's claims to lapse")
+        wait_for(lambda: self.data.command("GET", "openclaw:cluster:leader") is None, 30,
+                 message="n1's data lease to lapse")
+        other = Elector(self.ctx(OTHER))
+        self.addCleanup(other.close)
+        obs = other.try_acquire_or_renew()
+        self.assertEqual((obs.outcome, obs.leader), ("acquired", OTHER))
+        self.proxy.set_mode("data", "pass")  # healed: n1 follows
+        self.assertEqual(elector.try_acquire_or_renew().leader, OTHER)
+
+    def test_a_candidate_cut_off_from_the_data_redis_keeps_no_claim(self):
+        from chaos.proxy import StallProxy
+        from redis_client import RedisError
+        self.proxy = StallProxy(self.data.host, self.data.port)
+        port = self.proxy.add("data")
+        ctx = self.ctx(ME)
+        ctx.cfg.values["redis"].update(port=port)
+        elector = Elector(ctx)
+        self.addCleanup(elector.close)
+        self.proxy.set_mode("data", "cut")
+        with self.assertRaises(RedisError):
+            elector.try_acquire_or_renew()
+        self.assertEqual(self.claims_of(ME), 0, "a quorum won but never announced is given back")
+
+
+class RedlockOneNodeTwoJobs(unittest.TestCase):
+    """Issue 13 item 6: one node's leader_election and failover_manager ticks, started at the same
+    moment against a vacant Redlock lease, make one term between them: one on_become_leader per
+    term, no on_lose_leadership while the quorum holds, no spurious second term."""
+
+    ROUNDS = 6
+
+    def test_concurrent_ticks_of_one_node_make_one_term(self):
+        import subprocess
+        instances = [RedisServer().start() for _ in range(3)]
+        data = RedisServer().start()
+        tmp = tempfile.TemporaryDirectory()
+        try:
+            out = os.path.join(tmp.name, "hooks.txt")
+            hook = [sys.executable, "-c", "import os; open(%r, 'a').write(os.environ['HOOK'] + ' ' + "
+                                          "os.environ['EPOCH'] + '\\n')" % out]
+            node = NodeEnv(tmp.name, ME, data, config={
+                "redis": {"instances": [{"host": s.host, "port": s.port} for s in instances]},
+                "hooks": {"on_become_leader": hook, "on_lose_leadership": hook}})
+            node.run_json("heartbeat.py")
+            data.command("PEXPIRE", "hb:" + ME, 600000)  # alive for the whole test
+            memory = local_state.epoch_memory_path(node.run_dir, ME)
+
+            def lines():
+                try:
+                    with open(out) as fh:
+                        return fh.read().split()
+                except OSError:
+                    return []
+            epochs = []
+            for _ in range(self.ROUNDS):
+                for s in instances + [data]:
+                    s.command("DEL", "openclaw:cluster:leader", "openclaw:cluster:term")
+                # the node forgets it led without a transition (no hook): the lease is vacant again
+                local_state.update_json(memory, lambda st: st.update(is_leader=False, leader="", epoch=0))
+                before = int(data.command("GET", "openclaw:cluster:epoch") or 0)
+                procs = [subprocess.Popen(node.argv(script, "--quiet"), env=node.env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
+                         for script in ("leader_election.py", "failover_manager.py")]
+                for proc in procs:
+                    proc.wait(60)
+                after = int(data.command("GET", "openclaw:cluster:epoch") or 0)
+                epochs.append(after)
+                self.assertEqual(data.command("GET", "openclaw:cluster:leader"), ME,
+                                 "the lease one job won was lost to the other (round %d)" % len(epochs))
+                self.assertEqual(after, before + 1, "a spurious second term (epoch %d -> %d)" % (before, after))
+            wait_for(lambda: lines().count("on_become_leader") >= self.ROUNDS, 20, message="the hooks to run")
+            wait_processes_gone(tmp.name)  # every hook fired (an extra one too) has run and logged
+            got = lines()
+            become = sorted(int(e) for h, e in zip(got[::2], got[1::2]) if h == "on_become_leader")
+            self.assertEqual(become, sorted(epochs), "one on_become_leader per term")
+            self.assertNotIn("on_lose_leadership", got)
+        finally:
+            wait_processes_gone(tmp.name, kill=True)  # no hook supervisor writes into tmp while it goes
+            for s in instances + [data]:
+                s.close()
+            tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -260,17 +260,19 @@ class ConcurrencyTest(HeartbeatCase):
     @unittest.skipIf(SKIP_SLOW, "DN_TEST_SKIP_SLOW is set")
     def test_retry_then_success_when_redis_starts_late(self):
         port = free_port()
-        node = self.node(node={"retry_count": 8, "retry_delay": 0.3})
+        # 30 retries 0.3 s apart: room for a loaded machine to start the late Redis in the window
+        node = self.node(node={"retry_count": 30, "retry_delay": 0.3})
         proc = subprocess.Popen(node.argv("heartbeat.py", "--json"), env=dict(node.env, REDIS_PORT=str(port)),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.addCleanup(lambda: proc.poll() is None and proc.kill())
-        time.sleep(1.2)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.communicate()))
+        wait_for(lambda: "attempt 1/31 failed" in node.log_text("heartbeat"), 30,
+                 message="the first attempt to fail (no Redis yet)")
         late = RedisServer(password=PASSWORD, port=port, name="late")
         self.addCleanup(late.close)
         late.start()
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=60)
         self.assertEqual(proc.returncode, 0, err)
-        self.assertIn("attempt 1/9 failed", err)
+        self.assertIn("attempt 1/31 failed", err)
         self.assertIn("127.0.0.1:%d" % port, err)
         self.assertTrue(json.loads(out)["ok"])
         self.assertIsNotNone(late.command("HGET", keys.nodes(), "n1"))

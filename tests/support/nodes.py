@@ -71,6 +71,54 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+def processes_using(path: str) -> list:
+    """Pids of live processes other than this one whose argv names ``path`` or a file under it, or
+    whose working dir is there (Linux /proc; [] elsewhere): e.g. a hook's detached supervisor
+    that still has to append to ``logs/hooks.log``."""
+    paths = {p.rstrip(os.sep) for p in (os.path.abspath(path), os.path.realpath(path))}
+    found = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        try:
+            if pid == os.getpid() or not process_alive(pid):
+                continue
+            with open("/proc/%d/cmdline" % pid, "rb") as fh:
+                args = fh.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            args.append(os.readlink("/proc/%d/cwd" % pid))
+        except OSError:
+            pass  # gone meanwhile, or not ours to read
+        if any(a == p or p + os.sep in a for a in args for p in paths):
+            found.append(pid)
+    return found
+
+
+def wait_processes_gone(path: str, timeout_s: float = 30, kill: bool = False) -> None:
+    """Before a test removes ``path``: wait until no process uses it (see processes_using), with
+    SIGKILL first when ``kill``. A detached child (a hook supervisor, in a session of its own, so
+    no process-group kill reaches it) that writes into ``path`` while shutil.rmtree runs makes the
+    removal fail ("Directory not empty") or leaves files behind."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = processes_using(path)
+        if not pids:
+            return
+        if kill:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if time.monotonic() > deadline:
+            raise AssertionError("processes still using %s after %gs: %s" % (path, timeout_s, pids))
+        time.sleep(0.05)
+
+
 class NodeEnv:
     """One simulated machine: a node id, a config dir and a log dir, pointed at a test Redis."""
 
@@ -170,8 +218,13 @@ class NodeEnv:
         self.procs = [p for p in self.procs if p.poll() is None]
 
     def kill_all(self) -> None:
+        """SIGKILL every process this node started, and any detached child still writing into its
+        dirs (a hook supervisor), waiting until they are gone: the dirs can be removed after this.
+        A test that checks what outlives a crash of the node's processes (an orphaned handler or hook)
+        kills with ``stop_all(signal.SIGKILL)`` instead, which reaches only their process groups."""
         self.signal_all(signal.SIGCONT)
         self.stop_all(signal.SIGKILL)
+        wait_processes_gone(os.path.dirname(self.config_dir), kill=True)
 
     def log_text(self, script: str = None, tail_chars: int = None) -> str:
         """The log of ``script`` ("" before it wrote one). Without ``script``: every log file of this
