@@ -144,8 +144,9 @@ def _check_restart(restart, samples, events, check: Check) -> str:
     mine = [s for s in samples if s.generation == restart.generation and s.epoch is not None]
     floor = mine[0].epoch if mine and mine[0].leader is None else None
     term = next((s.epoch for s in mine if s.leader is not None), None)
-    fact = "empty restart at t=%.1fs: highest epoch before %d, floor restored %s, first new term %s" % (
-        restart.t_down, before, floor if floor is not None else "-", term if term is not None else "-")
+    what = "empty restart" if getattr(restart, "kind", "empty") == "empty" else restart.kind
+    fact = "%s at t=%.1fs: highest epoch before %d, floor restored %s, first new term %s" % (
+        what, restart.t_down, before, floor if floor is not None else "-", term if term is not None else "-")
     firsts = [(s.epoch, "Redis at t=%.2fs" % s.t) for s in samples
               if s.generation == restart.generation and s.leader is not None]
     firsts += [(e.epoch, "event %s" % e.id) for e in events
@@ -154,8 +155,8 @@ def _check_restart(restart, samples, events, check: Check) -> str:
     if not low:
         return fact
     remembered = max(restart.remembered.values() or [0])
-    line = "after the empty restart at t=%.2fs a leader held epoch %d (%s), not above %d seen before" % (
-        restart.t_down, low[0][0], low[0][1], before)
+    line = "after the %s at t=%.2fs a leader held epoch %d (%s), not above %d seen before" % (
+        what, restart.t_down, low[0][0], low[0][1], before)
     if remembered < before:
         check.expected.append(line + "; documented limit: no live node remembered epoch %d (highest %d)"
                               % (before, remembered))
@@ -274,12 +275,12 @@ def summary(header: list, faults, checks, table: dict, bounds: dict) -> str:
     lines = list(header)
     lines.append("")
     lines.append("faults injected (%d):" % len(faults))
-    lines.append("  %-4s %-12s %-18s %7s %9s %10s %7s" % ("#", "kind", "target", "held", "failover", "converged",
+    lines.append("  %-4s %-16s %-18s %7s %9s %10s %7s" % ("#", "kind", "target", "held", "failover", "converged",
                                                           "bound"))
     for f in faults:
         fo = "%.2fs" % f.failover_s if f.failover_s is not None else ("missed" if f.hit_leader else "-")
         cv = "%.2fs" % f.converged_s if f.converged_s is not None else "NO"
-        lines.append("  %-4d %-12s %-18s %6.1fs %9s %10s %6.2fs" % (f.spec.index, f.spec.kind, f.target_text(),
+        lines.append("  %-4d %-16s %-18s %6.1fs %9s %10s %6.2fs" % (f.spec.index, f.spec.kind, f.target_text(),
                                                                    f.held_s, fo, cv, f.bound_s))
     lines.append("")
     lines.append("failover times (leader faults):")

@@ -5,7 +5,9 @@ Every node runs, from this checkout, ``heartbeat.py``, ``leader_election.py``,
 its own process group, with its own config dir and log dir, and reaches Redis
 through its own listener on the stall proxy. One node may live in a network
 namespace (``ip netns``), reaching the proxy through relay.py and a Unix
-socket, so that it can be cut off at the network level.
+socket, so that it can be cut off at the network level. With ``--redlock``
+three more private Redis servers are the lease instances (``redis.instances``),
+each behind a proxy listener of its own that every node shares.
 """
 
 import json
@@ -29,10 +31,21 @@ from support.redis_server import RedisServer, _encode_command, _RespConnection  
 from proxy import StallProxy  # noqa: E402
 
 LOOP_SCRIPTS = (("heartbeat.py",), ("leader_election.py",), ("failover_manager.py",), ("task_queue.py", "work"))
+FOREGROUND_SCRIPT = ("node_manager.py", "run")   # every job in one process (start-node.sh --foreground)
 TASK_TYPE = "chaos"
-# The task handler: one line per execution start into the shared ledger, then a short "job".
-HANDLER_SH = 'printf "%s %s %s\\n" "$TASK_ID" "$NODE_ID" "$TASK_ATTEMPT" >> "$CHAOS_LEDGER"; sleep 0.2'
+LONG_TASK_TYPE = "chaos_long"
+# The task handler: one line per execution start into the shared ledger (task, node, attempt, which
+# process of that node id ran it, wall time), then a short "job".
+HANDLER_SH = ('printf "%s %s %s %s %s\\n" "$TASK_ID" "$NODE_ID" "$TASK_ATTEMPT" "$CHAOS_WHO" "$(date +%s.%N)" '
+              '>> "$CHAOS_LEDGER"; sleep 0.2')
+# The long handler (worker_kill): a start line and an end line with its pid, so overlapping copies show.
+LONG_HANDLER_SH = ('echo "start $TASK_ID $$ $NODE_ID $CHAOS_WHO $(date +%s.%N)" >> "$CHAOS_RUNS"; '
+                   'sleep "$CHAOS_LONG_S"; echo "end $TASK_ID $$ $NODE_ID $CHAOS_WHO $(date +%s.%N)" >> "$CHAOS_RUNS"')
+# The hooks: one line per run (hook, node, epoch, wall time) into a shared file.
+HOOK_SH = 'echo "$HOOK $NODE_ID $EPOCH $CHAOS_WHO $(date +%s.%N)" >> "$CHAOS_HOOKS"'
+HOOKED = ("on_become_leader", "on_lose_leadership")
 NETNS_RELAY_PORT = 16379
+TMPFS_KIB = 16384   # the log dirs' file system when the disk_full fault runs (16 MiB each)
 
 
 class Timing:
@@ -47,6 +60,7 @@ class Timing:
         self.retry_delay_s = interval_s / 5
         self.task_timeout_s = 4 * interval_s
         self.reclaim_grace_s = interval_s
+        self.instances = []                     # Redlock lease instances ({host, port}), --redlock only
 
     def node_config(self, port: int) -> dict:
         i = self.interval_s
@@ -54,9 +68,11 @@ class Timing:
             "node": {"heartbeat_interval": i, "heartbeat_ttl": self.ttl_s, "retry_count": 1,
                      "retry_delay": self.retry_delay_s},
             "redis": {"host": "127.0.0.1", "port": port, "connect_timeout": self.connect_timeout_s,
-                      "socket_timeout": self.socket_timeout_s},
+                      "socket_timeout": self.socket_timeout_s, "instances": list(self.instances)},
             "election": {"lease_ttl": self.lease_s, "renew_interval": i},
-            "tasks": {"handlers": {TASK_TYPE: ["/bin/sh", "-c", HANDLER_SH]}, "poll_interval_s": i / 2,
+            "hooks": {name: ["/bin/sh", "-c", HOOK_SH] for name in HOOKED},
+            "tasks": {"handlers": {TASK_TYPE: ["/bin/sh", "-c", HANDLER_SH],
+                                   LONG_TASK_TYPE: ["/bin/sh", "-c", LONG_HANDLER_SH]}, "poll_interval_s": i / 2,
                       "default_timeout_s": self.task_timeout_s, "reclaim_grace_s": self.reclaim_grace_s,
                       "backoff_base_s": i / 2, "backoff_max_s": 2 * i, "default_max_attempts": 5,
                       "tick_budget_s": 4 * i},
@@ -80,25 +96,47 @@ class ChaosNode:
     """One simulated machine: a config dir, a log dir, and its four --loop processes."""
 
     def __init__(self, base_dir: str, node_id: str, timing: Timing, port: int, ledger_path: str,
-                 netns: str = ""):
-        self.node_id, self.netns = node_id, netns
-        self.config_dir = os.path.join(base_dir, node_id, "config")
-        self.log_dir = os.path.join(base_dir, node_id, "logs")
+                 netns: str = "", foreground: bool = False, who: str = "", dir_name: str = "", env=None,
+                 config=None):
+        self.node_id, self.netns, self.foreground = node_id, netns, foreground
+        self.who = who or node_id    # tells a duplicate (same node id, own run dir) apart in the ledgers
+        home = os.path.join(base_dir, dir_name or node_id)
+        self.config_dir = os.path.join(home, "config")
+        self.log_dir = os.path.join(home, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
-        write_config(self.config_dir, timing.node_config(port))
-        self.env = clean_env(OPENCLAW_NODE_ID=node_id, CHAOS_LEDGER=ledger_path)
+        write_config(self.config_dir, config if config is not None else timing.node_config(port))
+        files = os.path.dirname(ledger_path)
+        self.env = clean_env(OPENCLAW_NODE_ID=node_id, CHAOS_LEDGER=ledger_path, CHAOS_WHO=self.who,
+                             CHAOS_HOOKS=os.path.join(files, "hooks.log"), CHAOS_RUNS=os.path.join(files, "runs.log"),
+                             CHAOS_LONG_S="%g" % (4 * timing.interval_s), **(env or {}))
         self.procs = []          # [(script, Popen)] of the current incarnation
         self.finished = []       # [(script, exit code, expected)] of every process that ended
         self.state = "down"      # up | down | stopped
 
     def argv(self, script_and_args) -> list:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        loop = [] if script_and_args == FOREGROUND_SCRIPT else ["--loop"]
         return prefix + [sys.executable, os.path.join(SCRIPTS, script_and_args[0]), *script_and_args[1:],
-                         "--loop", "--quiet", "--config-dir", self.config_dir, "--log-dir", self.log_dir]
+                         *loop, "--quiet", "--config-dir", self.config_dir, "--log-dir", self.log_dir]
 
-    def start(self) -> None:
+    @property
+    def scripts(self) -> tuple:
+        return (FOREGROUND_SCRIPT,) if self.foreground else LOOP_SCRIPTS
+
+    def pid_of(self, script: str):
+        """The pid of the running process of ``script`` ("heartbeat.py", "task_queue.py"...); a foreground
+        node runs every job in its one process."""
+        for name, proc in self.procs:
+            if name == script or name == FOREGROUND_SCRIPT[0]:
+                return proc.pid
+        return None
+
+    def start(self, only=None) -> None:
+        """Start every process of the node (``only``: just that script, e.g. a worker killed alone)."""
         self._reap(expected=False)
-        for script in LOOP_SCRIPTS:
+        for script in self.scripts:
+            if only and script[0] != only and not self.foreground:
+                continue
             out = open(os.path.join(self.log_dir, "%s.console" % script[0][:-3]), "ab")
             proc = subprocess.Popen(self.argv(script), env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -140,6 +178,27 @@ class ChaosNode:
     def resume(self) -> None:
         self.signal(signal.SIGCONT)
         self.state = "up"
+
+    def kill_process(self, script: str):
+        """SIGKILL of one process of the node, by pid, not its group (the OOM killer's way); returns the pid.
+        On a foreground node that process is the whole node."""
+        pid = self.pid_of(script)
+        if pid is None:
+            return None
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for name, proc in self.procs:
+            if proc.pid == pid:
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+        self._reap(expected=True)
+        if not self.procs:
+            self.state = "down"
+        return pid
 
     def _wait(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -215,6 +274,27 @@ class Probe:
             self.conn = None
 
 
+def tmpfs_unavailable_reason() -> str:
+    """Why a full disk under a log dir cannot be simulated here ('' when it can): a small tmpfs needs root."""
+    if not sys.platform.startswith("linux"):
+        return "tmpfs mounts need Linux"
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    import tempfile
+    probe = tempfile.mkdtemp(prefix="dn-chaos-tmpfs-")
+    try:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe], capture_output=True,
+                              text=True)
+        if made.returncode != 0:
+            return "mount -t tmpfs failed: %s" % (made.stderr.strip() or "exit %d" % made.returncode)
+        subprocess.run(["umount", probe], capture_output=True)
+        return ""
+    except OSError as exc:
+        return "mount could not run: %s" % exc
+    finally:
+        os.rmdir(probe)
+
+
 def netns_unavailable_reason() -> str:
     """Why a network partition cannot be simulated here ('' when it can)."""
     if not sys.platform.startswith("linux"):
@@ -234,29 +314,66 @@ def netns_unavailable_reason() -> str:
 class Cluster:
     """Redis (AOF on, so it can restart with or without its data), the proxy, the nodes."""
 
-    def __init__(self, base_dir: str, node_count: int, timing: Timing, use_netns: bool):
+    def __init__(self, base_dir: str, node_count: int, timing: Timing, use_netns: bool, foreground_nodes: int = 0,
+                 tmpfs_logs: bool = False, lease_instances: int = 0):
         self.base_dir, self.timing = base_dir, timing
+        # --redlock: independent lease instances (no persistence: a kill loses their data), each behind a
+        # proxy listener every node shares, so one can be made slow for all
+        self.leases = [RedisServer(name="chaos-lease%d" % (i + 1)).start() for i in range(lease_instances)]
+        self.lease_proxies = [StallProxy(s.host, s.port) for s in self.leases]
+        timing.instances = [{"host": "127.0.0.1", "port": p.add("lease")} for p in self.lease_proxies]
         self.ledger_path = os.path.join(base_dir, "executions.log")
-        open(self.ledger_path, "a").close()
+        self.hooks_path = os.path.join(base_dir, "hooks.log")
+        self.runs_path = os.path.join(base_dir, "runs.log")
+        for path in (self.ledger_path, self.hooks_path, self.runs_path):
+            open(path, "a").close()
         self.redis = RedisServer(appendonly=True, name="chaos").start()
+        self.acl_user = self._make_acl_user()
         self.proxy = StallProxy(self.redis.host, self.redis.port)
         self.netns, self.relay = "", None
         self.partition_node = ""
+        self.mounts = []
         self.nodes = {}
         ids = ["n%d" % i for i in range(1, node_count + 1)]
         if use_netns:
             self.partition_node = ids[-1]
             self._make_netns()
-        for node_id in ids:
+        if tmpfs_logs:  # the disk_full fault fills a small file system under each node's log dir
+            for node_id in ids:
+                self._mount_tmpfs(os.path.join(base_dir, node_id, "logs"))
+        for n, node_id in enumerate(ids):
             if node_id == self.partition_node:
                 self.proxy.add(node_id, unix_path=os.path.join(base_dir, "proxy-%s.sock" % node_id))
                 port, netns = NETNS_RELAY_PORT, self.netns
             else:
                 port, netns = self.proxy.add(node_id), ""
-            self.nodes[node_id] = ChaosNode(base_dir, node_id, timing, port, self.ledger_path, netns)
+            self.nodes[node_id] = ChaosNode(base_dir, node_id, timing, port, self.ledger_path, netns,
+                                            foreground=n < foreground_nodes and node_id != self.partition_node)
         self.client_dir = os.path.join(base_dir, "client")
         write_config(os.path.join(self.client_dir, "config"), timing.node_config(self.redis.port))
         self.probe = Probe(self.redis.host, self.redis.port)
+
+    def _make_acl_user(self) -> str:
+        """An ACL user (Redis 6+) whose password the handshake fault gets wrong; '' where ACLs do not exist."""
+        try:
+            self.redis.command("ACL", "SETUSER", "chaos-acl", "on", ">chaos-acl-right", "~*", "+@all")
+        except Exception:  # Redis 5: no ACL
+            return ""
+        return "chaos-acl"
+
+    def _mount_tmpfs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk,mode=0755" % TMPFS_KIB, "tmpfs", path],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OSError("mount -t tmpfs %s: %s" % (path, done.stderr.strip() or "exit %d" % done.returncode))
+        self.mounts.append(path)
+
+    def extra_node(self, node_id: str, dir_name: str, who: str, env=None, config=None, foreground=False):
+        """A process set outside the cluster proper (a duplicate, an impostor), on its own proxy listener."""
+        port = self.proxy.add(dir_name)
+        return ChaosNode(self.base_dir, node_id, self.timing, port, self.ledger_path, foreground=foreground,
+                         who=who, dir_name=dir_name, env=env, config=config)
 
     def _make_netns(self) -> None:
         self.netns = "dnchaos-%d" % os.getpid()
@@ -277,6 +394,10 @@ class Cluster:
         """A new connection of the harness's own (one per thread that observes)."""
         return Probe(self.redis.host, self.redis.port)
 
+    def lease_probe(self, index: int) -> Probe:
+        """A connection of the harness's own to lease instance ``index``, not through its proxy."""
+        return Probe(self.leases[index].host, self.leases[index].port)
+
     def start_nodes(self) -> None:
         for node in self.nodes.values():
             node.start()
@@ -287,6 +408,10 @@ class Cluster:
                 node.terminate(5)
         self.probe.close()
         self.proxy.close()
+        for proxy in self.lease_proxies:
+            proxy.close()
+        for server in self.leases:
+            server.close()
         if self.relay is not None:
             try:
                 os.killpg(self.relay.pid, signal.SIGKILL)
@@ -295,4 +420,6 @@ class Cluster:
             self.relay.wait(5)
         if self.netns:
             subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        for path in self.mounts:
+            subprocess.run(["umount", "-l", path], capture_output=True)
         self.redis.close()

@@ -49,6 +49,7 @@ class Restart:
     def __init__(self, t_down: float, empty: bool, generation: int, max_epoch_before: int, remembered: dict):
         self.t_down, self.empty, self.generation = t_down, empty, generation
         self.t_up = None
+        self.kind = "empty" if empty else "aof"   # or "rollback to epoch N": replaced by an older copy
         self.max_epoch_before = max_epoch_before
         self.remembered = remembered  # node id -> highest epoch its memory file held when Redis went down
 
@@ -164,6 +165,16 @@ class Recorder:
             self.generation = restart.generation
             if restart.empty:
                 self._cursor = "0-0"
+
+    def rollback(self, restart: Restart, replace):
+        """Redis's data is replaced by an older copy (``replace()``, atomic in Redis) between two polls:
+        what is read from then on belongs to its next life; the event stream keeps its cursor (new entries
+        get ids above the copy's last). Returns what ``replace`` returned."""
+        with self._lock:
+            result = replace()
+            self.restarts.append(restart)
+            self.generation = restart.generation
+            return result
 
     def redis_started(self, restart: Restart) -> None:
         restart.t_up = self.clock()

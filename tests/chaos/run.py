@@ -23,6 +23,10 @@ last fault the cluster converges within the bound; (5) a fault on the leader
 moves the lease, with failover times as min / median / max; (6) no node
 process crashed. Prints a summary table; exit 0 when every invariant held,
 1 on any violation, 2 when the run could not be set up.
+
+``--redlock`` runs the same cluster in Redlock mode: three lease instances
+(``redis.instances``) beside the data Redis, the fault kinds ``redlock_slow``
+and ``redlock_empty`` added, and check 12 (see redlock.py).
 """
 
 import argparse
@@ -39,14 +43,20 @@ if CHAOS not in sys.path:
 
 import checker  # noqa: E402
 import schedule as sched  # noqa: E402
-from cluster import Cluster, Timing, netns_unavailable_reason  # noqa: E402
+from adversary import AdversaryFaults  # noqa: E402
+from cluster import Cluster, Timing, netns_unavailable_reason, tmpfs_unavailable_reason  # noqa: E402
 from recorder import Recorder, parse_logs  # noqa: E402
+from redlock import RedlockFaults  # noqa: E402
 from tasks import TaskStream, read_ledger  # noqa: E402
 
 import keys  # noqa: E402  (scripts/ is on the path through cluster)
 import membership  # noqa: E402
 
 LONG_DURATION_S = 600
+LEASE_INSTANCES = 3   # --redlock
+# Faults during which check 12 is not judged (until a lease after they end): the data Redis replaced by an
+# older copy. (redlock_empty suspends it itself, from its first kill.)
+UNJUDGED_BY_REDLOCK_WATCH = ("lagging_failover",)
 
 
 class FaultRecord:
@@ -54,7 +64,10 @@ class FaultRecord:
 
     def __init__(self, spec, node: str, old_leader):
         self.spec, self.node, self.old_leader = spec, node, old_leader
-        self.hit_leader = node == old_leader and node != "redis"
+        self.on_leader = node == old_leader and node not in ("redis", "impostor", "redlock")
+        # only these faults must move the lease; a duplicate, a killed worker or a full disk must not
+        self.hit_leader = self.on_leader and spec.kind in sched.NODE_KINDS
+        self.detail = ""
         self.t_inject = self.t_heal = self.t_ready = None
         self.failover_s = self.new_leader = self.converged_s = None
         self.bound_s, self.reason = 0.0, ""
@@ -69,12 +82,13 @@ class FaultRecord:
         return "#%d %s on %s" % (self.spec.index, self.spec.kind, self.target_text())
 
     def target_text(self) -> str:
-        if self.node == "redis":
-            return "redis"
-        return "%s (%s)" % (self.node, "leader" if self.hit_leader else "follower")
+        if self.node in ("redis", "redlock") or self.spec.target == "impostor":
+            return self.node
+        return "%s (%s)" % (self.node, "leader" if self.on_leader else "follower")
 
     def as_dict(self) -> dict:
-        return {"index": self.spec.index, "kind": self.spec.kind, "node": self.node, "leader": self.hit_leader,
+        return {"index": self.spec.index, "kind": self.spec.kind, "node": self.node, "leader": self.on_leader,
+                "detail": self.detail,
                 "held_s": round(self.held_s, 3), "failover_s": _round(self.failover_s),
                 "new_leader": self.new_leader, "converged_s": _round(self.converged_s), "bound_s": self.bound_s,
                 "woke_stale_and_stepped_down": self.woke_stale}
@@ -84,7 +98,7 @@ def _round(value):
     return round(value, 3) if value is not None else None
 
 
-class Runner:
+class Runner(AdversaryFaults, RedlockFaults):
     def __init__(self, args, base_dir: str):
         self.args, self.base_dir = args, base_dir
         self.timing = Timing(args.interval)
@@ -103,19 +117,38 @@ class Runner:
     def run(self) -> int:
         kinds = self._kinds()
         t = self.timing
-        self.cluster = Cluster(self.base_dir, self.args.nodes, t, use_netns="partition" in kinds)
+        self.cluster = Cluster(self.base_dir, self.args.nodes, t, use_netns="partition" in kinds,
+                               foreground_nodes=self.args.foreground_nodes, tmpfs_logs="disk_full" in kinds,
+                               lease_instances=LEASE_INSTANCES if self.args.redlock else 0)
         try:
             return self._run(kinds)
         finally:
             self.cluster.close()
 
     def _kinds(self) -> list:
-        kinds = [k.strip() for k in self.args.kinds.split(",") if k.strip()] if self.args.kinds else list(sched.KINDS)
-        unknown = [k for k in kinds if k not in sched.KINDS]
+        default = sched.ALL_KINDS if self.args.redlock else sched.KINDS
+        kinds = [k.strip() for k in self.args.kinds.split(",") if k.strip()] if self.args.kinds else list(default)
+        unknown = [k for k in kinds if k not in sched.ALL_KINDS]
         if unknown:
-            print("run.py: unknown fault kind(s) %s (known: %s)" % (", ".join(unknown), ", ".join(sched.KINDS)),
+            print("run.py: unknown fault kind(s) %s (known: %s)" % (", ".join(unknown), ", ".join(sched.ALL_KINDS)),
                   file=sys.stderr)
             raise SystemExit(2)
+        needs = [k for k in kinds if k in sched.REDLOCK_KINDS]
+        if needs and not self.args.redlock:
+            print("run.py: fault kind(s) %s need --redlock (lease instances)" % ", ".join(needs), file=sys.stderr)
+            raise SystemExit(2)
+        if "partition" in kinds and self.args.redlock:
+            # the node in the namespace reaches only the data Redis's proxy, not the lease instances
+            reason = "--redlock: the node in the namespace could not reach the lease instances"
+            print("network partition: skipped (%s)" % reason, flush=True)
+            self.notes.append("network partition skipped: " + reason)
+            kinds.remove("partition")
+        if "disk_full" in kinds:
+            reason = tmpfs_unavailable_reason()
+            if reason:
+                print("disk_full: skipped (%s)" % reason, flush=True)
+                self.notes.append("disk_full skipped: " + reason)
+                kinds.remove("disk_full")
         if "partition" in kinds:
             reason = "disabled by --no-netns" if self.args.no_netns else netns_unavailable_reason()
             if reason:
@@ -127,6 +160,9 @@ class Runner:
     def _run(self, kinds) -> int:
         c, t = self.cluster, self.timing
         self.recorder = Recorder(c.probe_factory(), self.clock).start()
+        self.adversary_init()
+        if self.args.redlock:
+            self.redlock_init()
         c.start_nodes()
         formed = self.wait_converged(self.clock(), 15 * t.interval_s)
         if formed is None:
@@ -206,7 +242,7 @@ class Runner:
 
     def wait_registered(self, node) -> None:
         """Until the restarted node's new heartbeat process has written its record (start-up excluded)."""
-        pid = [p.pid for s, p in node.procs if s == "heartbeat.py"][0]
+        pid = node.pid_of("heartbeat.py")
         deadline = self.clock() + 20 * self.timing.interval_s
         while self.clock() < deadline:
             try:
@@ -219,11 +255,14 @@ class Runner:
 
     # -- faults --
     def resolve(self, spec, leader) -> str:
-        if spec.target == "redis":
-            return "redis"
+        if spec.target in ("redis", "impostor", "redlock"):
+            return spec.target
         if spec.target == "partition-node":
             return self.cluster.partition_node
         ids = sorted(self.cluster.nodes)
+        foreground = [i for i in ids if self.cluster.nodes[i].foreground]
+        if spec.kind == "disk_full" and foreground and spec.index % 2:
+            return foreground[spec.index // 2 % len(foreground)]  # the case found: a --foreground node's threads
         if spec.target == "leader" and leader in ids:
             return leader
         followers = [i for i in ids if i != leader]
@@ -237,7 +276,18 @@ class Runner:
         record.old_epoch = sample.epoch if sample is not None else None
         self.faults.append(record)
         self.say("fault %s for %.1fs" % (record.label(), spec.duration_s))
-        getattr(self, "_fault_" + spec.kind)(record)
+        watch = getattr(self, "redlock_watch", None)
+        if watch is not None:
+            watch.label = "fault #%d %s" % (spec.index, spec.kind)
+            if spec.kind in UNJUDGED_BY_REDLOCK_WATCH:
+                watch.suspend()
+        try:
+            getattr(self, "_fault_" + spec.kind)(record)
+        finally:
+            if watch is not None and spec.kind in UNJUDGED_BY_REDLOCK_WATCH:
+                watch.resume(self.timing.lease_s + self.timing.interval_s)
+        if record.detail:
+            self.say("  (%s)" % record.detail)
         t = self.timing
         if record.hit_leader:
             found = self.recorder.first_other_leader(record.t_inject, record.old_leader, record.t_heal)
@@ -259,8 +309,10 @@ class Runner:
         bound = 2 * t.interval_s
         if kind.startswith("redis"):
             bound += t.connect_timeout_s + t.retry_delay_s
-        if kind == "redis_empty":
-            bound += t.interval_s
+        if kind in ("redis_empty", "lagging_failover"):
+            bound += t.connect_timeout_s + t.retry_delay_s + t.interval_s
+        if kind in sched.REDLOCK_KINDS:  # a claim on a slow or restarting instance may take a socket timeout
+            bound += t.socket_timeout_s
         return bound
 
     def _hold(self, record) -> None:
@@ -358,7 +410,10 @@ class Runner:
             self.tasks.stop()
             drained = self.tasks.drain(20 * t.interval_s)
             self.say("tasks drained: %s" % ("yes" if drained else "NO"))
+        self.t_observed = self.clock()  # the recorder stops here: the stops below are not judged against it
         self.recorder.stop()
+        if self.args.redlock:
+            self.redlock_watch.stop()
         for node in c.nodes.values():
             node.terminate(t.lease_s)
         if self.recorder.crash:
@@ -377,11 +432,15 @@ class Runner:
         failovers = checker.check_failovers(self.faults, bounds)
         checks.append(failovers)
         checks.append(checker.check_processes(c.nodes.values(), claims))
+        checks += self.adversary_checks(kinds, claims, c.ledger_path)
+        if self.args.redlock:
+            checks += self.redlock_checks()
         self._stale_leaders(claims)
         elapsed = self.clock()
         exercised = sorted({f.spec.kind for f in self.faults})
-        header = ["chaos run: seed %d, duration %gs (ran %.1fs), %d nodes, interval %gs, lease %gs"
-                  % (self.args.seed, self.args.duration, elapsed, len(c.nodes), t.interval_s, t.lease_s),
+        header = ["chaos run: seed %d, duration %gs (ran %.1fs), %d nodes, interval %gs, lease %gs%s"
+                  % (self.args.seed, self.args.duration, elapsed, len(c.nodes), t.interval_s, t.lease_s,
+                     ", Redlock over %d lease instances" % len(c.leases) if c.leases else ""),
                   "fault kinds exercised: %s" % ", ".join(exercised)]
         missing = [k for k in kinds if k not in exercised]
         if missing:
@@ -411,7 +470,7 @@ class Runner:
         tasks = next((ch.counts for ch in checks if ch.number == 3), None)
         report = {"seed": self.args.seed, "duration_s": self.args.duration, "elapsed_s": round(elapsed, 1),
                   "nodes": len(self.cluster.nodes), "interval_s": t.interval_s, "lease_s": t.lease_s,
-                  "kinds": kinds, "exercised": exercised, "notes": self.notes,
+                  "kinds": kinds, "exercised": exercised, "notes": self.notes, "redlock": bool(self.args.redlock),
                   "faults": [f.as_dict() for f in self.faults], "failover": table, "failover_bounds": bounds,
                   "checks": [ch.as_dict() for ch in checks], "tasks": tasks,
                   "ok": all(ch.ok for ch in checks)}
@@ -428,7 +487,15 @@ def parse_args(argv):
     p.add_argument("--nodes", type=int, default=5, help="nodes in the cluster (default 5, at least 3)")
     p.add_argument("--interval", type=float, default=1.0,
                    help="heartbeat interval in seconds (default 1; the lease is three intervals)")
-    p.add_argument("--kinds", default="", help="comma-separated fault kinds (default all: %s)" % ",".join(sched.KINDS))
+    p.add_argument("--kinds", "--faults", dest="kinds", default="",
+                   help="comma-separated fault kinds (default all: %s; with --redlock also %s)" % (
+                       ",".join(sched.KINDS), ",".join(sched.REDLOCK_KINDS)))
+    p.add_argument("--redlock", action="store_true",
+                   help="Redlock mode: %d lease instances (redis.instances) beside the data Redis, and the fault "
+                        "kinds %s" % (LEASE_INSTANCES, ", ".join(sched.REDLOCK_KINDS)))
+    p.add_argument("--foreground-nodes", type=int, default=1,
+                   help="how many nodes run as one `node_manager.py run` process (./start-node.sh --foreground) "
+                        "instead of four --loop processes (default 1)")
     p.add_argument("--task-period", type=float, default=0.5, help="seconds between task submissions (default 0.5)")
     p.add_argument("--no-tasks", action="store_true", help="no task stream (and no check 3)")
     p.add_argument("--no-netns", action="store_true", help="skip the network partition even where ip netns works")

@@ -17,8 +17,15 @@ last one is down while it restarts).
 
 import random
 
-KINDS = ("kill", "stop", "graceful", "stall_delay", "stall_cut", "redis_empty", "redis_aof", "partition")
+KINDS = ("kill", "stop", "graceful", "stall_delay", "stall_cut", "redis_empty", "redis_aof", "partition",
+         "handshake", "lagging_failover", "duplicate", "worker_kill", "disk_full")
+# Only with --redlock (three lease instances beside the data Redis): see redlock.py.
+REDLOCK_KINDS = ("redlock_slow", "redlock_empty")
+ALL_KINDS = KINDS + REDLOCK_KINDS
+# Faults on a node that take the lease away when they hit the leader.
 NODE_KINDS = ("kill", "stop", "graceful", "stall_delay", "stall_cut", "partition")
+# Faults on a node that must NOT cost it the lease (a duplicate of it, one process of it, its disk).
+SIDE_KINDS = ("duplicate", "worker_kill", "disk_full")
 # The failover-time category of a fault on the leader.
 CATEGORY = {"kill": "crash", "graceful": "graceful", "stop": "stall", "stall_delay": "stall",
             "stall_cut": "stall", "partition": "stall"}
@@ -37,7 +44,7 @@ class FaultSpec:
         return (self.index, self.kind, self.target, self.duration_s, self.gap_s, self.delay_s)
 
     def describe(self) -> str:
-        extra = ", replies %.1fs late" % self.delay_s if self.kind == "stall_delay" else ""
+        extra = ", replies %.1fs late" % self.delay_s if self.kind in ("stall_delay", "redlock_slow") else ""
         return "#%d %s on %s for %.1fs%s" % (self.index, self.kind, self.target, self.duration_s, extra)
 
 
@@ -61,6 +68,14 @@ def make_schedule(seed: int, timing, kinds=KINDS, count: int = 200, leader_share
         kind = deck.pop(0)
         if kind in ("redis_empty", "redis_aof"):
             target, duration = "redis", rng.uniform(0.5 * i, 2 * i)
+        elif kind == "lagging_failover":
+            target, duration = "redis", timing.lease_s + rng.uniform(i, 2 * i)
+        elif kind == "handshake":
+            target, duration = "impostor", timing.lease_s + rng.uniform(i, 2 * i)
+        elif kind == "redlock_empty":  # how long each killed lease instance stays down
+            target, duration = "redlock", rng.uniform(0.5 * i, 2 * i)
+        elif kind == "redlock_slow":
+            target, duration = "redlock", timing.lease_s + rng.uniform(2 * i, 4 * i)
         else:
             duration = timing.lease_s + rng.uniform(2 * i, 3 * i)
             first_round = index < len(kinds)
@@ -68,5 +83,7 @@ def make_schedule(seed: int, timing, kinds=KINDS, count: int = 200, leader_share
             if kind == "partition":
                 target = "partition-node"
         delay = timing.lease_s + i if kind == "stall_delay" else 0.0
+        if kind == "redlock_slow":  # each way: a round trip below or above the socket timeout (one interval)
+            delay = round(rng.uniform(0.2 * i, 0.7 * i), 2)
         out.append(FaultSpec(index + 1, kind, target, round(duration, 2), round(rng.uniform(0, i), 2), delay))
     return out

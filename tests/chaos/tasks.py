@@ -144,13 +144,13 @@ class TaskStream:
 
 
 def read_ledger(path: str) -> dict:
-    """task id -> [(node, attempt)] for every handler execution that started."""
+    """task id -> [(node, attempt)] for every handler execution that started (adversary.py reads the rest)."""
     runs = {}
     try:
         with open(path) as fh:
             for line in fh:
                 parts = line.split()
-                if len(parts) == 3:
+                if len(parts) >= 3:  # task node attempt [who time]
                     runs.setdefault(parts[0], []).append((parts[1], parts[2]))
     except OSError:
         pass
