@@ -15,11 +15,19 @@ Guarantees:
   once per connection, and its replies are checked before any command is
   sent: nothing runs as the wrong user, in the wrong db or on a replica. A
   connection without one sends its first command at once (one round trip).
+- A handshake passes only on +OK to AUTH and SELECT and, for ROLE, a list
+  starting with "master" (NOPERM: the sentinels' word stands). A password a
+  server echoes in its refusal is replaced by ***.
+- A sentinel's answer counts only as two bulk strings, a host and a port
+  1..65535; anything else is its problem and the next sentinel is asked.
 - Bounds per request: connecting (name resolution included) finishes within
-  ``connect_timeout_s``; writing the commands and reading all their replies
-  within ``socket_timeout_s`` in total, however slowly the bytes trickle in;
-  one reply costs at most ``max_reply_bytes`` (bulk bytes plus
-  ``REPLY_ITEM_BYTES`` per array element), else ``ProtocolError``.
+  ``connect_timeout_s``; from there the handshake, the write and all the
+  replies within ``socket_timeout_s`` together, however slowly the bytes
+  trickle in; ``Redis.request`` as a whole (the sentinels' query and a resend
+  included) within ``connect_timeout_s + socket_timeout_s``. One reply costs
+  at most ``max_reply_bytes`` (bulk bytes, every +/-/: line's bytes, and
+  ``REPLY_ITEM_BYTES`` per array element, at any depth), and the unparsed
+  bytes of the reply in progress stay within it too, else ``ProtocolError``.
 """
 
 import socket
@@ -43,6 +51,8 @@ MAX_NESTING = 32  # arrays in arrays; our replies nest 3 deep, and the parser re
 # bounded too. The largest reply the project reads (HGETALL of 10,000 members) costs about 4 MiB.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 REPLY_ITEM_BYTES = 64
+_HEADER_SLACK_BYTES = 64  # a reply's own header ($<len>\r\n ... \r\n): on the wire but not charged
+_MAX_INT_CHARS = 20  # "-9223372036854775808"
 DEFAULT_TIMEOUT_S = 5.0
 _RECV_BYTES = 65536
 
@@ -231,6 +241,13 @@ class Parser:
         try:
             value, end = self._parse(self._pos)
         except _Incomplete:
+            # Every byte after _pos belongs to the reply in progress, and a reply within the
+            # bound is never longer on the wire than its cost plus one header: more is refused
+            # now, whatever part of it has not been charged yet (a header line still open).
+            if len(self._buf) - self._pos > self.max_reply_bytes + _HEADER_SLACK_BYTES:
+                raise ProtocolError("%s sent a reply larger than %d bytes (%d bytes unparsed; bound "
+                                    "max_reply_bytes)" % (self.peer, self.max_reply_bytes,
+                                                          len(self._buf) - self._pos)) from None
             return NOT_READY
         self._pos = end
         self._partial.clear()
@@ -251,6 +268,8 @@ class Parser:
 
     def _length(self, raw: bytes, kind: str, cap: int) -> int:
         try:
+            if len(raw) > _MAX_INT_CHARS:
+                raise ValueError()
             n = int(raw)
         except ValueError:
             raise ProtocolError("%s sent a malformed %s length %r" % (self.peer, kind, raw[:32])) from None
@@ -269,12 +288,18 @@ class Parser:
             raise ProtocolError("%s sent a reply that is not RESP (starts with %r): is it a Redis server?"
                                 % (self.peer, head))
         line, pos = self._line(pos + 1)
+        if marker in (43, 45, 58):  # '+', '-', ':' cost their line, at any depth
+            self._charge(len(line) + 3, "a line of %d bytes" % len(line))
+            if depth:
+                self._cost += len(line) + 3  # kept in _partial with the item, as a bulk string is
         if marker == 43:  # '+'
             return line.decode("utf-8", "replace"), pos
         if marker == 45:  # '-'
             return error_from_reply(line.decode("utf-8", "replace")), pos
         if marker == 58:  # ':'
             try:
+                if len(line) > _MAX_INT_CHARS:  # a signed 64-bit integer; int() of a long one is slow
+                    raise ValueError()
                 return int(line), pos
             except ValueError:
                 raise ProtocolError("%s sent a malformed integer %r" % (self.peer, line[:32])) from None
@@ -386,10 +411,13 @@ class Connection:
     def connected(self) -> bool:
         return self._sock is not None
 
-    def connect(self) -> None:
+    def connect(self, deadline_at: float = None) -> None:
+        """Connect within ``connect_timeout_s``, and before ``deadline_at`` (time.monotonic()) if given."""
         if self._sock is not None:
             return
         deadline = time.monotonic() + self.connect_timeout_s
+        if deadline_at is not None:
+            deadline = min(deadline, deadline_at)
         sock = self._open(deadline)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls:
@@ -411,7 +439,10 @@ class Connection:
     def _open(self, deadline: float):
         """A connected socket: the name resolved and each address tried, all before ``deadline``."""
         try:
-            infos = _resolve(self.host, self.port, self.connect_timeout_s, self.peer)
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise self._timed_out_connecting()
+            infos = _resolve(self.host, self.port, remaining_s, self.peer)
         except socket.gaierror as exc:
             raise RedisConnectionError("cannot resolve host of %s: %s" % (self.peer, exc.strerror)) from None
         except OSError as exc:
@@ -456,26 +487,30 @@ class Connection:
         self._sock = None
         self._parser = None
 
-    def request(self, commands) -> list:
+    def request(self, commands, deadline_at: float = None) -> list:
         """Send commands in one write, read one reply each (errors in place).
 
         A new connection first sends its handshake and checks the replies: a
         refused AUTH or SELECT, or a ROLE other than master, raises before
-        any of ``commands`` has left this process.
+        any of ``commands`` has left this process. The handshake and the
+        commands share one deadline, ``socket_timeout_s`` after connecting
+        (or ``deadline_at``, a time.monotonic() value, if that is sooner).
         """
-        self.connect()
+        self.connect(deadline_at)
+        deadline = time.monotonic() + self.socket_timeout_s
+        if deadline_at is not None:
+            deadline = min(deadline, deadline_at)
         handshake, self._handshake = self._handshake, []
         if handshake and self._handshake_apart:
-            self._check_handshake(handshake, self._round_trip(handshake))
+            self._check_handshake(handshake, self._round_trip(handshake, deadline))
             handshake = []
-        replies = self._round_trip(handshake + list(commands))
+        replies = self._round_trip(handshake + list(commands), deadline)
         self._check_handshake(handshake, replies)
         return replies[len(handshake):]
 
-    def _round_trip(self, commands) -> list:
-        """One write, then one reply per command, all within ``socket_timeout_s`` together."""
+    def _round_trip(self, commands, deadline: float) -> list:
+        """One write, then one reply per command, all before ``deadline`` together."""
         payload = b"".join(encode_command(c) for c in commands)
-        deadline = time.monotonic() + self.socket_timeout_s
         try:
             self._send(payload, deadline)
             self.round_trips += 1
@@ -491,20 +526,35 @@ class Connection:
             elif isinstance(reply, ResponseError):
                 self.close()
                 raise self._handshake_error(cmd[0], reply)
+            elif reply != "OK":  # AUTH and SELECT answer +OK; :0, nil or anything else is no success
+                self.close()
+                what = "%s %s" % (cmd[0], self._db) if cmd[0] == "SELECT" else cmd[0]
+                cls = AuthError if cmd[0] == "AUTH" else ProtocolError
+                raise cls("%s answered %s with %s, not OK" % (self.peer, what, _describe(reply)))
 
     def _check_master(self, reply) -> None:
-        """Refuse a server whose ROLE is not master; a ROLE the ACL forbids is not a verdict."""
+        """Refuse a server whose ROLE is not a list starting with "master"; only a ROLE the ACL
+        forbids (NOPERM) is no verdict, and the sentinels' word stands."""
+        if isinstance(reply, NoPermError):
+            return
+        if isinstance(reply, list) and reply and reply[0] == b"master":
+            return
+        self.close()
         if isinstance(reply, LoadingError):
-            self.close()
             raise reply
-        if isinstance(reply, list) and reply and reply[0] != b"master":
-            self.close()
+        if isinstance(reply, list) and reply and isinstance(reply[0], bytes):
             role = text(reply[0])
             raise NotMasterError("%s is a %s, not the master (a failover may be under way)" % (
-                self.peer, "replica" if role == "slave" else role))
+                self.peer, "replica" if role == "slave" else repr(role[:20])))
+        detail = self.scrub(str(reply)) if isinstance(reply, ResponseError) else _describe(reply)
+        raise NotMasterError("%s answered ROLE with %s, not as a master" % (self.peer, detail))
+
+    def scrub(self, message: str) -> str:
+        """``message`` with this connection's password replaced by ***, should a server echo it."""
+        return message.replace(self._password, "***") if self._password else message
 
     def _handshake_error(self, cmd: str, reply: ResponseError) -> RedisError:
-        text = str(reply)
+        text = self.scrub(str(reply))
         if cmd == "AUTH":
             if "no password is set" in text or "without any password configured" in text:
                 return AuthError("%s: a password was given but the server has none set (%s)" % (self.peer, text))
@@ -525,7 +575,8 @@ class Connection:
                 self._time_left(deadline)
                 view = view[self._sock.send(view):]
         except socket.timeout:
-            raise RedisTimeoutError("sending to %s timed out after %gs" % (self.peer, self.socket_timeout_s)) from None
+            raise RedisTimeoutError("sending to %s timed out (redis.socket_timeout %gs)" % (
+                self.peer, self.socket_timeout_s)) from None
         except OSError as exc:
             raise RedisConnectionError("connection to %s broke: %s" % (self.peer, exc.strerror or exc)) from None
 
@@ -539,8 +590,8 @@ class Connection:
                 self._time_left(deadline)  # each recv gets what is left, not a fresh timeout
                 data = self._sock.recv(_RECV_BYTES)
             except socket.timeout:
-                raise RedisTimeoutError("no complete reply from %s within %gs" % (
-                    self.peer, self.socket_timeout_s)) from None
+                raise RedisTimeoutError("no complete reply from %s within the request's time "
+                                        "(redis.socket_timeout %gs)" % (self.peer, self.socket_timeout_s)) from None
             except OSError as exc:
                 raise RedisConnectionError("connection to %s broke: %s" % (self.peer, exc.strerror or exc)) from None
             if not data:
@@ -579,27 +630,31 @@ class SentinelResolver:
         self.round_trips = 0
         self.answered_by = ""
 
-    def _ask(self, ep: dict, command: tuple):
+    def _ask(self, ep: dict, command: tuple, deadline_at: float = None):
         # A sentinel query only reads: its AUTH may ride with it (one round trip), as a
         # refused AUTH is still raised and nothing the query does can land anywhere.
         conn = Connection(ep["host"], ep.get("port", 26379), password=ep.get("password") or self._password,
                           username=ep.get("username") or self._username, handshake_apart=False,
                           **self._conn_kwargs)
         try:
-            reply = conn.request([command])[0]
+            reply = conn.request([command], deadline_at)[0]
         finally:
             conn.close()
         self.round_trips += 1
         if isinstance(reply, ResponseError):
-            raise type(reply)("%s: %s" % (conn.peer, reply))
+            raise type(reply)("%s: %s" % (conn.peer, conn.scrub(str(reply))))
         return reply, conn.peer
 
-    def master_address(self) -> tuple:
-        """``(host, port)`` of the master; MasterNotFoundError or SentinelAuthError if nobody says."""
+    def master_address(self, deadline_at: float = None) -> tuple:
+        """``(host, port)`` of the master; MasterNotFoundError or SentinelAuthError if nobody says.
+
+        Only a list of two bulk strings, a host and a port 1..65535 in digits, is an
+        answer; anything else is that sentinel's problem and the next one is asked.
+        """
         problems, refused = [], 0
         for i, ep in enumerate(self.endpoints):
             try:
-                reply, peer = self._ask(ep, ("SENTINEL", "get-master-addr-by-name", self.master_name))
+                reply, peer = self._ask(ep, ("SENTINEL", "get-master-addr-by-name", self.master_name), deadline_at)
             except AuthError as exc:
                 refused += 1
                 problems.append(str(exc))
@@ -607,12 +662,16 @@ class SentinelResolver:
             except RedisError as exc:  # down, not a sentinel, or refusing: ask the next one
                 problems.append(str(exc))
                 continue
-            if not reply:
+            if reply is None or reply == []:
                 problems.append("%s knows no master named %r" % (peer, self.master_name))
+                continue
+            address = _master_address(reply)
+            if address is None:
+                problems.append("%s answered with %s, not a master's host and port" % (peer, _describe(reply)))
                 continue
             self.endpoints.insert(0, self.endpoints.pop(i))
             self.answered_by = peer
-            return text(reply[0]), int(reply[1])
+            return address
         detail = "; ".join(problems) or "no sentinels configured"
         if refused and refused == len(problems):
             raise SentinelAuthError("sentinels refused the credentials: %s" % detail)
@@ -623,6 +682,31 @@ class SentinelResolver:
         reply, _peer = self._ask(self.endpoints[0], ("SENTINEL", "MASTER", self.master_name))
         flat = [text(v) for v in reply or []]
         return dict(zip(flat[::2], flat[1::2]))
+
+
+def _master_address(reply):
+    """``(host, port)`` from a get-master-addr-by-name reply, or None if it is not one."""
+    if not (isinstance(reply, list) and len(reply) == 2 and all(isinstance(v, bytes) for v in reply)):
+        return None
+    host, port = reply
+    if not host or len(host) > 255 or any(b <= 32 or b == 127 for b in host):
+        return None
+    if not (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        return None
+    return host.decode("utf-8", "replace"), int(port)
+
+
+def _describe(reply) -> str:
+    """What kind of reply this is, without its text (which may echo what we sent, the password too)."""
+    if reply is None:
+        return "nil"
+    if isinstance(reply, list):
+        return "an array of %d elements" % len(reply)
+    if isinstance(reply, int):
+        return "an integer"
+    if isinstance(reply, bytes):
+        return "a bulk string of %d bytes" % len(reply)
+    return "a simple string of %d characters" % len(reply)
 
 
 def text(value) -> str:
@@ -664,25 +748,26 @@ class Redis:
                   connect_timeout_s=redis_cfg.get("connect_timeout", DEFAULT_TIMEOUT_S),
                   socket_timeout_s=redis_cfg.get("socket_timeout", DEFAULT_TIMEOUT_S),
                   tls=redis_cfg.get("tls", False), tls_ca_file=redis_cfg.get("tls_ca_file", ""),
-                  tls_insecure=redis_cfg.get("tls_insecure", False))
+                  tls_insecure=redis_cfg.get("tls_insecure", False),
+                  max_reply_bytes=redis_cfg.get("max_reply_bytes", MAX_REPLY_BYTES))
         if redis_cfg.get("sentinels"):
             kw["sentinel"] = SentinelResolver(
                 redis_cfg["sentinels"], redis_cfg["master_name"], password=redis_cfg.get("sentinel_password", ""),
                 username=redis_cfg.get("sentinel_username", ""), connect_timeout_s=kw["connect_timeout_s"],
                 socket_timeout_s=kw["socket_timeout_s"], tls=kw["tls"], tls_ca_file=kw["tls_ca_file"],
-                tls_insecure=kw["tls_insecure"])
+                tls_insecure=kw["tls_insecure"], max_reply_bytes=kw["max_reply_bytes"])
         kw.update(overrides)
         return cls(**kw)
 
-    def _connection(self) -> Connection:
+    def _connection(self, deadline_at: float) -> Connection:
         if self.sentinel is not None:
-            self._follow_master(force=False)
+            self._follow_master(False, deadline_at)
         self._reused = bool(self._idle)
         if self._idle:
             return self._idle.pop()
         return Connection(self.host, self.port, expect_master=self.sentinel is not None, **self._conn_kwargs)
 
-    def _follow_master(self, force: bool) -> bool:
+    def _follow_master(self, force: bool, deadline_at: float = None) -> bool:
         """Ask the sentinels where the master is (when forced or the answer is old); True if it moved.
 
         A routine re-check that finds no sentinel keeps the master it knows:
@@ -692,7 +777,7 @@ class Redis:
         if not force and known and time.monotonic() - self._resolved_at < self.sentinel.recheck_s:
             return False
         try:
-            host, port = self.sentinel.master_address()
+            host, port = self.sentinel.master_address(deadline_at)
         except SentinelError:
             if force or not known:
                 raise
@@ -705,7 +790,7 @@ class Redis:
         self.host, self.port, self.peer = host, port, "%s:%d" % (host, port)
         return moved
 
-    def _resend_after(self, exc) -> bool:
+    def _resend_after(self, exc, deadline_at: float) -> bool:
         """After a fault (``exc``) or a READONLY reply (None): ask the sentinels again; say if resending helps.
 
         It helps when the master moved, or when a pooled connection had gone
@@ -714,16 +799,18 @@ class Redis:
         """
         if isinstance(exc, SentinelError) and not isinstance(exc, NotMasterError):
             return False  # the sentinels themselves failed: asking again at once will not help
+        if time.monotonic() >= deadline_at:
+            return False  # the request's time is spent: the fault stands as it is
         reused = self._reused
         self.close()
-        if self._follow_master(force=True):
+        if self._follow_master(True, deadline_at):
             return True
         return exc is not None and reused and not isinstance(exc, (RedisTimeoutError, NotMasterError))
 
-    def _send(self, commands) -> list:
-        conn = self._connection()
+    def _send(self, commands, deadline_at: float) -> list:
+        conn = self._connection(deadline_at)
         try:
-            replies = conn.request(commands)
+            replies = conn.request(commands, deadline_at)
         finally:
             self._release(conn)
         self.round_trips += 1
@@ -742,17 +829,24 @@ class Redis:
         commands once more to the master the sentinels name now, when that
         can help (see ``_resend_after``); like the tick's own retries, a fault
         after the write may run a command twice.
+
+        The whole request, the sentinels' query and a resend included, ends
+        within ``connect_timeout_s + socket_timeout_s``; one connection's
+        handshake and commands within ``socket_timeout_s`` after connecting.
         """
+        kw = self._conn_kwargs
+        deadline_at = time.monotonic() + kw.get("connect_timeout_s", DEFAULT_TIMEOUT_S) + \
+            kw.get("socket_timeout_s", DEFAULT_TIMEOUT_S)
         if self.sentinel is None:
-            return self._send(commands)
+            return self._send(commands, deadline_at)
         try:
-            replies = self._send(commands)
+            replies = self._send(commands, deadline_at)
         except RedisConnectionError as exc:
-            if not self._resend_after(exc):
+            if not self._resend_after(exc, deadline_at):
                 raise
-            return self._send(commands)
-        if any(isinstance(r, ReadOnlyError) for r in replies) and self._resend_after(None):
-            return self._send(commands)
+            return self._send(commands, deadline_at)
+        if any(isinstance(r, ReadOnlyError) for r in replies) and self._resend_after(None, deadline_at):
+            return self._send(commands, deadline_at)
         return replies
 
     def execute(self, *args):

@@ -758,5 +758,188 @@ class ReplyBoundsTest(unittest.TestCase):
         self.assertNotIn(PASSWORD, msg)
         self.assertLess(elapsed, 5, "resolving held the call %.1fs" % elapsed)
 
+
+def _echo_auth(template: bytes):
+    """A server answering AUTH with ``template`` % its last argument (the password), then +PONG."""
+    def handler(sock, fake):
+        for command in fakes._each_command(sock, fake):
+            if command[0].upper() == b"AUTH":
+                sock.sendall(template % command[-1])
+            else:
+                sock.sendall(b"+PONG\r\n")
+    return handler
+
+
+def _sentinel_reply(host: str, port: int) -> bytes:
+    h, p = host.encode(), str(port).encode()
+    return b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(h), h, len(p), p)
+
+
+class HostileServerTest(unittest.TestCase):
+    """Issue 13 items 1 and 13, second round: what a hostile review found still open."""
+
+    def parse_bounded(self, data: bytes, cap: int, step: int = 0) -> list:
+        return ReplyBoundsTest.parse_bounded(self, data, cap, step)
+
+    # -- item 1: every item of a reply counts, and so do the bytes waiting to be parsed --
+    def test_simple_strings_errors_and_integers_count_against_the_reply_bound(self):
+        cap = 100 * rc.REPLY_ITEM_BYTES
+        line = b"a" * 1000
+        over = [
+            b"*20\r\n" + (b"+" + line + b"\r\n") * 20,                  # simple strings
+            b"*20\r\n" + (b"-ERR " + line + b"\r\n") * 20,              # error replies
+            b"*90\r\n" + b":1234567890123456789\r\n" * 90,            # integers (elements alone fit)
+            b"*1\r\n*1\r\n*20\r\n" + (b"+" + line + b"\r\n") * 20,    # at any depth
+        ]
+        for raw in over:
+            for step in (0, 7):
+                with self.subTest(raw=raw[:16], step=step), self.assertRaises(rc.ProtocolError) as ctx:
+                    self.parse_bounded(raw, cap, step=step)
+                self.assertIn("larger than", str(ctx.exception))
+        fits = b"*3\r\n+" + b"a" * 1000 + b"\r\n:12\r\n-ERR x\r\n"
+        self.assertEqual(len(self.parse_bounded(fits * 2, cap, step=5)), 2)
+
+    def test_bytes_of_the_reply_in_progress_are_bounded(self):
+        # A header line still without its CRLF charges nothing yet; the buffer must not grow past the bound.
+        parser = rc.Parser("test:1", max_reply_bytes=6400)
+        parser.feed(b"*2\r\n+" + b"a" * 8000)
+        with self.assertRaises(rc.ProtocolError) as ctx:
+            parser.gets()
+        self.assertIn("test:1", str(ctx.exception))
+
+    def test_long_integers_are_refused_before_conversion(self):
+        for raw in (b":" + b"9" * 4000 + b"\r\n", b"*" + b"1" * 30 + b"\r\n", b"$" + b"0" * 30 + b"5\r\n"):
+            with self.subTest(raw=raw[:12]), self.assertRaises(rc.ProtocolError):
+                parse_all(raw)
+
+    def test_streamed_simple_strings_are_refused_by_a_configured_bound(self):
+        item = b"+" + b"a" * 60000 + b"\r\n"       # 200 x 60 KB = 12 MB, then the server holds
+        with fakes.FakeServer(fakes.array_stream(1000000, 200, item=item, chunk_items=10)) as fake:
+            r = rc.Redis.from_settings({"host": fake.host, "port": fake.port, "socket_timeout": 10,
+                                        "connect_timeout": 2, "max_reply_bytes": 1024 * 1024})
+            self.addCleanup(r.close)
+            with self.assertRaises(rc.ProtocolError) as ctx:
+                r.execute("SMEMBERS", "s")
+        self.assertIn("127.0.0.1:%d" % fake.port, str(ctx.exception))
+        self.assertIn("1048576", str(ctx.exception))
+
+    def test_max_reply_bytes_is_a_setting_with_a_floor(self):
+        import config
+        kind, default, lower, _help = config.SCHEMA[("redis", "max_reply_bytes")]
+        self.assertEqual((kind, default), ("int", rc.MAX_REPLY_BYTES))
+        self.assertGreaterEqual(lower, 1024 * 1024 - 1)
+        r = rc.Redis.from_settings({"host": SERVER.host, "port": SERVER.port, "max_reply_bytes": 2 * 1024 * 1024})
+        self.addCleanup(r.close)
+        r.ping()
+        self.assertEqual(r._idle[0]._parser.max_reply_bytes, 2 * 1024 * 1024)
+
+    # -- item 2: a sentinel's malformed answer is a problem, and the next sentinel is asked --
+    LIES = [b"+OK\r\n", b":5\r\n", b"*1\r\n$9\r\n127.0.0.1\r\n", b"*2\r\n$9\r\n127.0.0.1\r\n$3\r\nabc\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n99999\r\n", b"*2\r\n$9\r\n127.0.0.1\r\n$2\r\n-1\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$1\r\n0\r\n", b"*2\r\n*0\r\n$4\r\n6379\r\n", b"*2\r\n$0\r\n\r\n$4\r\n6379\r\n",
+            b"*3\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n$1\r\nx\r\n", b"*2\r\n+127.0.0.1\r\n:6379\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n 6379\r\n"]
+
+    def test_malformed_sentinel_answer_asks_the_next_sentinel(self):
+        good_reply = _sentinel_reply(SERVER.host, SERVER.port)
+        for lie in self.LIES:
+            with self.subTest(lie=lie), fakes.FakeServer(fakes.canned(lie)) as bad, \
+                    fakes.FakeServer(fakes.canned(good_reply)) as good:
+                resolver = rc.SentinelResolver([{"host": bad.host, "port": bad.port},
+                                                {"host": good.host, "port": good.port}], "m",
+                                               connect_timeout_s=2, socket_timeout_s=2)
+                self.assertEqual(resolver.master_address(), (SERVER.host, SERVER.port))
+                resolver = rc.SentinelResolver([{"host": bad.host, "port": bad.port}], "m",
+                                               connect_timeout_s=2, socket_timeout_s=2)
+                with self.assertRaises(rc.MasterNotFoundError) as ctx:
+                    resolver.master_address()
+                self.assertIn("127.0.0.1:%d" % bad.port, str(ctx.exception))
+
+    # -- item 3: one deadline per request --
+    def test_handshake_and_commands_share_one_deadline(self):
+        # Each reply takes ~0.72 s, under the 1 s timeout; AUTH and PING together do not fit.
+        with fakes.FakeServer(fakes.drip(b"+OK\r\n", 0.18)) as fake:
+            r = rc.Redis(fake.host, fake.port, password=PASSWORD, socket_timeout_s=1, connect_timeout_s=1)
+            self.addCleanup(r.close)
+            with self.assertRaises(rc.RedisTimeoutError) as ctx:
+                r.ping()
+        self.assertNotIn(PASSWORD, str(ctx.exception))
+
+    def test_sentinel_query_and_resend_count_against_one_request(self):
+        # The sentinel answers in ~0.7 s; it names a replica first, the real master after.
+        # Sentinel, replica, sentinel again: 1.4 s, past connect_timeout + socket_timeout (1.2 s).
+        replica_role = b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:1\r\n$9\r\nconnected\r\n:0\r\n"
+        with fakes.FakeServer(fakes.canned(replica_role)) as replica:
+            answers = [_sentinel_reply(replica.host, replica.port), _sentinel_reply(SERVER.host, SERVER.port)]
+
+            def sentinel(sock, fake):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                reply = answers[min(fake.connections, 2) - 1]
+                for _command in fakes._each_command(sock, fake):
+                    for i in range(len(reply)):
+                        sock.sendall(reply[i:i + 1])
+                        time.sleep(0.7 / len(reply))
+            with fakes.FakeServer(sentinel) as sent:
+                resolver = rc.SentinelResolver([{"host": sent.host, "port": sent.port}], "m",
+                                               connect_timeout_s=0.2, socket_timeout_s=1)
+                r = rc.Redis("127.0.0.1", 1, sentinel=resolver, connect_timeout_s=0.2, socket_timeout_s=1)
+                self.addCleanup(r.close)
+                with self.assertRaises(rc.RedisConnectionError) as ctx:  # the sentinels' query ran out of time
+                    r.ping()
+        self.assertIn("no complete reply", str(ctx.exception))
+
+    # -- item 4: a server echoing the password gets it masked --
+    def test_server_echoing_the_password_in_its_refusal(self):
+        for template in (b"-ERR unknown command 'AUTH', with args beginning with: '%s' \r\n",
+                         b"-WRONGPASS %s\r\n", b"$13\r\n%s\r\n"):
+            with self.subTest(template=template), fakes.FakeServer(_echo_auth(template)) as fake:
+                r = rc.Redis(fake.host, fake.port, password=PASSWORD[:13], socket_timeout_s=1)
+                self.addCleanup(r.close)
+                with self.assertRaises(rc.AuthError) as ctx:
+                    r.ping()
+                self.assertNotIn(PASSWORD[:13], str(ctx.exception))
+                self.assertIn("127.0.0.1:%d" % fake.port, str(ctx.exception))
+                resolver = rc.SentinelResolver([{"host": fake.host, "port": fake.port}], "m",
+                                               password=PASSWORD[:13], socket_timeout_s=1)
+                with self.assertRaises(rc.RedisError) as ctx:
+                    resolver.master_address()
+                self.assertNotIn(PASSWORD[:13], str(ctx.exception))
+
+    # -- item 5: only a master's ROLE and an +OK to AUTH pass the handshake --
+    def test_role_other_than_a_master_list_runs_nothing(self):
+        for reply in (b"+OK\r\n", b"*0\r\n", b"$-1\r\n", b"*-1\r\n", b":1\r\n", b"*1\r\n+slave\r\n",
+                      b"*1\r\n$6\r\nMASTER\r\n", b"*1\r\n+master\r\n", b"-ERR unknown command 'ROLE'\r\n",
+                      b"$6\r\nmaster\r\n"):
+            with self.subTest(reply=reply), fakes.FakeServer(fakes.canned(reply, b"+OK\r\n")) as fake:
+                conn = rc.Connection(fake.host, fake.port, expect_master=True, socket_timeout_s=1)
+                with self.assertRaises(rc.RedisError):
+                    conn.request([("SET", "k", "v")])
+                conn.close()
+            self.assertNotIn(b"SET", bytes(fake.received))
+
+    def test_role_forbidden_by_the_acl_trusts_the_sentinel(self):
+        noperm = b"-NOPERM this user has no permissions to run the 'role' command\r\n"
+        with fakes.FakeServer(fakes.canned(noperm, b"+OK\r\n")) as fake:
+            conn = rc.Connection(fake.host, fake.port, expect_master=True, socket_timeout_s=1)
+            self.assertEqual(conn.request([("SET", "k", "v")]), ["OK"])
+            conn.close()
+        master = b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"
+        with fakes.FakeServer(fakes.canned(master, b"+OK\r\n")) as fake:
+            conn = rc.Connection(fake.host, fake.port, expect_master=True, socket_timeout_s=1)
+            self.assertEqual(conn.request([("SET", "k", "v")]), ["OK"])
+            conn.close()
+
+    def test_auth_and_select_answered_other_than_ok_run_nothing(self):
+        for reply in (b":0\r\n", b"$-1\r\n", b"*0\r\n", b"+QUEUED\r\n", b"$2\r\nOK\r\n"):
+            for kw in ({"password": PASSWORD}, {"db": 3}):
+                with self.subTest(reply=reply, kw=kw), fakes.FakeServer(fakes.canned(reply, b"+OK\r\n")) as fake:
+                    r = rc.Redis(fake.host, fake.port, socket_timeout_s=1, **kw)
+                    with self.assertRaises(rc.RedisError) as ctx:
+                        r.execute("SET", "k", "v")
+                    r.close()
+                self.assertNotIn(b"SET", bytes(fake.received))
+                self.assertNotIn(PASSWORD, str(ctx.exception))
+
+
 if __name__ == "__main__":
     unittest.main()
