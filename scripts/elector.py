@@ -123,6 +123,9 @@ class Elector:
         """Re-read the memory the node's other processes share (cron ticks, loops)."""
         state = local_state.read_json(self.state_path, None)
         self.state = state if isinstance(state, dict) else {}
+        if local_state.corrupt_epoch(self.state) is not None:
+            self.ctx.log.warning("ignoring max_epoch %.40r in %s: not an integer in [0, %d)",
+                                 local_state.corrupt_epoch(self.state), self.state_path, local_state.EPOCH_LIMIT)
 
     @property
     def remembered_epoch(self) -> int:
@@ -197,25 +200,46 @@ class Elector:
 
         The memory file is updated under a lock, so when two processes of one
         node (a cron tick and the failover manager, say) see the same
-        transition, exactly one of them fires its hook.
+        transition, exactly one of them fires its hook. An observation older
+        than the recorded one (its epoch is below the recorded epoch: a step
+        paused after Redis replied, while another process of the node went on)
+        is dropped: no hook, no change to the memory. Epochs only grow, so it
+        can only be a stale view.
+
+        ``on_lose_leadership`` gets the epoch of the term that ended. A node
+        that moves straight from leading one term to leading a newer one (its
+        lease lapsed and one of its processes took a new term before any step
+        saw it lose) fires only ``on_become_leader`` with the new epoch: it never
+        stopped holding the lease as far as its steps saw, and a lose hook run
+        while it holds the lease would contradict it.
         """
+        stale = []
+
         def change(state):
+            recorded = state.get("epoch", 0)
+            if local_state.sane_epoch(recorded) and obs.epoch < recorded:
+                stale.append(recorded)
+                return
             state.update(is_leader=obs.is_leader, leader=obs.leader, epoch=obs.epoch,
                          max_epoch=max(local_state.max_epoch_of(state), obs.epoch))
             if obs.leader:  # a leader (this node or another) holds a term that counts: nothing to report
                 state.pop("unconfirmed", None)
         before = local_state.update_json(self.state_path, change)
         self.state = dict(before)
+        log = self.ctx.log
+        if stale:
+            log.info("ignored a stale election view (%s at epoch %d; epoch %d is recorded)",
+                     obs.outcome, obs.epoch, stale[0])
+            return
         change(self.state)
         was_leader, old_leader, old_epoch = before.get("is_leader", False), before.get("leader", ""), before.get("epoch", 0)
         new_term = obs.is_leader and (not was_leader or obs.epoch != old_epoch)
-        log = self.ctx.log
         if new_term:
             log.info("became leader at epoch %d", obs.epoch)
             hooks.fire(self.ctx, "on_become_leader", obs.leader, obs.epoch)
-        if was_leader and (not obs.is_leader or obs.epoch != old_epoch):
+        if was_leader and not obs.is_leader:
             log.warning("lost leadership of epoch %s (%s)", old_epoch, obs.outcome)
-            hooks.fire(self.ctx, "on_lose_leadership", obs.leader, obs.epoch)
+            hooks.fire(self.ctx, "on_lose_leadership", obs.leader, old_epoch)
         if obs.leader and obs.leader != old_leader:
             log.info("leader is now %s (epoch %d)", obs.leader, obs.epoch)
             hooks.fire(self.ctx, "on_leader_change", obs.leader, obs.epoch)

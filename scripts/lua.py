@@ -15,6 +15,7 @@ Conventions:
 - Wrong-typed keys are reported as ``WRONGTYPE <key> ...`` naming the key.
 """
 
+from local_state import EPOCH_LIMIT
 from redis_client import Script
 
 # Returns the first of KEYS[i..] whose type is not the expected one, as an error reply.
@@ -26,6 +27,25 @@ local function expect(key, want)
   end
 end
 """
+
+
+assert str(EPOCH_LIMIT) == "1" + "0" * (len(str(EPOCH_LIMIT)) - 1), "EPOCH_LIMIT is a power of 10"
+
+# Defines EPOCH_LIMIT (local_state.EPOCH_LIMIT: every epoch is below it, see there) and
+# epoch_error(key): an error reply naming ``key`` when it holds something that is not an epoch
+# (a plain integer below EPOCH_LIMIT, no sign, no leading zero, no exponent), else nil. Checked
+# before a script's first write: a script error does not undo the writes made before it.
+_EPOCH_GUARD = """
+local EPOCH_LIMIT = %d
+local function epoch_error(key)
+  local raw = redis.call('GET', key)
+  if raw and not (raw == '0' or (#raw <= %d and string.match(raw, '^[1-9]%%d*$'))) then
+    local shown = string.gsub(string.sub(raw, 1, 32), '[^%%w%%.%%+%%-]', '?')
+    return redis.error_reply('BADEPOCH ' .. key .. ' holds "' .. shown .. '", not an epoch (a plain integer below '
+      .. '10^%d): set it to the last epoch the cluster used, or delete it and let the nodes restore it')
+  end
+end
+""" % (EPOCH_LIMIT, len(str(EPOCH_LIMIT)) - 1, len(str(EPOCH_LIMIT)) - 1)
 
 
 def _fence(confirmed_only: bool) -> str:
@@ -76,21 +96,17 @@ _FENCE_UNCONFIRMED = _fence(False)
 #         (must include "instance", the token that tells this node's processes apart
 #         from another machine claiming the same id), ARGV[4] highest epoch it remembers,
 # ARGV[5] bootstrap wait ms (one heartbeat interval)
-# Returns {'ok', now, epoch} or {'collision', <the other record's JSON>}.
-HEARTBEAT = Script(_TYPE_GUARD + """
+# Returns {'ok', now, epoch} or {'collision', <the other record's JSON>}. A collision changes
+# nothing, the epoch included: it is checked before any write. An epoch key that is not an
+# epoch (see _EPOCH_GUARD) is left alone and reported as 0: membership goes on, the election
+# step names the key.
+HEARTBEAT = Script(_TYPE_GUARD + _EPOCH_GUARD + """
 redis.replicate_commands()
 local err = expect(KEYS[1], 'hash') or expect(KEYS[2], 'string') or expect(KEYS[3], 'string')
 if err then return err end
 local t = redis.call('TIME')
 local now = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local mine = cjson.decode(ARGV[3])
-local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
-local remembered = tonumber(ARGV[4])
-if epoch < remembered and redis.call('EXISTS', KEYS[3]) == 1 then
-  epoch = remembered
-  redis.call('SET', KEYS[3], epoch)
-  redis.call('SET', KEYS[4], '1', 'PX', ARGV[5], 'NX')
-end
 local started = now
 local prev_raw = redis.call('HGET', KEYS[1], ARGV[1])
 if prev_raw then
@@ -104,6 +120,16 @@ if prev_raw then
     end
   end
 end
+local epoch = 0
+if not epoch_error(KEYS[3]) then
+  epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local remembered = tonumber(ARGV[4]) or 0
+  if epoch < remembered and remembered < EPOCH_LIMIT and redis.call('EXISTS', KEYS[3]) == 1 then
+    epoch = remembered
+    redis.call('SET', KEYS[3], string.format('%d', epoch))
+    redis.call('SET', KEYS[4], '1', 'PX', ARGV[5], 'NX')
+  end
+end
 local rec = string.sub(ARGV[3], 1, -2) .. ',"status":"online","last_heartbeat":' .. now
   .. ',"started_at":' .. started .. '}'
 redis.call('HSET', KEYS[1], ARGV[1], rec)
@@ -115,8 +141,9 @@ _EVENT = """
 local function event(kind, node, epoch, maxlen, extra)
   local t = redis.call('TIME')
   local at = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
-  local fields = {'type', kind, 'node', node, 'epoch', tostring(epoch), 'time', at}
-  local msg = '{"type":"' .. kind .. '","node":"' .. node .. '","epoch":' .. tostring(epoch) .. ',"time":' .. at
+  local e = string.format('%d', tonumber(epoch) or 0)  -- never tostring(): 14 digits, then 1e+14
+  local fields = {'type', kind, 'node', node, 'epoch', e, 'time', at}
+  local msg = '{"type":"' .. kind .. '","node":"' .. node .. '","epoch":' .. e .. ',"time":' .. at
   if extra then
     fields[#fields + 1] = 'detail'; fields[#fields + 1] = extra
     msg = msg .. ',"detail":' .. cjson.encode(extra)
@@ -174,20 +201,23 @@ end
 #               just released the lease (graceful handover: another node takes it)
 #   waiting     a bootstrap round runs: nobody is elected; a holder keeps its lease but leads
 #               at no epoch (leader = me, fenced) until it starts a new term after the round
-ELECT = Script(_TYPE_GUARD + _OTHER_INSTANCE + """
+ELECT = Script(_TYPE_GUARD + _OTHER_INSTANCE + _EPOCH_GUARD + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[5]
 """ + _EVENT + """
+-- every check comes before the first write: a script error does not undo earlier writes
 local err = expect(KEYS[1], 'string') or expect(KEYS[2], 'string') or expect(KEYS[4], 'hash')
-  or expect(KEYS[5], 'stream') or expect(KEYS[8], 'hash') or expect(KEYS[9], 'string')
+  or expect(KEYS[5], 'stream') or expect(KEYS[8], 'hash') or expect(KEYS[9], 'string') or epoch_error(KEYS[2])
 if err then return err end
 local me, lease_ms, remembered, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if not remembered or remembered < 0 or remembered >= EPOCH_LIMIT then  -- the caller caps it (local_state)
+  return redis.error_reply('BADEPOCH the remembered epoch ' .. ARGV[3] .. ' is not an epoch')
+end
 local token, new_confirmed = ARGV[6], ARGV[7]
 local info = redis.pcall('INFO', 'server')
 local run_id = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
 local last_server = redis.call('GET', KEYS[9])
 local moved = run_id ~= '' and last_server and last_server ~= run_id
-if run_id ~= '' and last_server ~= run_id then redis.call('SET', KEYS[9], run_id) end
 local holder = redis.call('GET', KEYS[1])
 local known = redis.call('GET', KEYS[2])
 local epoch = tonumber(known or '0')
@@ -198,12 +228,13 @@ local term = redis.call('HMGET', KEYS[8], 'instance', 'epoch', 'confirmed')
 if holder == me and term[1] and term[1] ~= token then
   return {'collision', holder, epoch, 0, 0, run_id}  -- the lease of my node id, taken by another process
 end
+if run_id ~= '' and last_server ~= run_id then redis.call('SET', KEYS[9], run_id) end
 if not known or epoch < remembered or moved then
   if not known or epoch < remembered then
     -- Redis lost data (new, restarted empty, a replica that missed the last INCRs): the floor
     -- is what this node remembers; the round lets every other live node raise it further
     epoch = math.max(epoch, remembered)
-    redis.call('SET', KEYS[2], epoch)
+    redis.call('SET', KEYS[2], string.format('%d', epoch))
   end
   redis.call('SET', KEYS[6], '1', 'PX', ARGV[5], 'NX')
   if holder and moved then
@@ -216,10 +247,11 @@ local function new_term(detail)
   epoch = redis.call('INCR', KEYS[2])
   if epoch <= remembered then
     epoch = remembered + 1
-    redis.call('SET', KEYS[2], epoch)
+    redis.call('SET', KEYS[2], string.format('%d', epoch))
   end
   redis.call('DEL', KEYS[8])
-  redis.call('HSET', KEYS[8], 'node', me, 'instance', token, 'epoch', epoch, 'confirmed', new_confirmed)
+  redis.call('HSET', KEYS[8], 'node', me, 'instance', token, 'epoch', string.format('%d', epoch),
+             'confirmed', new_confirmed)
   redis.call('PEXPIRE', KEYS[8], lease_ms)
   event('leader_elected', me, epoch, maxlen, detail)
   return {'acquired', me, epoch, lease_ms, new_confirmed == '1' and 1 or 0, run_id}
@@ -233,7 +265,7 @@ if holder == me then
   end
   redis.call('PEXPIRE', KEYS[1], lease_ms)
   redis.call('PEXPIRE', KEYS[8], lease_ms)
-  if term[2] ~= tostring(epoch) then
+  if tonumber(term[2]) ~= epoch then
     if waiting then return {'waiting', me, epoch, redis.call('PTTL', KEYS[6]), 0, run_id} end
     return new_term('new term under the lease')
   end
@@ -312,8 +344,11 @@ return 1
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] redlock claim hash; ARGV[1] me, ARGV[2] lease ms,
 # ARGV[3] this process's instance token
 # Returns {'mine', epoch, claim epoch} (claim epoch 0: the claim is new, no term yet) or
-# {'other', holder, epoch}.
-REDLOCK_CLAIM = Script("""
+# {'other', holder, epoch}; a BADEPOCH error reply (that instance's vote is not won) if its
+# epoch key is not an epoch (see _EPOCH_GUARD).
+REDLOCK_CLAIM = Script(_EPOCH_GUARD + """
+local bad_epoch = epoch_error(KEYS[2])
+if bad_epoch then return bad_epoch end
 local holder = redis.call('GET', KEYS[1])
 local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
 local inst = redis.call('HGET', KEYS[3], 'instance')
@@ -373,11 +408,11 @@ return redis.call('DEL', KEYS[1], KEYS[2]) > 0 and 1 or 0
 # ARGV[6] a new term's confirmed field ('1', or '0' while min_replicas_acked must confirm it)
 # Returns {'ok', epoch, 1 if the term is confirmed else 0} | {'stale', current epoch} |
 #         {'ineligible', epoch} | {'held', current epoch, holder}.
-REDLOCK_ANNOUNCE = Script(_TYPE_GUARD + """
+REDLOCK_ANNOUNCE = Script(_TYPE_GUARD + _EPOCH_GUARD + """
 redis.replicate_commands()
 local EVENTS_KEY = KEYS[5]
 """ + _EVENT + """
-local err = expect(KEYS[1], 'string') or expect(KEYS[2], 'string') or expect(KEYS[6], 'hash')
+local err = expect(KEYS[1], 'string') or expect(KEYS[2], 'string') or expect(KEYS[6], 'hash') or epoch_error(KEYS[2])
 if err then return err end
 local me, epoch, token = ARGV[1], tonumber(ARGV[3]), ARGV[5]
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -393,9 +428,9 @@ if redis.call('EXISTS', KEYS[3]) == 0 or not ok or type(node) ~= 'table' or node
 end
 redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
 if epoch > current then
-  redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[2], string.format('%d', epoch))
   redis.call('DEL', KEYS[6])
-  redis.call('HSET', KEYS[6], 'node', me, 'instance', token, 'epoch', epoch, 'confirmed', ARGV[6])
+  redis.call('HSET', KEYS[6], 'node', me, 'instance', token, 'epoch', string.format('%d', epoch), 'confirmed', ARGV[6])
   event('leader_elected', me, epoch, ARGV[4], 'redlock')
 end
 redis.call('PEXPIRE', KEYS[6], ARGV[2])
@@ -464,6 +499,9 @@ return {'leader', epoch, page[1], marked}
 # its heartbeat key and marks its record ``left``. Only as the process that owns the record
 # (its instance token): a second process with the same node id (a copied config) that stops
 # or deregisters changes nothing; the lease goes only with its term's instance too.
+# With no record for the node id (pruned, or deleted by an operator) nothing proves the id is this
+# process's: its heartbeat key is left alone, and the lease goes only if its term names this
+# process's instance token.
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] hb:{me}, KEYS[4] nodes, KEYS[5] events, KEYS[6] term
 # ARGV[1] me, ARGV[2] events maxlen, ARGV[3] this process's instance token
 # Returns {'left', released lease (0/1), had record (0/1)} |
@@ -479,15 +517,15 @@ local other = other_instance(KEYS[4], me, ARGV[3])
 if other then return {'collision', tostring(other.host or '?'), tostring(other.pid or '?')} end
 local epoch = redis.call('GET', KEYS[2]) or '0'
 local released = 0
+local raw = redis.call('HGET', KEYS[4], me)
 local term_instance = redis.call('HGET', KEYS[6], 'instance')
-if redis.call('GET', KEYS[1]) == me and (term_instance == ARGV[3] or not term_instance) then
+if redis.call('GET', KEYS[1]) == me and (term_instance == ARGV[3] or (raw and not term_instance)) then
   redis.call('DEL', KEYS[1], KEYS[6])
   released = 1
   event('leader_released', me, epoch, ARGV[2], 'node left')
 end
-redis.call('DEL', KEYS[3])
-local raw = redis.call('HGET', KEYS[4], me)
 if not raw then return {'left', released, 0} end
+redis.call('DEL', KEYS[3])
 local t = redis.call('TIME')
 local at = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local body = string.gsub(raw, '"status":"[a-z]*"', '"status":"left"', 1)
@@ -806,8 +844,19 @@ local function fail_attempt(id, reason)
   return 'retry'
 end
 
--- pending -> running on this node; the token (runs@node) names this attempt and no other.
-local function start_attempt(id, stream, eid)
+-- The running attempt's lease (keys.task_lease): '<token> <instance>' with a PX TTL, set at the
+-- claim, renewed by its worker (TASK_RENEW). A running attempt is moved (reclaimed, or counted
+-- as interrupted) only once its lease lapsed: its handler has been killed by then (child.py).
+local function lease_value(token, instance) return tostring(token) .. ' ' .. tostring(instance or '') end
+
+local function lease_holds(lease_key, t)
+  local f = redis.call('HMGET', t, 'token', 'instance')
+  return redis.call('GET', lease_key) == lease_value(f[1], f[2])
+end
+
+-- pending -> running on this node; the token (runs@node) names this attempt and no other; the
+-- attempt's lease (lease_key, lease_ms) is taken for ``instance``, the claiming process.
+local function start_attempt(id, stream, eid, lease_key, lease_ms, instance)
   local t = task_key(id)
   redis.call('XCLAIM', stream, GROUP, ME, 0, eid, 'JUSTID')  -- restart the idle clock: it times this attempt
   local attempts = redis.call('HINCRBY', t, 'attempts', 1)
@@ -816,7 +865,8 @@ local function start_attempt(id, stream, eid)
   local timeout_ms = tonumber(f[4])
   local token = runs .. '@' .. ME
   redis.call('HSET', t, 'state', 'running', 'worker', ME, 'token', token, 'started_ms', NOW, 'updated_ms', NOW,
-    'deadline_ms', NOW + timeout_ms)
+    'deadline_ms', NOW + timeout_ms, 'instance', instance)
+  redis.call('SET', lease_key, lease_value(token, instance), 'PX', lease_ms)
   redis.call('ZREM', IDX_PENDING, id)
   redis.call('ZADD', IDX_RUNNING, NOW + timeout_ms, id)
   return {id, f[1], f[2], attempts, tonumber(f[3]), timeout_ms, token, stream, eid}
@@ -905,10 +955,13 @@ end
 
 # TASK_CLAIM: start the first pending task delivered to this worker (its entries in the
 # group's pending list, XPENDING, in stream order). Entries of tasks that moved on are
-# acked; an entry whose task is still `running` here is an attempt a crashed earlier run
-# left behind: it counts as failed (retry or dead).
+# acked; an entry whose task is still `running` here, taken by this instance (its token on the
+# task) and whose attempt lease lapsed, is an attempt a crashed earlier run left behind: it counts
+# as failed (retry or dead). One whose lease holds is left alone (its worker still renews it), and
+# so is one another instance with this node id took (the leader's reclaim moves it once it lapsed).
 # KEYS[1..7] task header, KEYS[8] nodes hash, KEYS[9..] the streams the worker reads, in priority order
-# ARGV[1..8] task header, ARGV[9] pending entries examined per stream, ARGV[10] instance token
+# ARGV[1..8] task header, ARGV[9] pending entries examined per stream, ARGV[10] instance token,
+#   ARGV[11] attempt lease key prefix (keys.task_lease('')), ARGV[12] attempt lease ms (node.heartbeat_ttl)
 # Returns {task, waiting, interrupted}: task = {id, type, payload, attempt, max attempts,
 # timeout ms, token, stream, entry id} or {}; waiting = further delivered entries not started;
 # interrupted = {id, 'retry' | 'dead', ...}; or a COLLISION error (see _TASK_WORKER).
@@ -923,9 +976,16 @@ for i = 9, #KEYS do
     for _, p in ipairs(pel) do
       local eid = p[1]
       local id = entry_task(stream, eid)
-      local f = id and redis.call('HMGET', task_key(id), 'state', 'entry', 'worker', 'attempts') or {}
+      local f = id and redis.call('HMGET', task_key(id), 'state', 'entry', 'worker', 'attempts', 'instance') or {}
       if f[2] == eid and f[1] == 'pending' then
-        if #claimed == 0 then claimed = start_attempt(id, stream, eid) else waiting = waiting + 1 end
+        if #claimed == 0 then
+          claimed = start_attempt(id, stream, eid, ARGV[11] .. id, tonumber(ARGV[12]), ARGV[10])
+        else
+          waiting = waiting + 1
+        end
+      elseif f[2] == eid and f[1] == 'running' and f[3] == ME
+          and ((f[5] and f[5] ~= ARGV[10]) or lease_holds(ARGV[11] .. id, task_key(id))) then
+        -- running elsewhere (another instance) or still renewed: not ours to move
       else
         redis.call('XACK', stream, GROUP, eid)
         if f[2] == eid and f[1] == 'running' and f[3] == ME then
@@ -1005,8 +1065,10 @@ return handed
 #   1. entries pending on consumers whose hb:<id> key is gone: XCLAIM to the leader, XACK,
 #      the task to the retry path (a started attempt counts as failed; one never started
 #      is re-queued); entries idle past their task's timeout + grace on live consumers too;
-#   2. running tasks past deadline + grace in the running index, whatever their entry
-#      (acked or lost): the same retry path;
+#      but an entry whose task runs under an attempt lease that holds is left alone (its
+#      worker renews it while the handler runs, whether or not its heartbeat goes on);
+#   2. running tasks in the running index whose attempt lease lapsed, whatever their entry
+#      (acked or lost): the same retry path (the BATCH with the earliest deadlines per call);
 #   3. pending tasks whose entry can no longer be delivered (deleted or lost): re-queued;
 #      SWEEP_MAX of them per call, from a cursor kept in KEYS[11] (a rank in the pending
 #      index, back to 0 at its end), so tasks that wait long (for an absent node) never
@@ -1015,12 +1077,13 @@ return handed
 #   4. done/dead index members past the retention (their records expire by themselves).
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] term, KEYS[4..10] task header, KEYS[11] sweep cursor
 # ARGV[1] me, ARGV[2] my epoch, ARGV[3] my instance token, ARGV[4..11] task header, ARGV[12] grace ms,
-#   ARGV[13] batch (entries or tasks per step), ARGV[14] heartbeat key prefix
+#   ARGV[13] batch (entries or tasks per step), ARGV[14] heartbeat key prefix,
+#   ARGV[15] attempt lease key prefix (keys.task_lease(''))
 # Returns {more (1 if a batch was full), {id, outcome, reason, ...}}; FENCED error if not leader.
 TASK_RECLAIM = Script(FENCE + _task_lib(4, 4) + """
 local type_error = header_type_error()
 if type_error then return type_error end
-local GRACE_MS, BATCH, HB_PFX = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14]
+local GRACE_MS, BATCH, HB_PFX, LEASE_PFX = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14], ARGV[15]
 local grace_text = tostring(GRACE_MS / 1000) .. 's grace'
 local notes, more, alive = {}, 0, {}
 local function note(id, outcome, reason)
@@ -1031,12 +1094,14 @@ local function is_alive(node)
   return alive[node]
 end
 local function reclaim_entry(stream, eid, reason)
+  local id = entry_task(stream, eid)
+  local f = id and redis.call('HMGET', task_key(id), 'state', 'entry', 'attempts') or {}
+  if f[2] == eid and f[1] == 'running' and lease_holds(LEASE_PFX .. id, task_key(id)) then
+    return  -- its worker still renews the attempt's lease: the handler may be running
+  end
   redis.call('XCLAIM', stream, GROUP, ME, 0, eid, 'JUSTID')
   redis.call('XACK', stream, GROUP, eid)
-  local id = entry_task(stream, eid)
-  if not id then return end
-  local f = redis.call('HMGET', task_key(id), 'state', 'entry', 'attempts')
-  if f[2] ~= eid then return end
+  if not id or f[2] ~= eid then return end
   if f[1] == 'pending' then
     to_pending(id, 0)
     note(id, 'requeued', reason)
@@ -1074,19 +1139,21 @@ for _, stream in ipairs(redis.call('SMEMBERS', STREAMS)) do
   end
 end
 
--- 2. the running index
-local overdue = redis.call('ZRANGEBYSCORE', IDX_RUNNING, '-inf', NOW - GRACE_MS, 'LIMIT', 0, BATCH)
-if #overdue >= BATCH then more = 1 end
-for _, id in ipairs(overdue) do
+-- 2. the running index: attempts whose lease lapsed
+for _, id in ipairs(redis.call('ZRANGE', IDX_RUNNING, 0, BATCH - 1)) do
   local f = redis.call('HMGET', task_key(id), 'state', 'stream', 'entry', 'worker', 'attempts')
   if f[1] ~= 'running' then
     redis.call('ZREM', IDX_RUNNING, id)
-  else
+  elseif not lease_holds(LEASE_PFX .. id, task_key(id)) then
     if f[3] and f[3] ~= '' then
       redis.pcall('XCLAIM', f[2], GROUP, ME, 0, f[3], 'JUSTID')
       redis.pcall('XACK', f[2], GROUP, f[3])
     end
-    local reason = 'no result from ' .. tostring(f[4]) .. ' by its deadline plus ' .. grace_text
+    local reason = 'worker ' .. tostring(f[4]) .. ' is offline or has left'
+    if is_alive(tostring(f[4])) then
+      reason = 'no result from ' .. tostring(f[4]) .. ' and its attempt lease lapsed (not renewed within '
+        .. 'node.heartbeat_ttl: worker frozen, killed or cut off from Redis)'
+    end
     note(id, fail_attempt(id, 'attempt ' .. tostring(f[5]) .. ': ' .. reason), reason)
   end
 end
@@ -1129,6 +1196,16 @@ if #oldest < SWEEP_MAX then redis.call('SET', SWEEP_KEY, 0) else redis.call('SET
 redis.call('ZREMRANGEBYSCORE', IDX_DONE, '-inf', NOW - DONE_TTL_MS)
 redis.call('ZREMRANGEBYSCORE', IDX_DEAD, '-inf', NOW - DONE_TTL_MS)
 return {more, notes}
+""")
+
+# TASK_RENEW: extend a running attempt's lease, only while it is still that attempt's (the value
+# names the attempt's token and the instance that claimed it; a lapsed lease is not renewed).
+# KEYS[1] the attempt lease (keys.task_lease); ARGV[1] '<token> <instance token>', ARGV[2] lease ms
+# Returns 1 (renewed) or 0 (lost: lapsed, or the attempt was finished, reclaimed or handed back).
+TASK_RENEW = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
 """)
 
 # TASK_RETRY: put a dead-lettered task back in the queue with a fresh attempt budget.
@@ -1175,5 +1252,38 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', index, id)
 end
 return {removed, #ids}
+""")
+
+# TASK_RECORD: a task's record for status, without a payload that may be large (a reply
+# has a size bound): the payload's size always, the payload only when it is small enough.
+# KEYS[1] the task's hash; ARGV[1] the most payload bytes returned
+# Returns a flat {field, value, ...} list with 'payload_bytes' (and 'payload' when at most
+#   ARGV[1] bytes); empty when there is no record.
+TASK_RECORD = Script(_TYPE_GUARD + """
+local bad = expect(KEYS[1], 'hash')
+if bad then return bad end
+local names = redis.call('HKEYS', KEYS[1])
+local fields = {}
+for _, name in ipairs(names) do
+  if name ~= 'payload' then fields[#fields + 1] = name end
+end
+local out = {}
+if #fields > 0 then
+  local values = redis.call('HMGET', KEYS[1], unpack(fields))
+  for i, name in ipairs(fields) do
+    out[#out + 1] = name
+    out[#out + 1] = values[i]
+  end
+end
+if #fields < #names then
+  local size = redis.call('HSTRLEN', KEYS[1], 'payload')
+  out[#out + 1] = 'payload_bytes'
+  out[#out + 1] = tostring(size)
+  if size <= tonumber(ARGV[1]) then
+    out[#out + 1] = 'payload'
+    out[#out + 1] = redis.call('HGET', KEYS[1], 'payload')
+  end
+end
+return out
 """)
 # -- end tasks ------------------------------------------------------------------

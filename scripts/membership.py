@@ -109,7 +109,7 @@ def node_fields(ctx) -> str:
 def beat(ctx) -> float:
     """Refresh this node's record and heartbeat key; return Redis's time of the beat."""
     ttl_ms = int(ctx.cfg["node"]["heartbeat_ttl"] * 1000)
-    remembered = local_state.remembered_epoch(ctx.cfg.run_dir, ctx.node_id)
+    remembered = local_state.remembered_epoch(ctx.cfg.run_dir, ctx.node_id, ctx.log)
     bootstrap_wait_ms = int(ctx.cfg["node"]["heartbeat_interval"] * 1000)  # one round, as the elector's
     status, detail, *rest = lua.HEARTBEAT(ctx.redis, (keys.nodes(), keys.heartbeat(ctx.node_id), keys.epoch(),
                                                       keys.bootstrap()),
@@ -127,12 +127,14 @@ def beat(ctx) -> float:
 
 def _other_instance(ctx):
     """The record of this node id if it names another instance token (a second process with this
-    id owns it), else None."""
+    id owns it), else None; False when there is no record (nothing proves the id is this process's)."""
     try:
         raw = ctx.redis.execute("HGET", keys.nodes(), ctx.node_id)
     except WrongTypeError:
         return None  # LEAVE's own check names the key
-    record = _decode(raw) if raw else None
+    if raw is None:
+        return False
+    record = _decode(raw)
     token = local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)
     if record and isinstance(record.get("instance"), str) and record["instance"] != token:
         return record
@@ -152,12 +154,20 @@ def leave(ctx) -> dict:
     Only as the process that owns this node id's record (its instance token):
     a second process with the same id (a copied config) that stops or
     deregisters raises NodeIdCollision and changes nothing, tasks included.
+    With no record at all (pruned, or deleted by an operator) nothing proves
+    the id is this process's: no task is handed back and the heartbeat key is
+    left alone (LEAVE deletes it only with a record); the lease goes only if
+    its term is this process's. The leader's sweep reclaims the id's tasks
+    once its heartbeat lapses.
     """
     import taskq  # membership is imported by every heartbeat tick; the queue only when leaving
     other = _other_instance(ctx)  # before handing back: the tasks delivered to this id are the owner's
-    if other is not None:
+    if other:
         raise _not_mine(ctx, other)
-    handed_back = taskq.hand_back(ctx)
+    if other is False:
+        ctx.log.warning("node %s has no record in the cluster (pruned or deleted): no task handed back, its "
+                        "heartbeat key left to lapse", ctx.node_id)
+    handed_back = 0 if other is False else taskq.hand_back(ctx)
     reply = lua.LEAVE(ctx.redis, (keys.leader(), keys.epoch(), keys.heartbeat(ctx.node_id), keys.nodes(),
                                   keys.events(), keys.term()),
                       (ctx.node_id, ctx.cfg["cluster"]["events_maxlen"],

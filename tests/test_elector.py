@@ -294,6 +294,35 @@ class Hooks(unittest.TestCase):
                 self.wait_hooks_done()
                 ctx.close()
 
+    def test_a_killed_hook_supervisor_s_group_is_killed_by_the_next_hook_fired(self):
+        import hooks
+        from support.nodes import process_alive
+        with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
+            pid_file = os.path.join(tmp, "grandchild")
+            hang = ["sh", "-c", "sleep 60 & echo $! > %s; sleep 60" % pid_file]
+            ctx = make_ctx(tmp, ME, server, {"hooks": {"on_become_leader": hang, "on_leader_change": ["true"],
+                                                       "timeout_s": 60}})
+            grandchild = None
+            try:
+                self.assertTrue(hooks.fire(ctx, "on_become_leader", ME, 1))
+                wait_for(lambda: os.path.exists(pid_file) and os.path.getsize(pid_file), 10, message="the hook")
+                with open(pid_file) as fh:
+                    grandchild = int(fh.read())
+                supervisor = hooks._started[-1]
+                try:  # the supervisor notes the hook's group as it starts it (not the guarantee under test)
+                    wait_for(lambda: [n for n in os.listdir(ctx.cfg.run_dir) if n.startswith("hook-child.")], 5)
+                except AssertionError:
+                    pass
+                supervisor.kill()  # kill -9 of the hook supervisor: its hook's leader goes, the group's rest stays
+                supervisor.wait()
+                self.assertTrue(hooks.fire(ctx, "on_leader_change", ME, 1))
+                wait_for(lambda: not process_alive(grandchild), 5, message="the orphaned group to be killed")
+            finally:
+                if grandchild and process_alive(grandchild):
+                    os.kill(grandchild, 9)
+                self.wait_hooks_done()
+                ctx.close()
+
     def test_a_hook_gets_no_redis_credential_and_its_output_log_is_bounded(self):
         import hooks
         secret = "pw-%s" % os.urandom(4).hex()
@@ -319,6 +348,78 @@ class Hooks(unittest.TestCase):
             self.assertFalse(os.path.exists(out + ".2"), "more rotated files than logging.backup_count")
             for path in kept:
                 self.assertLessEqual(os.path.getsize(path), 2 * 200000, path)
+
+
+class HookTransitions(unittest.TestCase):
+    """Which hooks fire, and with which EPOCH, when one node's processes see its terms out of order."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = RedisServer().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.close()
+
+    def setUp(self):
+        import hooks
+        self.server.flushall()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.fired = []
+        real_fire = hooks.fire
+        hooks.fire = lambda ctx, name, leader, epoch, **kw: self.fired.append((name, int(epoch))) or True
+        self.addCleanup(setattr, hooks, "fire", real_fire)
+        self.ctx = make_ctx(self.tmp.name, ME, self.server)
+        self.addCleanup(self.ctx.close)
+        self.server.command("SET", "hb:" + ME, "1", "PX", 60000)
+        self.server.command("HSET", "openclaw:cluster:nodes", ME, record())
+        self.server.command("SET", "openclaw:cluster:epoch", 4)
+        remember(Elector(self.ctx), {})
+
+    def lapse(self) -> None:
+        """The lease lapses (its holder paused past it)."""
+        self.server.command("DEL", "openclaw:cluster:leader", "openclaw:cluster:term")
+
+    def test_a_step_paused_after_elect_does_not_record_its_stale_view(self):
+        first = Elector(self.ctx)
+        self.assertEqual(first.try_acquire_or_renew().epoch, 5)
+        import elector as elector_mod
+        real = elector_mod.lua.ELECT
+
+        def paused(*args, **kw):  # ELECT replied (renewed at 5); the step is paused past the lease
+            reply = real(*args, **kw)
+            elector_mod.lua.ELECT = real
+            self.lapse()
+            other = Elector(self.ctx)  # meanwhile another process of this node takes a new term
+            self.assertEqual((other.try_acquire_or_renew().outcome, other.state["epoch"]), ("acquired", 6))
+            return reply
+        elector_mod.lua.ELECT = paused
+        self.addCleanup(setattr, elector_mod.lua, "ELECT", real)
+        del self.fired[:]
+        first.try_acquire_or_renew()  # resumes and records what it saw at epoch 5
+        memory = local_state.read_json(first.state_path)
+        self.assertEqual((memory["epoch"], memory["max_epoch"], memory["is_leader"]), (6, 6, True))
+        self.assertEqual([f for f in self.fired if f[0] != "on_leader_change"], [("on_become_leader", 6)])
+        self.assertEqual(Elector(self.ctx).try_acquire_or_renew().outcome, "renewed")
+        self.assertEqual([f for f in self.fired if f[0] != "on_leader_change"], [("on_become_leader", 6)])
+
+    def test_moving_straight_into_a_new_term_fires_no_lose_hook(self):
+        elector = Elector(self.ctx)
+        self.assertEqual(elector.try_acquire_or_renew().epoch, 5)
+        self.lapse()
+        del self.fired[:]
+        obs = Elector(self.ctx).try_acquire_or_renew()
+        self.assertEqual((obs.outcome, obs.epoch), ("acquired", 6))
+        self.assertEqual(self.fired, [("on_become_leader", 6)])
+        # a real loss still fires on_lose_leadership, with the epoch of the term that was lost
+        self.lapse()
+        self.server.command("SET", "openclaw:cluster:leader", OTHER, "PX", LEASE_MS)
+        self.server.command("SET", "openclaw:cluster:epoch", 7)
+        hold(self.server, OTHER, 7)
+        del self.fired[:]
+        self.assertEqual(Elector(self.ctx).try_acquire_or_renew().outcome, "follower")
+        self.assertEqual(sorted(self.fired), [("on_leader_change", 7), ("on_lose_leadership", 6)])
 
 
 class RedlockLease(unittest.TestCase):

@@ -154,12 +154,12 @@ class UnconfirmedTerm(OneServer):
 
 
 class DuplicateNodeId(OneServer):
-    def owner_leads(self):
-        owner = self.node("a", "m1")
+    def owner_leads(self, **config):
+        owner = self.node("a", "m1", **config)
         owner.run_json("heartbeat.py")
         obs = owner.run_json("leader_election.py")
         self.assertEqual(obs["outcome"], "acquired")
-        return owner, self.node("a", "m2"), obs["epoch"]  # the duplicate: a copied config on another machine
+        return owner, self.node("a", "m2", **config), obs["epoch"]  # the duplicate: a copied config elsewhere
 
     def test_a_duplicate_never_renews_or_writes_through_the_owners_lease(self):
         owner, dup, epoch = self.owner_leads()
@@ -190,6 +190,41 @@ class DuplicateNodeId(OneServer):
         self.assertEqual(self.server.command("GET", keys.leader()), "a")
         self.assertEqual(owner.run_json("leader_election.py")["outcome"], "renewed")
 
+    def test_a_refused_duplicate_heartbeat_changes_no_epoch_and_starts_no_round(self):
+        """A duplicate that remembers a higher epoch (an older cluster's) is refused: it must not raise the
+        epoch, start a bootstrap round or push the owner into a new term; nor wedge it with a huge epoch."""
+        for remembered in (50, 10 ** 12, 10 ** 17):
+            with self.subTest(remembered=remembered):
+                self.server.flushall()
+                self.server.command("SET", keys.epoch(), 5)
+                owner, dup = self.node("a", "m1-%d" % remembered), self.node("a", "m2-%d" % remembered)
+                owner.run_json("heartbeat.py")
+                epoch = owner.run_json("leader_election.py")["epoch"]
+                local_state.atomic_write_json(dup.memory_path(), {"max_epoch": remembered})
+                beat = dup.run("heartbeat.py")
+                self.assertEqual(beat.returncode, 1, beat.stdout + beat.stderr)
+                self.assertEqual(self.server.command("GET", keys.epoch()), str(epoch))
+                self.assertEqual(self.server.command("EXISTS", keys.bootstrap()), 0, "a refused beat started a round")
+                obs = owner.run_json("leader_election.py")
+                self.assertEqual((obs["outcome"], obs["epoch"]), ("renewed", epoch))
+
+    def test_a_duplicate_that_deregisters_after_the_record_was_deleted_takes_nothing(self):
+        """The owner's record is gone (an operator's HDEL, a prune) while it runs a task: a duplicate's
+        deregister must not hand back the owner's task nor delete its heartbeat."""
+        owner, dup, epoch = self.owner_leads(tasks={"handlers": {"noop": ["true"]}})
+        ctx = in_process(owner, self.server, "task_queue")
+        self.addCleanup(tasks.close_contexts, [ctx])
+        task_id = taskq.submit(ctx, "noop", "{}")["id"]
+        claimed, _, _ = taskq._claim(ctx, taskq.worker_streams(ctx), read_new=True)
+        self.assertEqual(claimed.id, task_id)
+        self.server.command("HDEL", keys.nodes(), "a")
+        gone = dup.run("node_manager.py", "deregister")
+        self.assertNotIn("Traceback", gone.stderr)
+        self.assertEqual(taskq.status(ctx, task_id)["state"], "running", "the owner's running task was handed back")
+        self.assertEqual(self.server.command("EXISTS", keys.heartbeat("a")), 1, "the owner's heartbeat was deleted")
+        self.assertEqual(self.server.command("GET", keys.leader()), "a")
+        self.assertEqual(owner.run_json("leader_election.py")["outcome"], "renewed")
+
     def test_foreground_with_a_taken_id_exits_1_and_its_stop_changes_nothing(self):
         owner, dup, epoch = self.owner_leads()
         proc = subprocess.Popen(dup.argv("node_manager.py", "run"), env=dup.env, stdout=subprocess.PIPE,
@@ -205,6 +240,62 @@ class DuplicateNodeId(OneServer):
         self.assertEqual(proc.returncode, 1, "a --foreground with a taken node id must exit 1 by itself")
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("'a'", err)
+
+
+class HugeEpochs(OneServer):
+    """Epochs past what a Lua number (a double) prints or counts exactly: a corrupt memory file, an
+    operator's bad value in Redis. Neither may spread, half-write, or start a term per renewal."""
+
+    def test_a_remembered_epoch_past_the_limit_is_ignored_and_spreads_nowhere(self):
+        for planted in (local_state.EPOCH_LIMIT, 10 ** 14 + 12345, 10 ** 17, 2 ** 63):
+            with self.subTest(planted=planted):
+                self.server.flushall()
+                self.server.command("SET", keys.epoch(), 5)
+                a, b = self.node("a", "m%d" % planted), self.node("b", "n%d" % planted)
+                local_state.atomic_write_json(a.memory_path(), {"max_epoch": planted})
+                self.assertEqual(local_state.max_epoch_of(a.memory()), 0)
+                for node in (a, b):
+                    node.run_json("heartbeat.py")
+                obs = a.run_json("leader_election.py")
+                self.assertEqual((obs["outcome"], obs["epoch"]), ("acquired", 6))
+                self.assertEqual(a.run_json("leader_election.py")["outcome"], "renewed")
+                b.run_json("heartbeat.py")
+                self.assertEqual(self.server.command("GET", keys.epoch()), "6")
+                self.assertEqual(a.memory()["max_epoch"], 6, "the corrupt memory was not replaced")
+                self.assertIn(b.memory().get("max_epoch"), (5, 6), "the corrupt epoch spread to b")
+                self.assertIn("max_epoch", a.log_text())
+
+    def test_renewals_near_the_limit_stay_in_one_term(self):
+        near = local_state.EPOCH_LIMIT - 3
+        self.server.command("SET", keys.epoch(), near)
+        a = self.node("a")
+        a.run_json("heartbeat.py")
+        self.assertEqual(a.run_json("leader_election.py")["epoch"], near + 1)
+        for _ in range(2):
+            obs = a.run_json("leader_election.py")
+            self.assertEqual((obs["outcome"], obs["epoch"]), ("renewed", near + 1))
+        self.assertEqual(self.server.command("GET", keys.epoch()), str(near + 1))
+        self.assertEqual(self.server.command("HGET", keys.term(), "epoch"), str(near + 1))
+
+    def test_an_epoch_key_that_is_no_plain_integer_below_the_limit_is_refused_whole(self):
+        a = self.node("a")
+        for bad in (str(local_state.EPOCH_LIMIT), "123456789012346", "1e+17", "abc", "-3", "007", "", " 5"):
+            with self.subTest(bad=bad):
+                self.server.flushall()
+                a.run_json("heartbeat.py")  # the heartbeat ignores a bad epoch key: membership goes on
+                self.server.command("SET", keys.epoch(), bad)
+                beat = a.run("heartbeat.py")
+                self.assertEqual(beat.returncode, 0, beat.stderr)
+                elect = a.run("leader_election.py")
+                self.assertEqual(elect.returncode, 1, elect.stdout + elect.stderr)
+                self.assertEqual(len(elect.stderr.strip().splitlines()), 1, elect.stderr)
+                self.assertIn(keys.epoch(), elect.stderr)
+                self.assertNotIn("Traceback", elect.stderr + a.log_text())
+                self.assertEqual(self.server.command("GET", keys.epoch()), bad, "the epoch key was rewritten")
+                for key in (keys.leader(), keys.term(), keys.bootstrap(), keys.server(), keys.events()):
+                    self.assertEqual(self.server.command("EXISTS", key), 0, "%s written" % key)
+                raw = a.memory().get("max_epoch", 0)
+                self.assertTrue(isinstance(raw, int) and 0 <= raw < local_state.EPOCH_LIMIT, "remembered %r" % raw)
 
 
 class LaggingReplica(unittest.TestCase):
