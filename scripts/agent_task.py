@@ -30,7 +30,8 @@ TASK_TYPE = "agent"
 CAPABILITY = "agent"          # what membership.capabilities() publishes when the CLI is here
 OPENCLAW_DEFAULT_AGENT = "main"  # the CLI needs an agent (or session) selector; this is its default agent
 PAYLOAD_KEYS = ("message", "agent", "timeout_s")
-MESSAGE_MAX_BYTES = 4 * 1024 * 1024  # --message-file refuses larger files
+MESSAGE_MAX_BYTES = 4 * 1024 * 1024  # --message-file refuses larger files; the payload holding the message
+# is bounded first by tasks.max_payload_bytes (1 MiB by default, at most 16 MiB)
 TERM_GRACE_S = 5.0
 TIMEOUT_MARGIN_S = 60  # task timeout over the turn's: the CLI waits for the Gateway up to timeout + 30 s
 AGENT_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -105,8 +106,10 @@ def argv(cfg, request: dict, message_path: str) -> list:
     return out
 
 
-def run(ctx, task, env: dict):
+def run(ctx, task, env: dict, lease=None, record: str = None):
     """Run the agent turn of ``task`` through child.run; a child.Outcome, as taskq.run_handler returns.
+
+    ``lease`` and ``record``: the attempt lease and the handler record (see child.run).
 
     The CLI's output is read up to ``tasks.max_output_bytes`` (JSON to parse;
     the result is capped after); the rest is read and dropped.
@@ -126,7 +129,7 @@ def run(ctx, task, env: dict):
             fh.write(request["message"].encode("utf-8"))
         call = argv(ctx.cfg, request, path)
         ran = child.run(call, b"", env, task.timeout_s, ctx.cfg["tasks"]["max_output_bytes"], TERM_GRACE_S,
-                        should_stop=lambda: ctx.stopping)
+                        should_stop=lambda: ctx.stopping, lease=lease, record=record)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     response = _json_or_none(ran.output)

@@ -29,9 +29,13 @@ MAX_NODE_ID_LEN = 64
 MAX_DURATION_S = 86400  # a day: the most any duration setting may be, unless UPPER_BOUNDS says otherwise
 MAX_TASK_DURATION_S = 7 * 86400  # a week: a handler's timeout, the longest retry delay
 MAX_RETENTION_S = 366 * 86400  # a year: how long finished task records are kept
+# the most tasks.max_payload_bytes may be: a quarter of the client's reply bound
+# (redis_client.MAX_REPLY_BYTES, 64 MiB), so a claim or a status that carries a payload always fits
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 MAX_WHOLE = 2 ** 31 - 1  # the most any whole-number setting may be, unless UPPER_BOUNDS says otherwise
 MAX_INT_DIGITS = 20  # JSON integers longer than this are refused before Python converts them
 MAX_JSON_DEPTH = 32  # objects/arrays nested deeper than this are refused (no setting needs 4)
+MAX_CONFIG_BYTES = 1 << 20  # config.json and secrets.json: larger files are refused unread (no real one is 20 KB)
 SECRET_KEY_WORDS = ("pass", "secret", "token", "credential")  # a key containing one of these holds a secret
 MIN_SCRUB_LEN = 4  # secret strings at least this long are also cut out of any message text
 
@@ -50,7 +54,7 @@ SCHEMA = {
     ("node", "heartbeat_ttl"): ("num", 30, 0, "seconds after the last heartbeat when a node is offline"),
     ("node", "retry_count"): ("int", 3, -1, "retries of a tick on a connection fault"),
     ("node", "retry_delay"): ("num", 1, -1, "seconds between retries (plus up to 50% jitter)"),
-    ("redis", "host"): ("str", "127.0.0.1", None, "Redis host"),
+    ("redis", "host"): ("host", "127.0.0.1", None, "Redis host name or address (no user, password or scheme)"),
     ("redis", "port"): ("port", 6379, None, "Redis port"),
     ("redis", "password"): ("secret", "", None, "Redis password (keep it in secrets.json)"),
     ("redis", "username"): ("str", "", None, "Redis 6 ACL user name; empty: default user"),
@@ -60,6 +64,8 @@ SCHEMA = {
     ("redis", "tls_insecure"): ("bool", False, None, "skip TLS certificate checks (testing only)"),
     ("redis", "connect_timeout"): ("num", 5, 0, "seconds to wait for a connection"),
     ("redis", "socket_timeout"): ("num", 5, 0, "seconds to wait for a reply"),
+    ("redis", "max_reply_bytes"): ("int", 64 * 1024 * 1024, 1024 * 1024 - 1,
+                                   "bytes one reply may cost (bulk bytes, lines, 64 per array element); at least 1 MiB"),
     ("redis", "instances"): ("endpoints", [], None, "independent Redis masters for Redlock (host, port, password)"),
     ("redis", "sentinels"): ("sentinels", [], None, "Sentinel addresses (host, port) to discover the master"),
     ("redis", "master_name"): ("str", "", None, "the master's name in Sentinel"),
@@ -87,6 +93,8 @@ SCHEMA = {
     ("tasks", "backoff_max_s"): ("num", 300, 0, "longest retry delay"),
     ("tasks", "reclaim_grace_s"): ("num", 30, -1, "extra seconds before a live node's stuck task is reclaimed"),
     ("tasks", "result_max_bytes"): ("int", 65536, 0, "bytes of handler output kept as the result"),
+    ("tasks", "max_payload_bytes"): ("int", 1048576, 0, "bytes a task's payload may be; submit refuses a larger "
+                                     "one (exit 2)"),
     ("tasks", "max_output_bytes"): ("int", 8388608, 0, "bytes of a handler's, agent turn's or hook's output "
                                     "read back; the rest is read and dropped"),
     ("tasks", "stream_maxlen"): ("int", 100000, 0, "entries kept in a task stream (approximate)"),
@@ -107,6 +115,7 @@ UPPER_BOUNDS = {
     ("tasks", "default_timeout_s"): MAX_TASK_DURATION_S,
     ("tasks", "backoff_max_s"): MAX_TASK_DURATION_S,
     ("tasks", "done_ttl_s"): MAX_RETENTION_S,
+    ("tasks", "max_payload_bytes"): MAX_PAYLOAD_BYTES,
 }
 
 
@@ -135,6 +144,7 @@ class Config:
         self.config_dir, self.log_dir, self.warnings = config_dir, log_dir, warnings
         self.run_dir = os.path.join(log_dir, "run")
         self.relation_error = None  # load(check_relations=False): the relation error not raised, for --print-config
+        self.secrets = set()  # every secret string load() saw: cut out of any text shown (see _scrub)
 
     def __getitem__(self, section: str) -> dict:
         return self.values[section]
@@ -154,8 +164,13 @@ class Config:
     def renew_interval_s(self) -> float:
         return self.values["election"]["renew_interval"] or self.values["node"]["heartbeat_interval"]
 
-    def check_log_dir(self) -> None:
-        """ConfigError naming the folder unless the log dir and its run/ can be created and written."""
+    def check_log_dir(self, probe: bool = False) -> None:
+        """ConfigError naming the folder unless the log dir and its run/ can be created and written.
+
+        ``probe`` also writes and fsyncs a small file in run/, which catches a full disk; that
+        costs a synced write, so only ``check`` and ``./start-node.sh`` pay it: a tick that
+        meets a full disk gets the same error from runner._fail when its own write is refused.
+        """
         for folder in (self.log_dir, self.run_dir):
             try:
                 os.makedirs(folder, exist_ok=True)
@@ -166,28 +181,49 @@ class Config:
             if not writable:
                 raise ConfigError("log dir %s: %s (choose another with --log-dir or OPENCLAW_DISTRIBUTED_LOG_DIR, "
                                   "or fix its owner and mode)" % (folder, error))
+        if not probe:
+            return
+        # a full disk passes the checks above: write (and fsync) a small probe where the node's state goes
+        probe = os.path.join(self.run_dir, ".probe.%d" % os.getpid())
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"probe\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(log_dir_fault(self.run_dir, OSError(exc.errno, exc.strerror, probe))) from None
 
     def describe(self) -> str:
         """The effective config, one ``section.key = value  (source)`` a line, password masked."""
         lines = []
         for (section, key), spec in SCHEMA.items():
             value = self.values[section][key]
-            shown = ("***" if value else "''") if spec[0] == "secret" else json.dumps(_masked(value))
+            shown = ("***" if value else "''") if spec[0] == "secret" else _scrub(json.dumps(_masked(value)),
+                                                                                   self.secrets)
             lines.append("%s.%s = %s  (%s)" % (section, key, shown, self.sources["%s.%s" % (section, key)]))
         return "\n".join(lines)
 
 
+def log_dir_fault(folder: str, exc: OSError) -> str:
+    """The one line for a write refused under the log dir (a full disk, a file size limit, a bad mount)."""
+    return "log dir %s: cannot write %s: %s (free some space, or choose another with --log-dir or " \
+           "OPENCLAW_DISTRIBUTED_LOG_DIR)" % (folder, exc.filename or "a file", exc.strerror or exc)
+
+
 def _read_json(path: str, required: bool):
     """Parse a JSON object from ``path``; None when optional and missing."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+    import local_state
+    if not os.path.lexists(path):
         if required:
-            raise ConfigError("%s: file not found (copy it from the skill's config/ folder)" % path) from None
+            raise ConfigError("%s: file not found (copy it from the skill's config/ folder)" % path)
         return None
-    except OSError as exc:
-        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror)) from None
+    try:  # bounded, and never a FIFO or a device: those hang or never end
+        raw = local_state.read_input(path, MAX_CONFIG_BYTES)
+    except local_state.InputError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -225,14 +261,27 @@ def _shown(value) -> str:
     return "'%s'" % shown[1:-1] if len(shown) <= 42 else "'%s...'" % shown[1:38]
 
 
-def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH):
+def _no_constant(name: str):
+    raise _HostileJson("%s is not JSON (only finite numbers are)" % name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0:
+        raise _HostileJson("%s is not a finite number" % (text if len(text) <= 40 else text[:37] + "..."))
+    return value
+
+
+def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH, finite_only: bool = False):
     """Parse JSON text; any fault is one ConfigError naming ``where`` (never a crash or a traceback).
 
     Refused besides broken JSON: a key given twice in one object, an integer of more than
-    ``MAX_INT_DIGITS`` digits, nesting deeper than ``max_depth``.
+    ``MAX_INT_DIGITS`` digits, nesting deeper than ``max_depth``; with ``finite_only`` also
+    NaN, Infinity and numbers beyond a double (1e999), which other JSON readers refuse.
     """
+    extra = {"parse_constant": _no_constant, "parse_float": _finite_float} if finite_only else {}
     try:
-        data = json.loads(text, object_pairs_hook=_unique_object, parse_int=_bounded_int)
+        data = json.loads(text, object_pairs_hook=_unique_object, parse_int=_bounded_int, **extra)
     except json.JSONDecodeError as exc:
         raise ConfigError("%s:%d:%d: invalid JSON: %s" % (where, exc.lineno, exc.colno, exc.msg)) from None
     except _HostileJson as exc:
@@ -294,6 +343,14 @@ def _check(spec: tuple, value, where: str, upper=None):
     if kind in ("str", "secret"):
         if not isinstance(value, str):
             raise _bad(where, "a string", "***" if kind == "secret" else value)
+        return value
+    if kind == "host":
+        if not isinstance(value, str):
+            raise _bad(where, "a string", value)
+        if any(mark in value for mark in ("@", "://", "/")) or any(ch.isspace() for ch in value):
+            shown = "***" + value[value.rfind("@"):] if "@" in value else value  # user:password@ never shown
+            raise _bad(where, "a host name or address (no scheme, user, password or path: the password goes "
+                              "in redis.password)", shown)
         return value
     if kind == "bool":
         if not isinstance(value, bool):
@@ -378,7 +435,7 @@ def _check_endpoints(value, where: str, default_port: int) -> list:
         for key in item:
             if key not in ("host", "port", "password", "username", "db"):
                 raise ConfigError("%s: unknown key '%s' (host, port, password, username, db)" % (here, key))
-        ep = {"host": _check(("str", "", None, ""), item["host"], here + ".host"),
+        ep = {"host": _check(("host", "", None, ""), item["host"], here + ".host"),
               "port": _check(("port", 0, None, ""), item.get("port", default_port), here + ".port"),
               "password": _check(("secret", "", None, ""), item.get("password", ""), here + ".password"),
               "username": _check(("str", "", None, ""), item.get("username", ""), here + ".username"),
@@ -394,7 +451,7 @@ def _is_secret_key(key) -> bool:
 def _masked(value, depth: int = 0):
     """``value`` for messages and --print-config: under any key named like a secret (password,
     secret, token, credential; any depth, any case) the value is ``***``, and a URL's user:password@
-    in any string is ``***@``. Deeper than MAX_JSON_DEPTH, the rest is ``...``."""
+    (with a scheme or without) in any string is ``***@``. Deeper than MAX_JSON_DEPTH, the rest is ``...``."""
     if depth > MAX_JSON_DEPTH:
         return "..."
     if isinstance(value, list):
@@ -403,7 +460,9 @@ def _masked(value, depth: int = 0):
         return {k: ("***" if v not in ("", None) else v) if _is_secret_key(k) else _masked(v, depth + 1)
                 for k, v in value.items()}
     if isinstance(value, str) and "@" in value:
-        return _masked_url(value)
+        import re
+        # a URL's user:password@, then a scheme-less one (``default:pw@host``)
+        return re.sub(r"(^|[\s\"'=,;])[^\s@/\"'=,;:]*:[^\s@/\"']*@", r"\1***@", _masked_url(value))
     return value
 
 
@@ -460,12 +519,14 @@ def _env_value(name: str, spec: tuple):
     raw = os.environ[name]
     kind = spec[0]
     if kind in ("int", "port"):
-        try:
-            return _bounded_int(raw.strip())
-        except ValueError:
-            if len(raw.strip().lstrip("-")) > MAX_INT_DIGITS and raw.strip().lstrip("-").isdigit():
-                return MAX_WHOLE + 1  # refused by the bound check, naming the variable
-            raise ConfigError("environment %s must be a whole number, got %r" % (name, raw)) from None
+        digits = raw.strip()
+        digits = digits[1:] if digits[:1] == "-" else digits
+        if not digits or not all("0" <= ch <= "9" for ch in digits):  # int() would take '٣' and '6_379'
+            raise ConfigError("environment %s must be a whole number, got %s (ASCII digits only)" % (
+                name, _shown(raw)))
+        if len(digits) > MAX_INT_DIGITS:
+            return MAX_WHOLE + 1  # refused by the bound check, naming the variable
+        return int(raw.strip())
     return raw
 
 
@@ -536,6 +597,7 @@ def _load(config_dir: str, log_dir: str, check_relations: bool, secrets_seen: se
         values["node"]["id"] = check_node_id(host[:MAX_NODE_ID_LEN], "node.id (from the host name %r)" % host)
         sources["node.id"] = "host name"
     cfg = Config(values, sources, config_dir, log_dir, warnings)
+    cfg.secrets = secrets_seen
     try:
         _check_relations(values, cfg.lease_ttl_s, cfg.renew_interval_s)
     except ConfigError as exc:

@@ -9,6 +9,12 @@ with child.supervise: its whole process group is killed at
 to ``logs/hooks.log``, at most ``tasks.max_output_bytes`` of its output to
 ``logs/hooks.log.out``, which rotates like the logs (``logging.max_bytes``,
 ``logging.backup_count``). The tick that fired it goes on at once.
+
+A hook supervisor killed with SIGKILL takes the hook's leader with it
+(PR_SET_PDEATHSIG, Linux), but not what the hook started in its group: the
+supervisor notes the group in ``<run_dir>/hook-child.<node>.<pid>.json``,
+and the next hook this node fires first kills any group whose supervisor
+is gone (child.kill_leftover; Linux, where /proc tells a reused pid apart).
 """
 
 import os
@@ -31,8 +37,11 @@ def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
     log_path = os.path.join(ctx.cfg.log_dir, "hooks.log")
     logging = ctx.cfg["logging"]
     limits = "%d,%d,%d" % (ctx.cfg["tasks"]["max_output_bytes"], logging["max_bytes"], logging["backup_count"])
-    cmd = [sys.executable, os.path.abspath(__file__), str(ctx.cfg["hooks"]["timeout_s"]), log_path, name, limits, "--"]
+    record = os.path.join(ctx.cfg.run_dir, "hook-child.%s." % ctx.node_id)
+    cmd = [sys.executable, os.path.abspath(__file__), str(ctx.cfg["hooks"]["timeout_s"]), log_path, name, limits,
+           record, "--"]
     _started[:] = [p for p in _started if p.poll() is None]
+    _kill_leftovers(ctx, record)
     try:
         _started.append(subprocess.Popen(cmd + argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True))
@@ -43,14 +52,37 @@ def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
     return True
 
 
-def _supervise(timeout_s: float, log_path: str, name: str, limits: str, argv: list) -> int:
+def _kill_leftovers(ctx, record: str) -> None:
+    """Kill the process group of every hook of this node whose supervisor was killed (see above)."""
+    import child
+    folder, prefix = os.path.split(record)
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".json")]
+    except OSError:
+        return
+    for name in names:
+        left = child.kill_leftover(os.path.join(folder, name))
+        if left:
+            ctx.log.warning("killed the process group %s a killed hook supervisor left running", left)
+
+
+def _supervise(timeout_s: float, log_path: str, name: str, limits: str, argv: list, record: str = "") -> int:
     import tempfile
     import child
     keep_bytes, rotate_bytes, backups = (int(v) for v in limits.split(","))
     started = time.monotonic()
+    record = "%s%d.json" % (record, os.getpid()) if record else ""
+
+    def note(pgid, start):  # this process is the record's owner: kill_leftover spares it while it runs
+        child._write_record(record, (pgid, start))
     try:
         with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as nothing:
-            status = child.supervise(argv, timeout_s, 0, keep_bytes, out.fileno(), out.fileno(), stdin=nothing.fileno())
+            try:
+                status = child.supervise(argv, timeout_s, 0, keep_bytes, out.fileno(), out.fileno(),
+                                         stdin=nothing.fileno(), on_start=note if record else None)
+            finally:
+                if record:
+                    child._remove(record)
             out.seek(0)
             _append_rotating(log_path + ".out", out.read(), rotate_bytes, backups)
         if status.get("error"):
@@ -99,5 +131,5 @@ def _append_rotating(path: str, data: bytes, max_bytes: int, backups: int) -> No
 
 
 if __name__ == "__main__":
-    _timeout, _log, _name, _limits, _sep, *_argv = sys.argv[1:]
-    sys.exit(_supervise(float(_timeout), _log, _name, _limits, _argv))
+    _timeout, _log, _name, _limits, _record, _sep, *_argv = sys.argv[1:]
+    sys.exit(_supervise(float(_timeout), _log, _name, _limits, _argv, _record))

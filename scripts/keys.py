@@ -140,6 +140,12 @@ def task_route(requirement: str) -> str:
     return TASKS + "route:" + requirement
 
 
+def task_lease(task_id: str) -> str:
+    """String with a PX TTL: the running attempt's lease, ``<token> <instance token>``. Set at the claim,
+    renewed by the worker while the handler runs; a running attempt is moved only once it lapsed."""
+    return TASKS + "lease:" + task_id
+
+
 def task_sweep() -> str:
     """Integer: where the leader's repair sweep of the pending index goes on (a rank; 0 = from the oldest)."""
     return TASKS + "sweep"

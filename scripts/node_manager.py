@@ -204,13 +204,9 @@ def _health_result(ctx, checks, code: int) -> dict:
 
 
 def cmd_prune(ctx) -> dict:
-    raw = ctx.flags.get("--older-than")
-    try:
-        older_than_s = float(raw)
-    except (TypeError, ValueError):
-        raise runner.UsageError("prune needs --older-than SECONDS (a number), got %r" % raw) from None
-    if older_than_s < 0:
-        raise runner.UsageError("--older-than must be 0 or more, got %g" % older_than_s)
+    if ctx.flags.get("--older-than") is None:
+        raise runner.UsageError("prune needs --older-than SECONDS (a number)")
+    older_than_s = runner.number_flag(ctx, "--older-than")  # finite, 0 to a year: nan/inf/1e300 prune nothing
     pruned = [p.decode() for p in lua.PRUNE(ctx.redis, (keys.nodes(),), (older_than_s,))]
     ctx.log.info("pruned %d member(s): %s", len(pruned), ", ".join(pruned) or "none")
     if not ctx.flags.get("--json"):
@@ -219,6 +215,7 @@ def cmd_prune(ctx) -> dict:
 
 
 def cmd_check(ctx) -> dict:
+    ctx.cfg.check_log_dir(probe=True)
     info = ctx.redis.execute("INFO", "server").decode("utf-8", "replace")
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     version = fields.get("redis_version", "0").strip()

@@ -413,7 +413,7 @@ def main(argv=None) -> int:
         return runner.EXIT_OK if flags.get("--help") else runner.EXIT_CONFIG
     try:
         cfg = config_mod.load(flags.get("--config-dir", ""), flags.get("--log-dir", ""))
-        cfg.check_log_dir()  # before any step: every job would fail on it after the node registered
+        cfg.check_log_dir(probe=True)  # before any step: every job would fail on it after the node registered
     except config_mod.ConfigError as exc:
         sys.stderr.write("%s: config error: %s\n" % (PROG, exc))
         return runner.EXIT_CONFIG

@@ -27,7 +27,7 @@ import time
 
 import config as config_mod
 import redis_client as rc
-from errors import TickError
+from errors import NodeIdCollision, TickError
 
 EXIT_OK, EXIT_REDIS, EXIT_CONFIG, EXIT_INTERNAL = 0, 1, 2, 3
 RETRYABLE = (rc.RedisConnectionError, rc.LoadingError, rc.ReadOnlyError, rc.MasterDownError)
@@ -100,17 +100,24 @@ def number_flag(ctx, flag: str, kind=float, minimum=0, above: bool = False, defa
         return default
     if maximum is None:
         maximum = MAX_FLAG_INT if kind is int else config_mod.MAX_RETENTION_S
-    try:
-        value = kind(raw) if len(raw) <= 40 else None
+    try:  # ASCII only: int() and float() also take '\u0663' (Arabic-Indic 3) and '1_0'
+        value = kind(raw) if len(raw) <= 40 and raw.isascii() and "_" not in raw else None
     except ValueError:
         value = None
     if value is not None and value > maximum:
-        raise UsageError("%s must be at most %g, got %s" % (flag, maximum, raw))
+        raise UsageError("%s must be at most %g, got %s" % (flag, maximum, shown(raw)))
     if value is None or value != value or value in (float("inf"), float("-inf")) or value < minimum \
             or (above and value == minimum):
-        raise UsageError("%s must be a %s %s %g, got %r" % (
-            flag, "whole number" if kind is int else "number", "above" if above else "of at least", minimum, raw))
+        raise UsageError("%s must be a %s %s %g, got %s" % (
+            flag, "whole number" if kind is int else "number", "above" if above else "of at least", minimum,
+            shown(raw)))
     return value
+
+
+def shown(value: str, width: int = 40) -> str:
+    """``value`` quoted for a one-line message: control characters escaped, cut to about ``width``."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 4] + "...'"
 
 
 def format_help(prog: str, description: str, flags, usage: str = "[options]") -> str:
@@ -244,6 +251,50 @@ def explain(exc: BaseException) -> str:
     return str(exc)
 
 
+class _Output:
+    """stdout or stderr that never fails the run: a closed stream (None: started with ``>&-``) or a
+    failing one (EPIPE from ``| head``, ENOSPC from ``>/dev/full``) drops what is written from then
+    on. Output lost is not a failure of the work: the exit code stays the tick's (a submit whose id
+    could not be printed has still queued its task, and must not invite a second submit)."""
+
+    def __init__(self, stream):
+        self.stream, self.lost = stream, stream is None
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return self.stream.write(text)
+            except (OSError, ValueError):
+                self.lost = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.lost = True
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _fill_closed_fds() -> None:
+    """Put /dev/null on a closed fd 0, 1 or 2, so no socket or file opened later lands there (a child
+    would take it for its stdout). ``sys.stdin`` stays None: reading ``-`` then says stdin is closed."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+            except OSError:
+                pass
+
+
 def main(script: str, tick, description: str, extra_flags=(), interval_s=None, on_stop=None,
          argv=None, locked=True, usage: str = "[options]", common_flags=None) -> int:
     """Run ``tick`` once (or forever with --loop) and return the exit code.
@@ -251,7 +302,22 @@ def main(script: str, tick, description: str, extra_flags=(), interval_s=None, o
     ``locked`` (a bool, or a function of the Context) says whether this run
     takes the per-node lock that keeps runs of this script from overlapping.
     The tick may set ``ctx.exit_code`` for a non-zero exit without an error.
+    stdout and stderr are guarded (``_Output``) for the run: closed or failing, they cost the output only.
     """
+    _fill_closed_fds()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Output(saved[0]), _Output(saved[1])
+    try:
+        return _main(script, tick, description, extra_flags, interval_s, on_stop, argv, locked, usage,
+                     common_flags)
+    finally:
+        lost = [guard for guard in (sys.stdout, sys.stderr) if isinstance(guard, _Output) and guard.lost]
+        sys.stdout, sys.stderr = saved
+        for guard in lost:  # the interpreter's final flush must not fail on the same stream again
+            _silence(guard.stream)
+
+
+def _main(script, tick, description, extra_flags, interval_s, on_stop, argv, locked, usage, common_flags) -> int:
     prog = script + ".py"
     flags_spec = list(extra_flags) + (COMMON_FLAGS if common_flags is None else common_flags)
     try:
@@ -308,12 +374,16 @@ def main(script: str, tick, description: str, extra_flags=(), interval_s=None, o
 
 
 def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's final flush does not fail on the closed pipe again."""
+    _silence(sys.stdout)
+
+
+def _silence(stream) -> None:
+    """Point ``stream``'s fd at /dev/null, so the interpreter's final flush does not fail on it again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
         pass
 
 
@@ -335,22 +405,41 @@ def _fail(ctx: Context, prog: str, exc: BaseException) -> int:
         code, line = EXIT_CONFIG, "error: %s" % exc
     elif isinstance(exc, (rc.RedisError, TickError)):
         code, line = EXIT_REDIS, "error: %s" % explain(exc)
+    elif _under_log_dir(ctx, exc):  # the node's own files (state, token, mirror): a full disk, not a bug
+        code, line = EXIT_CONFIG, "config error: %s" % config_mod.log_dir_fault(ctx.cfg.log_dir, exc)
     else:
         import traceback
-        ctx.log.log("ERROR", "unexpected error:\n" + traceback.format_exc(), console=False)
+        ctx.log.log("ERROR", scrub(ctx, "unexpected error:\n" + traceback.format_exc()), console=False)
         code, line = EXIT_INTERNAL, "unexpected error: %s: %s (traceback in %s)" % (
             type(exc).__name__, exc, ctx.log.path)
+    line = scrub(ctx, line)
     if code != EXIT_INTERNAL:
         ctx.log.log("ERROR", line, console=False)
     sys.stderr.write("%s: %s\n" % (prog, line))
     return code
 
 
-def run_loop(ctx: Context, tick, period_s: float) -> None:
+def scrub(ctx: Context, text: str) -> str:
+    """``text`` with every secret the config holds cut out (a password echoed by a server, inside a host)."""
+    secrets = getattr(ctx.cfg, "secrets", None)
+    return config_mod._scrub(text, secrets) if secrets else text
+
+
+def _under_log_dir(ctx: Context, exc: BaseException) -> bool:
+    """Whether ``exc`` is a write refused for a file under the log dir (local_state names the file)."""
+    name = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    if not isinstance(name, str):
+        return False
+    folder = os.path.abspath(ctx.cfg.log_dir)
+    return os.path.abspath(name).startswith(folder + os.sep)
+
+
+def run_loop(ctx: Context, tick, period_s: float, fatal=()) -> None:
     """Tick every ``period_s`` until ``ctx.stopping``; a failed tick is logged, never fatal.
 
     Every exception a tick raises is survived (a full disk, a bug): an expected one is one
-    line in the log and on the console, anything else also leaves its traceback in the log.
+    line in the log and on the console, anything else also leaves its traceback in the log;
+    except the ``fatal`` ones, raised at once (no later tick fixes them).
     ``ctx.failures_in_a_row`` and ``ctx.last_ok_s`` (monotonic) record the loop's health
     for the other jobs of a ``--foreground`` process.
     """
@@ -362,9 +451,11 @@ def run_loop(ctx: Context, tick, period_s: float) -> None:
             ctx.failures_in_a_row, ctx.last_ok_s = 0, time.monotonic()
         except (KeyboardInterrupt, SystemExit, _WakeUp, UsageError, config_mod.ConfigError):
             raise  # a stop, or bad input that no later tick fixes: exit 2 at once
+        except fatal:
+            raise
         except (rc.RedisError, TickError) as exc:
             ctx.failures_in_a_row += 1
-            ctx.log.error("tick failed (%d in a row): %s", ctx.failures_in_a_row, explain(exc))
+            ctx.log.error("tick failed (%d in a row): %s", ctx.failures_in_a_row, scrub(ctx, explain(exc)))
         except BaseException as exc:  # the top of a long-running job: survive, traceback to the log
             ctx.failures_in_a_row += 1
             _log_unexpected(ctx, exc)
@@ -375,8 +466,9 @@ def _log_unexpected(ctx: Context, exc: BaseException) -> None:
     """Traceback to the log file, one line to the console; never raises (the log itself may be the fault)."""
     try:
         import traceback
-        line = "tick failed (%d in a row): unexpected %s: %s" % (ctx.failures_in_a_row, type(exc).__name__, exc)
-        ctx.log.log("ERROR", line + "\n" + traceback.format_exc(), console=False)
+        line = scrub(ctx, "tick failed (%d in a row): unexpected %s: %s" % (
+            ctx.failures_in_a_row, type(exc).__name__, exc))
+        ctx.log.log("ERROR", scrub(ctx, line + "\n" + traceback.format_exc()), console=False)
         line += " (traceback in %s)" % ctx.log.path
         if ctx.log.console is not None:
             ctx.log.console.write(line + "\n")
@@ -396,10 +488,12 @@ def _loop(ctx: Context, tick, interval_s, on_stop) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    run_loop(ctx, tick, interval_s(ctx.cfg))
+    # another live process holds this node id: exit 1 with its one line (main's _fail), as --foreground
+    # does, not a failed tick logged every poll; on_stop is skipped (the id's record and lease are not ours)
+    run_loop(ctx, tick, interval_s(ctx.cfg), fatal=(NodeIdCollision,))
     if on_stop is not None:
         try:
             on_stop(ctx)
         except (rc.RedisError, TickError) as exc:
-            ctx.log.error("on stop: %s", explain(exc))
+            ctx.log.error("on stop: %s", scrub(ctx, explain(exc)))
     return EXIT_OK

@@ -34,6 +34,7 @@ import time
 
 import cluster_state
 import config
+import local_state
 import runner
 import shared_state
 from local_state import read_json
@@ -194,14 +195,10 @@ def _key_and_value(ctx, words: list, usage: str) -> tuple:
 def _read_value(source: str) -> str:
     where = "stdin" if source == "-" else source
     cap = shared_state.MAX_VALUE_BYTES
-    try:
-        if source == "-":
-            raw = sys.stdin.buffer.read(cap + 1)
-        else:
-            with open(source, "rb") as fh:
-                raw = fh.read(cap + 1)
-    except OSError as exc:
-        raise shared_state.BadInput("cannot read the value from %s: %s" % (where, exc.strerror or exc)) from None
+    try:  # bounded; a FIFO, a device or a closed stdin is refused, never waited on
+        raw = local_state.read_input(source, cap, refuse_over=False)
+    except local_state.InputError as exc:
+        raise shared_state.BadInput("the value: %s" % exc) from None
     if len(raw) > cap:
         raise shared_state.BadInput("the value in %s is over %d bytes" % (where, cap))
     try:

@@ -41,6 +41,7 @@ import sys
 
 import agent_task
 import config
+import local_state
 import runner
 import taskq
 from errors import TickError
@@ -74,7 +75,15 @@ MAX_TIMEOUT_S = config.MAX_TASK_DURATION_S  # --timeout and --wait-timeout: a we
 def _one_id(ctx) -> str:
     if len(ctx.args) != 2:
         raise runner.UsageError("%s needs one task id" % ctx.args[0])
-    return ctx.args[1]
+    return _name(ctx.args[1], "the task id")  # ids are <ms>-<hex>: a 100 KB or two-line one is a typo
+
+
+def _name(value: str, what: str) -> str:
+    """taskq.check_name as a usage error, its echo of the value cut short (a 100 KB --type is one short line)."""
+    if not value or len(value) > taskq.MAX_NAME_LEN or any(ch not in taskq.NAME_CHARS for ch in value):
+        raise runner.UsageError("%s must be 1 to %d characters of letters, digits, '.', '_' and '-', got %s"
+                                % (what, taskq.MAX_NAME_LEN, runner.shown(value)))
+    return value
 
 
 def _payload(ctx) -> str:
@@ -87,21 +96,26 @@ def _payload(ctx) -> str:
         raise runner.UsageError("submit takes no words but -, got %s" % " ".join(extra))
     if not sources:
         return "{}"
-    if sources[0] == "--payload":
-        text, where = ctx.flags["--payload"], "--payload"
-    elif sources[0] == "-":
-        text, where = sys.stdin.read(), "the payload on stdin"
-    else:
-        path = ctx.flags["--payload-file"]
-        try:
-            with open(path, "rb") as fh:
-                text = fh.read().decode("utf-8")
-        except OSError as exc:
-            raise runner.UsageError("cannot read --payload-file %s: %s" % (path, exc.strerror or exc)) from None
-        except UnicodeDecodeError as exc:
-            raise runner.UsageError("--payload-file %s is not UTF-8 (byte %d)" % (path, exc.start)) from None
-        where = "--payload-file " + path
+    limit = ctx.cfg["tasks"]["max_payload_bytes"]  # refused before it is read whole or parsed
     try:
+        if sources[0] == "--payload":
+            text, where = ctx.flags["--payload"], "--payload"
+            taskq.check_payload_size(ctx, len(text.encode("utf-8", "surrogatepass")), where)
+        else:
+            if sources[0] == "-":
+                source, where = "-", "the payload on stdin"
+            else:
+                source, where = ctx.flags["--payload-file"], "--payload-file " + ctx.flags["--payload-file"]
+            try:  # a FIFO, a device or a closed stdin is refused, never waited on or read without end
+                data = local_state.read_input(source, limit, where, refuse_over=False)
+            except local_state.InputError as exc:  # "cannot read --payload-file F: why", as it always said
+                raise runner.UsageError(str(exc).replace(where + ": cannot read: ", "cannot read %s: " % where)) \
+                    from None
+            taskq.check_payload_size(ctx, len(data), where, exact=len(data) <= limit)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise runner.UsageError("%s is not UTF-8 (byte %d)" % (where, exc.start)) from None
         return taskq.parse_payload(text, where)
     except ValueError as exc:
         raise runner.UsageError(str(exc)) from None
@@ -134,10 +148,10 @@ def _submit_request(ctx) -> dict:
         raise runner.UsageError("submit needs --type T")
     target, key = ctx.flags.get("--node", ""), ctx.flags.get("--key", "")
     try:
-        taskq.check_name(task_type, "--type")
+        _name(task_type, "--type")
         if target:
-            taskq.check_name(target, "--node")
-        labels = [taskq.check_name(label, "--require") for label in ctx.flags.get("--require*", [])]
+            _name(target, "--node")
+        labels = [_name(label, "--require") for label in ctx.flags.get("--require*", [])]
         needs = taskq.requirement(task_type, labels)
     except ValueError as exc:
         raise runner.UsageError(str(exc)) from None

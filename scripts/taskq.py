@@ -71,10 +71,13 @@ head, up to the oldest undelivered or unacknowledged entry), so
 hold more while that many tasks are in flight.
 
 Crash windows and what recovers them:
-- worker dies after the claim: its entry is in its PEL with the task
-  ``running``. Its own next tick counts the attempt as failed (TASK_CLAIM);
-  if the node is gone, the leader's reclaim does, once ``hb:<id>`` expires;
-  if the worker hangs, the reclaim does at deadline + grace.
+- worker dies, hangs or is cut off after the claim: its entry is in its PEL
+  with the task ``running`` under an attempt lease (``keys.task_lease``, TTL
+  ``node.heartbeat_ttl``, renewed by the worker while the handler runs, see
+  ``attempt_lease``). Once the lease lapsed in Redis, its node's next tick
+  (same instance) counts the attempt as failed (TASK_CLAIM), or the leader's
+  reclaim does; never earlier, whatever ``hb:<id>`` says. The handler's
+  supervisor has killed the handler before then (child.Lease).
 - a ``running`` task whose entry was acked or lost: the running index sweep.
 - a ``pending`` task whose entry was trimmed or deleted by hand: the pending
   sweep gives it a new one (it checks the oldest pending tasks each tick).
@@ -83,7 +86,8 @@ Crash windows and what recovers them:
 
 Guarantees: at-least-once execution; every task ends ``done`` or ``dead``
 (and stays findable for ``done_ttl_s``); an attempt that lost its claim never
-overwrites the current one. Not guaranteed: exactly-once (a handler may run
+overwrites the current one; a running attempt is moved only once its lease
+lapsed, after its handler was killed (README, "A handler never outlives its attempt"). Not guaranteed: exactly-once (a handler may run
 twice when a worker dies or hangs after starting it: handlers get TASK_ID and
 TASK_ATTEMPT to be idempotent), order across workers, or progress for tasks
 targeted at a node that never comes back or requiring labels no node offers
@@ -121,10 +125,12 @@ FINAL_STATES = ("done", "dead")
 class Task:
     """One claimed attempt, as the worker runs it."""
 
-    __slots__ = ("id", "type", "payload", "attempt", "max_attempts", "timeout_s", "token", "stream", "entry")
+    __slots__ = ("id", "type", "payload", "attempt", "max_attempts", "timeout_s", "token", "stream", "entry",
+                 "claimed_at")
 
-    def __init__(self, reply: list):
+    def __init__(self, reply: list, claimed_at: float = None):
         (tid, ttype, self.payload, self.attempt, self.max_attempts, timeout_ms, token, stream, entry) = reply
+        self.claimed_at = time.monotonic() if claimed_at is None else claimed_at  # when the claim was SENT
         self.id, self.type, self.token = tid.decode(), ttype.decode(), token.decode()
         self.stream, self.entry = stream.decode(), entry.decode()
         self.timeout_s = int(timeout_ms) / 1000.0
@@ -264,9 +270,11 @@ def submit(ctx, task_type: str, payload: str, target: str = "", key: str = "", m
     Only a node with every label in ``requires`` runs the task (plus the
     ``agent`` capability for ``agent`` tasks; see ``requirement``); a task
     with a ``target`` runs on that node alone. Defaults for attempts and
-    timeout come from this (the submitting) node's config.
+    timeout come from this (the submitting) node's config. A payload over
+    tasks.max_payload_bytes is a ValueError, before anything is sent.
     """
     t = ctx.cfg["tasks"]
+    check_payload_size(ctx, len(payload.encode("utf-8", "surrogatepass")), "the payload")
     task_id = task_id or new_task_id()
     needs = requirement(task_type, requires)
     stream = keys.task_stream(target) if target or not needs else keys.task_route(needs)
@@ -346,6 +354,7 @@ def work_tick(ctx) -> dict:
     """
     cfg = ctx.cfg["tasks"]
     started = time.monotonic()
+    _kill_leftover_handler(ctx)  # a file read, no round trip: nothing from a killed worker runs beside a claim
     streams = worker_streams(ctx)
     limit = None if ctx.loop else cfg["max_per_tick"]
     counts = {"ran": 0, "done": 0, "retry": 0, "dead": 0, "stale": 0, "requeued": 0, "interrupted": 0}
@@ -386,7 +395,9 @@ def _claim(ctx, streams: list, read_new: bool):
                       args + (PROMOTE_BATCH,) + tuple(offered_labels(ctx))))
         items.append(("XREADGROUP", "GROUP", GROUP, ctx.node_id, "COUNT", 1, "STREAMS")
                      + tuple(streams) + (">",) * len(streams))
-    items.append((lua.TASK_CLAIM, ks + (keys.nodes(),) + tuple(streams), args + (CLAIM_SCAN, _instance(ctx))))
+    items.append((lua.TASK_CLAIM, ks + (keys.nodes(),) + tuple(streams),
+                  args + (CLAIM_SCAN, _instance(ctx), keys.task_lease(""), _ms(_lease_ttl_s(ctx)))))
+    sent_at = time.monotonic()  # the attempt lease runs from no earlier than this
     replies = _request(ctx.redis, items)
     if isinstance(replies[-1], rc.ResponseError):
         _collision(ctx, replies[-1])
@@ -400,7 +411,60 @@ def _claim(ctx, streams: list, read_new: bool):
     for i in range(0, len(interrupted), 2):
         ctx.log.warning("task %s: an earlier attempt on this node was interrupted; %s",
                         interrupted[i].decode(), _outcome_text(interrupted[i + 1].decode()))
-    return (Task(claimed) if claimed else None), waiting, interrupted[::2]
+    return (Task(claimed, sent_at) if claimed else None), waiting, interrupted[::2]
+
+
+# -- the attempt lease ---------------------------------------------------------------
+
+LEASE_RENEW_EVERY = 1 / 3.0  # of the lease's ttl: a renewal every third of it
+LEASE_MARGIN = 0.2           # of the ttl: the supervisor kills the handler this much before Redis would let the lease go
+
+
+def _lease_ttl_s(ctx) -> float:
+    """An attempt lease lasts node.heartbeat_ttl unrenewed: a crashed worker's task is moved that soon."""
+    return float(ctx.cfg["node"]["heartbeat_ttl"])
+
+
+def attempt_lease(ctx, task: Task):
+    """The child.Lease of a claimed attempt: local end ``claimed_at + ttl - margin``, renewed
+    (TASK_RENEW, one round trip) every ttl/3 while the handler runs.
+
+    Each renewal's new local end is counted from when its request was SENT, so the handler's
+    supervisor always kills it at least ``margin`` before Redis lets the lease lapse (when
+    the leader's reclaim or a claim may move the attempt).
+    """
+    import child
+    ttl_s = _lease_ttl_s(ctx)
+    local_s = ttl_s * (1 - LEASE_MARGIN)
+    key, value = keys.task_lease(task.id), "%s %s" % (task.token, _instance(ctx))
+
+    def renew():
+        sent_at = time.monotonic()
+        try:
+            held = lua.TASK_RENEW(ctx.redis, (key,), (value, _ms(ttl_s)))
+        except rc.RedisError as exc:
+            ctx.log.warning("task %s: renewing the attempt lease failed: %s", task.id, exc)
+            return None
+        if held != 1:
+            ctx.log.warning("task %s attempt %d: the attempt lease was lost (reclaimed, handed back or lapsed): "
+                            "killing the handler", task.id, task.attempt)
+            return 0
+        return sent_at + local_s
+    return child.Lease(task.claimed_at + local_s, ttl_s * LEASE_RENEW_EVERY, renew)
+
+
+def _handler_record(ctx) -> str:
+    """Where the worker notes its running handler's process group (child.run ``record``)."""
+    return os.path.join(ctx.cfg.run_dir, "task-handler.%s.json" % ctx.node_id)
+
+
+def _kill_leftover_handler(ctx) -> None:
+    """Kill the process group of a handler an earlier worker of this node left (it and its
+    supervisor were killed), before anything new is claimed here."""
+    import child
+    left = child.kill_leftover(_handler_record(ctx))
+    if left:
+        ctx.log.warning("killed the process group %s a killed worker's handler left running", left)
 
 
 def _release(ctx, streams: list, mode: str) -> list:
@@ -513,13 +577,15 @@ def run_handler(ctx, task: Task):
     """
     import child
     if task.type == agent_task.TASK_TYPE:
-        return agent_task.run(ctx, task, handler_env(ctx, task))
+        return agent_task.run(ctx, task, handler_env(ctx, task), lease=attempt_lease(ctx, task),
+                              record=_handler_record(ctx))
     argv = ctx.cfg["tasks"]["handlers"].get(task.type)
     if not argv:
         return child.Outcome(False, b"", "no handler for task type %r on node %s (add it to tasks.handlers)" % (
             task.type, ctx.node_id))
     keep = min(ctx.cfg["tasks"]["result_max_bytes"] + 1, ctx.cfg["tasks"]["max_output_bytes"])
     return child.run(argv, task.payload, handler_env(ctx, task), task.timeout_s, keep,
+                     lease=attempt_lease(ctx, task), record=_handler_record(ctx),
                      should_stop=lambda: ctx.stopping)
 
 
@@ -549,7 +615,8 @@ def reclaim(ctx, epoch: int) -> int:
                                            + (keys.task_sweep(),),
                                            (ctx.node_id, str(epoch), local_state.instance_token(ctx.cfg.run_dir,
                                                                                                 ctx.node_id))
-                                           + args + (grace_ms, RECLAIM_BATCH, keys.heartbeat("")))
+                                           + args + (grace_ms, RECLAIM_BATCH, keys.heartbeat(""),
+                                                     keys.task_lease("")))
         except rc.ResponseError as exc:
             if not str(exc).startswith("FENCED"):
                 raise
@@ -579,13 +646,18 @@ def hand_back(ctx) -> int:
 
 # -- looking at tasks ------------------------------------------------------------
 
-INT_FIELDS = ("attempts", "runs", "max_attempts", "output_bytes")
+INT_FIELDS = ("attempts", "runs", "max_attempts", "output_bytes", "payload_bytes")
 TIME_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "due_ms", "deadline_ms")
 
 
 def status(ctx, task_id: str):
-    """The task's record as a dict (times in seconds since the epoch, Redis's clock), or None."""
-    flat = ctx.redis.execute("HGETALL", keys.task(task_id))
+    """The task's record as a dict (times in seconds since the epoch, Redis's clock), or None.
+
+    ``payload_bytes`` is the payload's size; ``payload`` itself is left out when it is larger
+    than this node's tasks.max_payload_bytes (a record written elsewhere or by hand), so the
+    reply stays bounded. One round trip.
+    """
+    flat = lua.TASK_RECORD(ctx.redis, (keys.task(task_id),), (ctx.cfg["tasks"]["max_payload_bytes"],))
     if not flat:
         return None
     raw = {k.decode(): v for k, v in zip(flat[::2], flat[1::2])}
@@ -701,10 +773,26 @@ def purge(ctx, state: str, older_than_s: float) -> int:
     return removed
 
 
+def check_payload_size(ctx, size: int, where: str, exact: bool = True) -> None:
+    """ValueError (one line naming ``where``) when ``size`` bytes is over tasks.max_payload_bytes."""
+    limit = ctx.cfg["tasks"]["max_payload_bytes"]
+    if size > limit:
+        raise ValueError("%s is %s%d bytes, over tasks.max_payload_bytes (%d): pass large data by reference "
+                         "(a path or URL in the payload)" % (where, "" if exact else "more than ", size if exact
+                                                             else limit, limit))
+
+
 def parse_payload(text: str, where: str) -> str:
-    """Payloads are JSON; return it unchanged if it parses, else ValueError naming ``where``."""
+    """Payloads are JSON; return it unchanged if it parses, else ValueError naming ``where``.
+
+    JSON as every reader takes it: no NaN or Infinity (nor 1e999), no key given twice, no integer
+    of more than 20 digits, nesting at most 100 deep (config.parse_json, ``finite_only``)."""
+    import config
     try:
-        json.loads(text)
-    except ValueError as exc:
-        raise ValueError("%s is not valid JSON: %s" % (where, exc)) from None
+        config.parse_json(text, "", max_depth=100, finite_only=True)
+    except config.ConfigError as exc:  # ":LINE:COL: invalid JSON: why", or ": why"
+        head, _sep, why = str(exc).partition(": invalid JSON: ") if ": invalid JSON: " in str(exc) else (
+            "", "", str(exc)[2:])
+        at = " (line %s, column %s)" % tuple(head.split(":")[1:3]) if head.count(":") == 2 else ""
+        raise ValueError("%s is not valid JSON: %s%s" % (where, why, at)) from None
     return text

@@ -102,6 +102,10 @@ CASES = [
      HERE + "InputCases.test_unwritable_log_dir"),
     ("input", "100k nested arrays in --payload-file / --value-file", 2, "nested",
      HERE + "InputCases.test_deep_payload_and_value_files"),
+    ("input", "payload over tasks.max_payload_bytes (--payload, --payload-file, stdin, agent message)", 2,
+     "tasks.max_payload_bytes", HERE + "InputCases.test_payload_over_tasks_max_payload_bytes"),
+    ("data", "task record holding a 65 MiB payload (status, list)", 0, "-",
+     HERE + "DataCases.test_status_and_list_of_a_task_with_a_huge_payload"),
     ("input", "--timeout 1e300 (submit, watch)", 2, "--timeout must be at most",
      HERE + "InputCases.test_timeouts_above_their_bound"),
     ("input", "stdout closed early (status | head, list | true)", 0, "-",
@@ -119,6 +123,19 @@ CASES = [
     ("redis", "redis.db out of range (99): nothing runs in db 0", 1, "SELECT 99",
      "test_redis_client.HandshakeGuardTest.test_heartbeat_with_db_out_of_range_exits_with_one_line_"
      "and_registers_nothing"),
+    ("config", "redis.host with user:password@ or a scheme (config.json or REDIS_HOST)", 2,
+     "redis.host must be a host name", HERE + "HostileInputCases.test_host_with_credentials_is_refused_masked"),
+    ("config", "Redis password inside another value (--print-config)", 0, "-",
+     HERE + "HostileInputCases.test_print_config_hides_the_password_in_other_values"),
+    ("input", "FIFO, device or 2 MiB file as config.json, secrets.json, --payload-file, --value-file", 2,
+     "not a regular file", HERE + "HostileInputCases.test_fifo_device_and_huge_input_files"),
+    ("input", "stdout/stderr closed or full; stdin closed for '-'", 0, "-",
+     HERE + "HostileInputCases.test_closed_or_full_standard_streams"),
+    ("config", "log dir on a full disk", 2, "log dir <dir>: ", HERE + "HostileInputCases.test_full_log_disk"),
+    ("input", "prune --older-than nan/inf/1e300, 100k-char or multi-line task id, Unicode digits", 2,
+     "--older-than must be", HERE + "HostileInputCases.test_absurd_numbers_and_ids"),
+    ("input", "payload NaN, 1e999 or a duplicate key", 2, "is not valid JSON",
+     HERE + "HostileInputCases.test_payload_that_is_not_json"),
 ]
 
 SERVER = None
@@ -343,6 +360,32 @@ class InputCases(BadInputCase):
                 result = self.run_unchanged(node, *args, logs=False)  # the refusal is logged
                 self.assert_refused(result, 2, args[0], "nested")
 
+    def test_payload_over_tasks_max_payload_bytes(self):
+        node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}, "max_payload_bytes": 1000})
+        big = json.dumps({"x": "y" * 2000})
+        path = os.path.join(self.base, "big.json")
+        with open(path, "w") as fh:
+            fh.write(big)
+        submit = ("task_queue.py", "submit", "--type", "echo")
+        for args, stdin in ((submit + ("--payload", big), None), (submit + ("--payload-file", path), None),
+                            (submit + ("-",), big),
+                            (("task_queue.py", "submit", "--type", "agent", "--payload",
+                              json.dumps({"message": "m" * 2000})), None)):
+            with self.subTest(args=args[2:4] + args[4:5][:1]):
+                before = redis_state(SERVER)
+                result = node.run(*args, input=stdin)
+                self.assertEqual(redis_state(SERVER), before, "Redis changed")
+                self.assert_refused(result, 2, "task_queue.py", "tasks.max_payload_bytes", "1000")
+        at_bound = '"%s"' % ("a" * 998)  # exactly 1000 bytes: accepted
+        self.assertEqual(node.run(*submit, "--payload", at_bound, "--quiet").returncode, 0)
+        default = self.node(sub="default", tasks={"handlers": {"echo": ["/bin/cat"]}})
+        with open(path, "w") as fh:  # the e7 attack, scaled to the default bound: 1 MiB + 1 byte
+            fh.write('"%s"' % ("x" * (1024 * 1024 - 1)))
+        before = redis_state(SERVER)
+        result = default.run(*submit, "--payload-file", path)
+        self.assertEqual(redis_state(SERVER), before, "Redis changed")
+        self.assert_refused(result, 2, "task_queue.py", "tasks.max_payload_bytes")
+
     def test_timeouts_above_their_bound(self):
         node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
         for args in (("task_queue.py", "submit", "--type", "echo", "--timeout", "1e300"),
@@ -385,6 +428,162 @@ class InputCases(BadInputCase):
         result = node.run("node_manager.py", "deregister")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["status"], "left")
+
+
+class HostileInputCases(BadInputCase):
+    """Issue 13 review, input: credentials in a host, secrets in other values, FIFOs and devices as input
+    files, closed or full standard streams, a full log disk, absurd numbers and ids, non-JSON payloads."""
+
+    PW = "Sup3rS3cretPW"
+
+    def no_secret(self, result, *more):
+        for text in (result.stdout, result.stderr) + more:
+            self.assertNotIn(self.PW, text)
+            self.assertNotIn(self.PW[:8], text)
+
+    def test_host_with_credentials_is_refused_masked(self):
+        node = self.node()
+        for source, host in (("config.json", "redis://u:%s@h:6379" % self.PW), ("env", "default:%s@127.0.0.1" % self.PW)):
+            for extra in ((), ("--print-config",)):
+                with self.subTest(source=source, host=host, args=extra):
+                    if source == "config.json":
+                        node.update_config({"redis": {"host": host}})
+                        env = {"REDIS_HOST": ""}
+                    else:
+                        node.update_config({"redis": {"host": "127.0.0.1"}})
+                        env = {"REDIS_HOST": host}
+                    result = self.run_unchanged(node, "heartbeat.py", *extra, env=dict(env, REDIS_PASSWORD=self.PW))
+                    self.assert_refused(result, 2, "heartbeat.py", "config error:",
+                                        "redis.host" if source == "config.json" else "REDIS_HOST", "host name")
+                    self.no_secret(result, node.log_text())
+
+    def test_print_config_hides_the_password_in_other_values(self):
+        node = self.node(hooks={"on_become_leader": ["redis-cli", "-a", self.PW, "PING"]})
+        result = node.run("heartbeat.py", "--print-config", env={"REDIS_PASSWORD": self.PW})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("hooks.on_become_leader", result.stdout)
+        self.no_secret(result)
+
+    def _run_limited(self, node, *args, fsize=None, stdin=None, **kw):
+        import resource
+        import subprocess
+
+        def limits():
+            resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a regression must not eat the machine
+            if fsize is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        return subprocess.run(node.argv(*args), env=dict(node.env, **kw.pop("env", {})), capture_output=True,
+                              text=True, timeout=30, preexec_fn=limits, stdin=stdin, **kw)
+
+    def test_fifo_device_and_huge_input_files(self):
+        node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
+        fifo = os.path.join(self.base, "fifo")
+        os.mkfifo(fifo)
+        for args, fragments in (
+                (("task_queue.py", "submit", "--type", "echo", "--payload-file", fifo), (fifo, "not a regular file")),
+                (("task_queue.py", "submit", "--type", "echo", "--payload-file", "/dev/zero"),
+                 ("/dev/zero", "not a regular file")),
+                (("state_sync.py", "set", "k", "--value-file", fifo), (fifo, "not a regular file")),
+                (("state_sync.py", "set", "k", "--value-file", "/dev/zero"), ("/dev/zero", "not a regular file"))):
+            with self.subTest(args=args):
+                result = self._run_limited(node, *args)
+                self.assert_refused(result, 2, args[0], *fragments)
+        with self.subTest(stdin="/dev/zero"):
+            with open("/dev/zero", "rb") as zero:
+                result = self._run_limited(node, "state_sync.py", "set", "k", "-", stdin=zero)
+            self.assert_refused(result, 2, "state_sync.py", "stdin", "over")
+        for name in ("config.json", "secrets.json"):
+            path = os.path.join(node.config_dir, name)
+            saved = open(path, "rb").read() if os.path.exists(path) else None
+            os.unlink(path) if saved is not None else None
+            os.mkfifo(path)
+            with self.subTest(fifo=name):
+                result = self._run_limited(node, "heartbeat.py")
+                self.assert_refused(result, 2, "heartbeat.py", "config error:", path, "not a regular file")
+            os.unlink(path)
+            if saved is not None:
+                with open(path, "wb") as fh:
+                    fh.write(saved)
+        with self.subTest(config="2 MiB"):
+            self.write_config(node, json.dumps(dict(node.config, node=dict(node.config["node"],
+                                                                             host="a" * (2 << 20)))))
+            result = self._run_limited(node, "heartbeat.py")
+            self.assert_refused(result, 2, "heartbeat.py", "config error:", "config.json", "over 1048576 bytes")
+        self.assertEqual(SERVER.command("DBSIZE"), 0)
+
+    def test_closed_or_full_standard_streams(self):
+        import subprocess
+        node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
+        self.assertEqual(node.run("node_manager.py", "register").returncode, 0)
+
+        def sh(cmd, *args):
+            line = " ".join("'%s'" % a for a in node.argv(*args))
+            return subprocess.run(["bash", "-c", line + " " + cmd], env=node.env, capture_output=True, text=True,
+                                  timeout=30)
+        for cmd in (">&-", ">/dev/full", ">&- 2>&-", ">/dev/full 2>/dev/full"):
+            with self.subTest(cmd=cmd, script="status"):
+                result = sh(cmd, "node_manager.py", "status")
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+            with self.subTest(cmd=cmd, script="submit"):
+                before = len(SERVER.command("KEYS", keys.task("*")))
+                result = sh(cmd, "task_queue.py", "submit", "--type", "echo", "--payload", "1")
+                self.assertEqual(result.returncode, 0, "the task is queued: output lost is no failure " + result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+                self.assertEqual(len(SERVER.command("KEYS", keys.task("*"))), before + 1)
+        self.assertNotIn("Traceback", node.log_text())
+        with self.subTest(case="usage error, stderr closed"):
+            self.assertEqual(sh("2>&-", "node_manager.py", "bogus").returncode, 2)
+        with self.subTest(case="config error, stderr closed"):
+            node.update_config({"node": {"heartbeat_interval": "x"}})
+            self.assertEqual(sh("2>&-", "heartbeat.py").returncode, 2)
+            node.update_config({"node": {"heartbeat_interval": 1}})
+        for args in (("task_queue.py", "submit", "--type", "echo", "-"), ("state_sync.py", "set", "k", "-")):
+            with self.subTest(stdin="closed", args=args):
+                result = sh("<&-", *args)
+                self.assert_refused(result, 2, args[0], "stdin")
+
+    def test_full_log_disk(self):
+        node = self.node()
+        self.assertEqual(node.run("node_manager.py", "register").returncode, 0)  # the log and run dirs exist
+        shutil.rmtree(node.run_dir)
+        os.makedirs(node.run_dir)
+        for args in (("heartbeat.py",), ("node_manager.py", "check")):
+            with self.subTest(args=args):
+                # RLIMIT_FSIZE 0: every write to a file fails (EFBIG), as on a full disk
+                result = self._run_limited(node, *args, fsize=0)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+                self.assertIn("log dir", result.stderr)
+                self.assertNotIn("unexpected", result.stderr)
+
+    def test_absurd_numbers_and_ids(self):
+        node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
+        for value in ("nan", "inf", "1e300", "\u0663"):
+            with self.subTest(prune=value):
+                result = self.run_unchanged(node, "node_manager.py", "prune", "--older-than", value, logs=False)
+                self.assert_refused(result, 2, "node_manager.py", "--older-than")
+        for args in (("task_queue.py", "status", "x" * 100000), ("task_queue.py", "status", "a\nb"),
+                     ("task_queue.py", "retry", "x" * 100000),
+                     ("task_queue.py", "submit", "--type", "t" * 100000),
+                     ("task_queue.py", "submit", "--type", "echo", "--max-attempts", "\u0663"),
+                     ("task_queue.py", "submit", "--type", "echo", "--timeout", "9" * 100000)):
+            with self.subTest(args=[a[:20] for a in args]):
+                result = self.run_unchanged(node, *args, logs=False)
+                line = self.assert_refused(result, 2, args[0])
+                self.assertLess(len(line), 300, line)
+        with self.subTest(env="REDIS_PORT in Arabic-Indic digits"):
+            result = self.run_unchanged(node, "heartbeat.py", env={"REDIS_PORT": "\u0663\u0663\u0663\u0663"})
+            self.assert_refused(result, 2, "heartbeat.py", "REDIS_PORT")
+
+    def test_payload_that_is_not_json(self):
+        node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
+        for payload, fragment in (("NaN", "NaN"), ('{"x": 1e999}', "1e999"), ('{"x": -Infinity}', "Infinity"),
+                                  ('{"x": 1, "x": 2}', "duplicate key")):
+            with self.subTest(payload=payload):
+                result = self.run_unchanged(node, "task_queue.py", "submit", "--type", "echo", "--payload", payload,
+                                            logs=False)
+                self.assert_refused(result, 2, "task_queue.py", "--payload", fragment)
 
 
 class RedisCases(BadInputCase):
@@ -534,28 +733,52 @@ class DataCases(BadInputCase):
                     self.assert_refused(result, 1, args[0], *words)
             SERVER.command("DEL", key)
 
+    def test_status_and_list_of_a_task_with_a_huge_payload(self):
+        """A record whose payload is past the client's reply bound (written by a node with a larger
+        tasks.max_payload_bytes, or by hand): status and list still answer, with the payload's size."""
+        node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
+        tid = node.run("task_queue.py", "submit", "--type", "echo", "--quiet").stdout.strip()
+        size = 65 * 1024 * 1024
+        SERVER.command("HSET", keys.task(tid), "payload", "x" * size)
+        rec = node.run_json("task_queue.py", "status", tid, timeout=120)
+        self.assertEqual((rec["state"], rec["payload_bytes"]), ("pending", size))
+        self.assertNotIn("payload", rec)
+        result = node.run("task_queue.py", "status", tid, "--quiet", timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertLess(len(result.stdout), 64 * 1024)
+        listed = node.run("task_queue.py", "list", "--json", "--quiet", timeout=120)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn(tid, listed.stdout)
+
     def test_two_processes_claiming_one_id(self):
-        """Two machines, one node id, both running: the second is told each tick, never leads, the first
-        keeps its record and lease (no flapping); when the first dies, the second takes the id over."""
+        """Two machines, one node id, both running: each --loop of the second ends with exit 1 and the
+        reason once, never leads, the first keeps its record and lease (no flapping); when the first dies,
+        the second, started again, takes the id over."""
         first = self.node(sub="machine-a")
         first.spawn_all()
         wait_for(lambda: SERVER.command("GET", keys.leader()) == "n1", 10, message="n1 leads")
         token = json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["instance"]
         epoch = SERVER.command("GET", keys.epoch())
         second = self.node(sub="machine-b")
-        second.spawn_all()
+        loops = second.spawn_all()
         deadline = time.monotonic() + 3.5
         while time.monotonic() < deadline:
             self.assertEqual(json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["instance"], token)
             self.assertEqual((SERVER.command("GET", keys.leader()), SERVER.command("GET", keys.epoch())),
                              ("n1", epoch))
             time.sleep(0.05)
-        self.assertGreaterEqual(second.log_text("heartbeat").count("already used by another live process"), 2)
+        self.assertEqual([proc.wait(30) for proc in loops], [1] * len(loops))
+        self.assertEqual(second.log_text("heartbeat").count("already used by another live process"), 1)
         self.assertIn("claimed by another live process", second.log_text("leader_election"))
         self.assertIn("used by another live process", second.log_text("failover_manager"))
+        for script in ("heartbeat", "leader_election", "failover_manager"):
+            self.assertNotIn("tick failed", second.log_text(script))
         for script in ("leader_election", "failover_manager"):
             self.assertNotIn("became leader", second.log_text(script))
         first.kill_all()
+        wait_for(lambda: SERVER.command("EXISTS", keys.heartbeat("n1")) == 0, 10,
+                 message="machine a's heartbeat key to expire")
+        second.spawn_all()
         wait_for(lambda: json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["instance"] != token, 10,
                  message="machine b to take the id over once machine a's heartbeat expired")
         wait_for(lambda: "became leader" in second.log_text("leader_election") + second.log_text("failover_manager"),
@@ -689,7 +912,8 @@ class TableTest(unittest.TestCase):
     def test_every_test_here_is_in_the_table(self):
         named = {test_id for *_rest, test_id in CASES}
         module = sys.modules[__name__]
-        for cls_name in ("ConfigCases", "RedisCases", "Redis50Test", "DataCases", "InputCases", "ReplyBoundCases"):
+        for cls_name in ("ConfigCases", "RedisCases", "Redis50Test", "DataCases", "InputCases", "ReplyBoundCases",
+                         "HostileInputCases"):
             cls = getattr(module, cls_name)
             for name in dir(cls):
                 if name.startswith("test_"):

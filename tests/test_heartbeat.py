@@ -306,6 +306,26 @@ class ConcurrencyTest(HeartbeatCase):
         self.assertEqual(first.run("heartbeat.py").returncode, 0)  # the first keeps working
         self.assertEqual(self.record()["instance"], token)
 
+    def test_node_id_collision_ends_a_loop_with_one_line(self):
+        """--loop with a taken id: exit 1 with the reason once, not a failed tick logged every poll."""
+        first = self.node(sub="machine-a")
+        second = self.node(sub="machine-b", tasks={"handlers": {"t": ["true"]}, "poll_interval_s": 0.1})
+        first.spawn("heartbeat.py", "--loop", "--quiet")  # the first stays live throughout
+        wait_for(lambda: SERVER.command("EXISTS", keys.heartbeat("n1")) == 1, 10, message="the first's beat")
+        token = self.record()["instance"]
+        for script, args in (("heartbeat", ()), ("task_queue", ("work",))):
+            with self.subTest(script=script):
+                self.assertEqual(first.run("task_queue.py", "submit", "--type", "t", "--quiet").returncode, 0)
+                result = second.run(script + ".py", *args, "--loop", "--quiet", timeout=30)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                lines = result.stderr.strip().splitlines()
+                self.assertEqual(len(lines), 1, result.stderr)
+                self.assertTrue(lines[0].startswith(script + ".py: "), lines[0])
+                self.assertIn("already used by another live process", lines[0])
+                self.assertNotIn("tick failed", second.log_text(script))
+                self.assertNotIn(PASSWORD, result.stderr + second.log_text(script))
+        self.assertEqual(self.record()["instance"], token)
+
     def test_left_node_id_can_be_reused_after_its_key_expires(self):
         first = self.node(sub="machine-a")
         second = self.node(sub="machine-b")

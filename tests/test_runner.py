@@ -233,6 +233,47 @@ class MainTest(RunnerCase):
         self.assertIn("Traceback", run.log_text)
         self.assertIn("ValueError: boom", run.log_text)
 
+    def test_a_refused_write_under_the_log_dir_is_a_config_error(self):
+        # a full disk under logs/run (local_state names the file it could not write): exit 2 naming the dir
+        path = os.path.join(self.log_dir, "run", "rn1.instance")
+        run = self.run_main(self.counting(OSError(28, "No space left on device", path)))
+        line = self.assert_one_line(run, 2, "config error: log dir %s" % self.log_dir, "No space left on device")
+        self.assertNotIn("unexpected", line)
+        # the same fault anywhere else is still unexpected
+        run = self.run_main(self.counting(OSError(28, "No space left on device", "/elsewhere/file")))
+        self.assert_one_line(run, 3, "unexpected error")
+
+    def test_error_lines_and_log_never_show_the_password(self):
+        secret = "Sup3rS3cretPW"
+        os.environ["REDIS_PASSWORD"] = secret
+        for exc, code in ((TickError("cannot resolve host of default:%s@h:6379" % secret), 1),
+                          (rc.ResponseError("ERR unknown command, with args beginning with: '%s'" % secret), 1),
+                          (RuntimeError("boom %s" % secret), 3)):
+            with self.subTest(exc=type(exc).__name__):
+                run = self.run_main(self.counting(exc))
+                self.assertEqual(run.code, code, run.stderr)
+                self.assertNotIn(secret, run.stderr + run.stdout + run.log_text)
+                self.assertIn("***", run.stderr)
+
+    def test_closed_or_failing_stdout_keeps_the_tick_exit_code(self):
+        class Full(io.StringIO):
+            def write(self, text):
+                raise OSError(28, "No space left on device")
+
+        def tick(ctx):
+            self.calls += 1
+            print("queued task 1")  # the work is done before the output fails
+            return {"id": "1"}
+        for stream in (None, Full()):
+            with self.subTest(stream=stream):
+                err = io.StringIO()
+                args = ["--json", "--config-dir", self.config_dir, "--log-dir", self.log_dir]
+                with mock.patch.object(sys, "stdout", stream), contextlib.redirect_stderr(err):
+                    code = runner.main("faketick", tick, "A fake tick.", argv=args)
+                self.assertEqual(code, 0, err.getvalue())
+                self.assertNotIn("Traceback", err.getvalue())
+        self.assertEqual(self.calls, 2)
+
     def test_keyboard_interrupt(self):
         self.assertEqual(self.run_main(self.counting(KeyboardInterrupt())).code, 130)
 
@@ -446,6 +487,14 @@ class NumberFlagTest(RunnerCase):
             runner.number_flag(ctx, "--limit", int)
         ctx = mock.Mock(flags={"--timeout": "604800"})
         self.assertEqual(runner.number_flag(ctx, "--timeout", maximum=604800), 604800)
+
+    def test_ascii_digits_only_and_a_short_echo(self):
+        for raw in ("\u0663", "\uff13", "1_0", "nan", "inf", "-inf", "9" * 100000):
+            for kind in (int, float):
+                with self.subTest(raw=raw[:10], kind=kind.__name__):
+                    with self.assertRaises(runner.UsageError) as caught:
+                        runner.number_flag(mock.Mock(flags={"--n": raw}), "--n", kind)
+                    self.assertLess(len(str(caught.exception)), 120)
 
 
 if __name__ == "__main__":

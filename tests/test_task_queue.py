@@ -173,7 +173,9 @@ class UserFacing(Cluster):
         worker.send_signal(signal.SIGTERM)  # the worker alone, as cron's timeout would
         self.assertEqual(worker.wait(10), 128 + signal.SIGTERM)
         wait_for(lambda: not process_alive(handler_child), 5, message="the handler to be killed with its worker")
-        self.assertEqual(n1.run_json("task_queue.py", "work")["interrupted"], 1)
+        # counted once its attempt lease lapsed (node.heartbeat_ttl after the claim: nobody renews it)
+        wait_for(lambda: n1.run_json("task_queue.py", "work")["interrupted"], 20, interval_s=0.5,
+                 message="the next tick to count the interrupted attempt")
         rec = self.status(n1, task_id)
         self.assertEqual(rec["state"], "dead")
         self.assertIn("was interrupted", rec["error"])
@@ -282,7 +284,7 @@ class Failures(Cluster):
         wait_for(lambda: self.task_state(task_id) == "done", 20, interval_s=0.05, message="the task to be done")
         rec = self.status(n1, task_id)
         self.assertEqual((rec["worker"], rec["result"], rec["attempts"]), ("n1", "n1\n", 2))
-        self.assertIn("worker n2 is offline or has left", rec["error"])
+        self.assertIn("n2", rec["error"])  # offline, or its attempt lease lapsed first: whichever went first
         offline_at = json.loads(SERVER.command("HGET", keys.nodes(), "n2"))["offline_at"]
         self.assertLess(rec["started_at"] - offline_at, 3.0, "reclaimed in the tick that saw n2 offline")
 
@@ -307,6 +309,104 @@ class Failures(Cluster):
         wait_for(lambda: "finished after it was reclaimed" in w1.log_text("task_queue"), 10,
                  message="w1 to notice its attempt was taken")
         self.assertEqual(self.status(lead, task_id)["result"], "w2\n")
+
+    # A handler that records its shell and a grandchild (both in its process group) and first checks
+    # that no earlier copy's process lives on ("overlaps"); it works SECONDS s and answers its node id.
+    OVERLAP_SCRIPT = ('for p in $(cat "$COPIES/pids" 2>/dev/null); do [ -e "/proc/$p" ] && ! grep -q "^State:.*Z" '
+                      '"/proc/$p/status" 2>/dev/null && echo "$p" >> "$COPIES/overlaps"; done; '
+                      'echo $$ >> "$COPIES/pids"; echo "$TASK_ATTEMPT" >> "$COPIES/starts"; '
+                      '(while true; do sleep 0.2; done) & echo $! >> "$COPIES/pids"; sleep SECONDS; kill $!; '
+                      'echo "$NODE_ID"')
+
+    def copies_node(self, node_id: str, seconds: int):
+        copies = os.path.join(self.tmp, "copies")
+        os.makedirs(copies, exist_ok=True)
+        script = self.OVERLAP_SCRIPT.replace("SECONDS", str(seconds))
+        return self.node(node_id, handlers=dict(TASKS["handlers"], long=["sh", "-c", script])), copies
+
+    def read_lines(self, path: str) -> list:
+        try:
+            with open(path) as fh:
+                return fh.read().split()
+        except FileNotFoundError:
+            return []
+
+    def supervisors_of(self, worker_pid: int) -> list:
+        """The child supervisors (child.py) a worker process started."""
+        found = []
+        for name in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/stat" % name) as fh:
+                    ppid = int(fh.read().rsplit(") ", 1)[1].split()[1])
+                with open("/proc/%s/cmdline" % name, "rb") as fh:
+                    cmd = fh.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == worker_pid and b"child.py" in cmd:
+                found.append(int(name))
+        return found
+
+    def test_a_dead_heartbeat_beside_a_live_worker_never_starts_a_second_copy(self):
+        n1, copies = self.copies_node("n1", 9)
+        n2 = self.node("n2", handlers=n1.config["tasks"]["handlers"])
+        n2.spawn_all()
+        self.wait_leader("n2")
+        beat = n1.spawn("heartbeat.py", "--loop", "--quiet")
+        wait_for(lambda: SERVER.command("EXISTS", keys.heartbeat("n1")), 10, message="n1's heartbeat")
+        n1.spawn("task_queue.py", "work", "--loop", "--quiet", env={"COPIES": copies})
+        n2.spawn("task_queue.py", "work", "--loop", "--quiet", env={"COPIES": copies})
+        task_id = n1.run("task_queue.py", "submit", "--type", "long", "--node", "n1").stdout.strip()
+        wait_for(lambda: self.read_lines(os.path.join(copies, "starts")), 10, message="the handler")
+        os.kill(beat.pid, signal.SIGKILL)  # only the heartbeat loop dies: worker and handler go on
+        wait_for(lambda: self.task_state(task_id) == "done", 30, interval_s=0.1, message="the task to be done")
+        self.assertEqual(self.read_lines(os.path.join(copies, "starts")), ["1"], "a second copy started")
+        self.assertFalse(os.path.exists(os.path.join(copies, "overlaps")), "two copies ran at once")
+        self.assertEqual(self.status(n2, task_id)["attempts"], 1)
+
+    def test_a_frozen_worker_s_handler_is_killed_before_the_next_attempt_starts(self):
+        n1, copies = self.copies_node("n1", 12)
+        n2 = self.node("n2", handlers=n1.config["tasks"]["handlers"])
+        n2.spawn_all()
+        self.wait_leader("n2")
+        n1.spawn("heartbeat.py", "--loop", "--quiet")  # n1 stays online: only its worker freezes
+        worker = n1.spawn("task_queue.py", "work", "--loop", "--quiet", env={"COPIES": copies})
+        task_id = n1.run("task_queue.py", "submit", "--type", "long", "--max-attempts", "3").stdout.strip()
+        wait_for(lambda: self.read_lines(os.path.join(copies, "starts")), 10, message="the handler")
+        os.kill(worker.pid, signal.SIGSTOP)  # the worker alone: its supervisor still runs
+        try:
+            n2.spawn("task_queue.py", "work", "--loop", "--quiet", env={"COPIES": copies})
+            wait_for(lambda: self.task_state(task_id) == "done", 40, interval_s=0.1, message="the task to be done")
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        self.assertFalse(os.path.exists(os.path.join(copies, "overlaps")), "two copies ran at once")
+        rec = self.status(n2, task_id)
+        self.assertEqual(rec["worker"], "n2")
+        self.assertIn("lease", rec["error"], "moved once its lease lapsed, long before its deadline")
+
+    def test_sigkill_of_the_supervisor_kills_the_handler_group_before_the_next_attempt(self):
+        for with_worker in (False, True):
+            SERVER.flushall()
+            n1, copies = self.copies_node("n1-%d" % with_worker, 6)
+            shutil.rmtree(copies)
+            os.mkdir(copies)
+            n1.spawn("heartbeat.py", "--loop", "--quiet")
+            worker = n1.spawn("task_queue.py", "work", "--loop", "--quiet", env={"COPIES": copies})
+            task_id = n1.run("task_queue.py", "submit", "--type", "long", "--max-attempts", "3").stdout.strip()
+            wait_for(lambda: len(self.read_lines(os.path.join(copies, "pids"))) >= 2, 10, message="the handler")
+            first = [int(p) for p in self.read_lines(os.path.join(copies, "pids"))]
+            supervisors = wait_for(lambda: self.supervisors_of(worker.pid), 5, message="the supervisor")
+            for pid in supervisors:
+                os.kill(pid, signal.SIGKILL)
+            if with_worker:
+                os.kill(worker.pid, signal.SIGKILL)  # kill -9 of every python process of the node
+                worker.wait()
+                n1.spawn("task_queue.py", "work", "--loop", "--quiet", env={"COPIES": copies})
+            else:  # the worker kills the group its supervisor left
+                wait_for(lambda: not any(process_alive(p) for p in first), 10, message="the handler's group to die")
+            wait_for(lambda: self.task_state(task_id) == "done", 40, interval_s=0.1, message="the task to be done")
+            self.assertFalse(any(process_alive(p) for p in first), "the first attempt's group lives on")
+            self.assertFalse(os.path.exists(os.path.join(copies, "overlaps")), "two copies ran at once")
+            n1.kill_all()
 
     def test_deregister_hands_back_pending_tasks(self):
         n1, n2 = self.node("n1"), self.node("n2")

@@ -85,6 +85,11 @@ class TaskQueueTestCase(unittest.TestCase):
     def zcard(self, state: str) -> int:
         return SERVER.command("ZCARD", keys.task_index(state))
 
+    def lapse(self, task_id: str) -> None:
+        """The attempt lease lapses, as Redis lets it when its worker stopped renewing for
+        node.heartbeat_ttl (a claim in these tests runs no handler, so nothing renews it)."""
+        SERVER.command("DEL", keys.task_lease(task_id))
+
 
 class SubmitAndWork(TaskQueueTestCase):
     def test_submit_work_stores_result_and_acks(self):
@@ -262,7 +267,10 @@ class CrashesAndReclaim(TaskQueueTestCase):
         a = self.ctx("a")
         tid = taskq.submit(a, "echo", '"hi"')["id"]
         self.claim(a)  # then "crash": no finish
-        result = taskq.work_tick(self.ctx("a"))  # the next tick of the same node
+        self.lapse(tid)
+        again = self.ctx("a")
+        again.instance_token = taskq._instance(a)  # the same instance (its run dir)
+        result = taskq.work_tick(again)  # the next tick of the same node
         self.assertEqual((result["interrupted"], result["done"]), (1, 1))
         rec = self.state(tid)
         self.assertEqual((rec["state"], rec["attempts"], rec["runs"]), ("done", 2, 2))
@@ -272,6 +280,7 @@ class CrashesAndReclaim(TaskQueueTestCase):
         w1, w2, leader = self.ctx("w1"), self.ctx("w2"), self.make_leader()
         tid = taskq.submit(w1, "echo", '"first"')["id"]
         stuck = self.claim(w1)  # w1 has no hb key: it is offline
+        self.lapse(tid)
         self.assertEqual(taskq.reclaim(leader, 7), 1)
         rec = self.state(tid)
         self.assertEqual((rec["state"], rec["attempts"]), ("pending", 1))
@@ -297,6 +306,7 @@ class CrashesAndReclaim(TaskQueueTestCase):
         w1, leader = self.ctx("w1"), self.make_leader()
         tid = taskq.submit(w1, "true", "{}", max_attempts=1)["id"]
         self.claim(w1)
+        self.lapse(tid)
         self.assertEqual(taskq.reclaim(leader, 7), 1)
         self.assertEqual(self.state(tid)["state"], "dead")
         self.assertEqual(SERVER.command("XLEN", keys.task_dead()), 1)
@@ -317,6 +327,8 @@ class CrashesAndReclaim(TaskQueueTestCase):
         self.claim(w1)
         self.assertEqual(taskq.reclaim(leader, 7), 0)  # within its timeout
         time.sleep(2.2)  # at least past it
+        self.assertEqual(taskq.reclaim(leader, 7), 0)  # its attempt lease still holds
+        self.lapse(tid)
         self.assertEqual(taskq.reclaim(leader, 7), 1)
         rec = self.state(tid)
         self.assertEqual(rec["state"], "pending")
@@ -338,6 +350,7 @@ class CrashesAndReclaim(TaskQueueTestCase):
         task = self.claim(w1)
         SERVER.command("XACK", task.stream, taskq.GROUP, task.entry)  # the entry is gone from every PEL
         time.sleep(0.4)
+        self.lapse(tid)
         self.assertEqual(taskq.reclaim(leader, 7), 1)
         self.assertEqual(self.state(tid)["state"], "pending")
         self.assertEqual(taskq.work_tick(leader)["done"], 1)
@@ -366,8 +379,9 @@ class CrashesAndReclaim(TaskQueueTestCase):
         leader = self.make_leader()
         for i in range(30):
             w = self.ctx("w%d" % i)
-            taskq.submit(w, "true", "{}", target="w%d" % i)
+            tid = taskq.submit(w, "true", "{}", target="w%d" % i)["id"]
             self.claim(w)
+            self.lapse(tid)
         before = leader.redis.round_trips
         self.assertEqual(taskq.reclaim(leader, 7), 30)
         self.assertEqual(leader.redis.round_trips - before, 1)
@@ -465,6 +479,35 @@ class Issue13(TaskQueueTestCase):
         self.assertTrue("TASK_ID=%s" % tid in rec["result"], "the handler's own variables are there")
         self.assertFalse(secret in rec["result"], "a handler saw the Redis password")
 
+    def test_a_password_inside_another_variable_or_a_redis_url_never_reaches_a_handler(self):
+        a = self.ctx("a", handlers={"env": ["env"]})
+        secret = "pw-%s" % os.urandom(4).hex()
+        a.cfg["redis"]["sentinel_password"] = secret  # a password of the config; the test server needs none
+        planted = {
+            "MY_REDIS_URL": "redis://:%s@127.0.0.1:6379/0" % secret,  # the password inside a URL
+            "APP_DSN": "postgres://app:%s@db/app" % secret,          # inside any other variable
+            "CACHE_REDIS_URI": "redis://cache-host:6379/0",            # a Redis URL with no password seen
+            "INNOCENT_VAR": "kept",
+        }
+        saved = {k: os.environ.get(k) for k in planted}
+        os.environ.update(planted)
+        try:
+            tid = taskq.submit(a, "env", "{}")["id"]
+            self.assertEqual(taskq.work_tick(a)["done"], 1)
+        finally:
+            for name, value in saved.items():
+                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        result = self.state(tid)["result"]
+        self.assertTrue("INNOCENT_VAR=kept" in result, "an unrelated variable is kept")
+        self.assertFalse(secret in result, "a handler saw a password embedded in a variable's value")
+        for name in ("MY_REDIS_URL", "APP_DSN", "CACHE_REDIS_URI"):
+            self.assertFalse(name + "=" in result, "%s reached the handler" % name)
+
+    def test_a_short_password_is_dropped_only_by_exact_value(self):
+        import child
+        env = child.clean_env({"redis": {"password": "ab"}}, base={"EXACT": "ab", "WORD": "about", "HOME": "/h"})
+        self.assertEqual(env, {"WORD": "about", "HOME": "/h"})
+
     def test_output_past_the_cap_is_read_and_dropped_with_a_note(self):
         spool = os.path.join(self.tmp, "spool")
         os.mkdir(spool)
@@ -540,10 +583,122 @@ class Issue13(TaskQueueTestCase):
         with self.assertRaises(Exception):
             taskq.hand_back(duplicate)  # leaving as the real node would hand its attempt back
         self.assertEqual(self.state(running)["state"], "running")
+        self.lapse(running)  # never renewed: it lapses
         result = taskq.work_tick(real)  # the real node goes on: its first attempt was interrupted (never finished)
         self.assertEqual(self.state(waiting)["state"], "done")
         self.assertEqual(self.state(waiting)["worker"], "a")
         self.assertEqual(result["interrupted"], 1)
+
+
+class AttemptLease(TaskQueueTestCase):
+    """A running attempt is moved only when its attempt lease lapsed in Redis (issue 13, item 8)."""
+
+    def test_a_lost_heartbeat_does_not_reclaim_an_attempt_whose_lease_holds(self):
+        w1, leader = self.ctx("w1"), self.make_leader()
+        tid = taskq.submit(w1, "true", "{}")["id"]
+        self.claim(w1)  # w1 has no hb key, as when only its heartbeat loop died
+        self.assertEqual(taskq.reclaim(leader, 7), 0)
+        self.assertEqual(self.state(tid)["state"], "running")
+        self.lapse(tid)
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        self.assertEqual((self.state(tid)["state"], self.state(tid)["attempts"]), ("pending", 1))
+
+    def test_a_duplicate_node_id_never_counts_the_others_attempt_as_its_own(self):
+        w1, leader = self.ctx("w1"), self.make_leader()
+        tid = taskq.submit(w1, "true", "{}")["id"]
+        task = self.claim(w1)
+        dup = self.ctx("w1")  # another run dir: another instance with the same node id
+        self.assertNotEqual(taskq._instance(dup), taskq._instance(w1))
+        for lapsed in (False, True):
+            if lapsed:
+                self.lapse(tid)
+            _, _, interrupted = taskq._claim(dup, taskq.worker_streams(dup), read_new=True)
+            self.assertEqual(interrupted, [])
+            rec = self.state(tid)
+            self.assertEqual((rec["state"], rec["token"], rec["attempts"]), ("running", task.token, 1))
+        self.assertEqual(taskq.reclaim(leader, 7), 1)  # the leader moves it, once the lease lapsed
+
+    def test_the_same_instance_counts_its_interrupted_attempt_once_the_lease_lapsed(self):
+        a = self.ctx("a")
+        tid = taskq.submit(a, "echo", '"hi"')["id"]
+        self.claim(a)
+        again = self.ctx("a")
+        again.instance_token = taskq._instance(a)  # a restarted worker of the same instance
+        _, _, interrupted = taskq._claim(again, taskq.worker_streams(again), read_new=True)
+        self.assertEqual(interrupted, [])
+        self.lapse(tid)
+        self.assertEqual(taskq.work_tick(again)["interrupted"], 1)
+        self.assertEqual(self.state(tid)["state"], "done")
+
+    def test_the_worker_renews_the_lease_while_its_handler_runs(self):
+        # the handler outlives node.heartbeat_ttl (3 s here) twice over, with no heartbeat at all
+        w1 = self.ctx("w1", handlers={"long": ["sh", "-c", "sleep 7; echo ok"]})
+        leader = self.make_leader()
+        tid = taskq.submit(w1, "long", "{}")["id"]
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(taskq.work_tick(w1)))
+        worker.start()
+        try:
+            wait_for(lambda: self.zcard("running"), 10, message="the attempt to start")
+            while worker.is_alive():
+                self.assertEqual(taskq.reclaim(leader, 7), 0)
+                worker.join(0.5)
+        finally:
+            worker.join()
+        self.assertEqual(result["done"], 1)
+        self.assertEqual((self.state(tid)["attempts"], self.state(tid)["runs"]), (1, 1))
+
+    def test_the_supervisor_kills_a_handler_whose_lease_is_not_renewed(self):
+        import child
+        pid_file = os.path.join(self.tmp, "grandchild")
+        argv = ["sh", "-c", 'sleep 60 & echo $! > "%s"; wait' % pid_file]
+        for renewal in (None, 0):  # renewals failing, then the lease reported lost
+            lease = child.Lease(time.monotonic() + 1.0, 0.3, lambda r=renewal: r)
+            outcome = child.run(argv, b"", None, 60, 1000, lease=lease)
+            self.assertFalse(outcome.ok)
+            self.assertIn("lease", outcome.error)
+            with open(pid_file) as fh:
+                grandchild = int(fh.read())
+            wait_for(lambda: not process_alive(grandchild), 5, message="the grandchild to be killed")
+
+
+class ChildSupervisor(unittest.TestCase):
+    """The supervisor's lean start (no ctypes, no os.execvpe, a text protocol) keeps its guarantees."""
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "PR_SET_PDEATHSIG is Linux's")
+    def test_the_handler_still_gets_pr_set_pdeathsig(self):
+        import child
+        probe = "import ctypes; s = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value)"
+        outcome = child.run([sys.executable, "-c", probe], b"", None, 60, 1000)
+        self.assertTrue(outcome.ok, outcome.error)
+        self.assertEqual(outcome.output.strip(), b"9")  # PR_GET_PDEATHSIG: SIGKILL
+
+    def test_a_handler_that_closed_its_output_is_still_waited_for_and_stopped(self):
+        import child
+        outcome = child.run(["sh", "-c", "exec >&- 2>&-; sleep 0.2; exit 3"], b"", None, 60, 1000)
+        self.assertEqual(outcome.error, "exit 3")
+        calls = []
+        outcome = child.run(["sh", "-c", "exec >&- 2>&-; sleep 60"], b"", None, 60, 1000, term_grace_s=5,
+                            should_stop=lambda: calls.append(1) or len(calls) > 2)
+        self.assertTrue(outcome.stopped, outcome.error)
+
+    def test_the_path_search_and_bad_argv_end_as_errors(self):
+        import child
+        env = dict(os.environ, PATH=os.pathsep.join(["/nonexistent", os.path.dirname(shutil.which("sh"))]))
+        self.assertTrue(child.run(["sh", "-c", "exit 0"], b"", env, 60, 1000).ok)
+        for argv in (["no-such-command-here"], ["/nonexistent/x"], ["sh", "a\0b"], []):
+            outcome = child.run(argv, b"", env, 60, 1000)
+            self.assertFalse(outcome.ok, argv)
+            self.assertTrue(outcome.error.startswith("cannot "), outcome.error)
+
+    def test_a_cut_report_is_no_report(self):
+        import child
+        self.assertEqual(child._report(b"exit 0 12 -\n"), {"code": 0, "out_bytes": 12, "reason": None})
+        self.assertEqual(child._report(b"exit -9 0 owner gone\n")["reason"], "owner gone")
+        for cut in (b"", b"exit 0 12 -", b"exit 0", b"error cannot", b"exit x 1 -\n", b"exit 0 1 -\nexit 0 1 -\n"):
+            self.assertIsNone(child._report(cut), cut)
+        status = {"error": "cannot run x: two\nlines"}
+        self.assertEqual(child._report(child._report_line(status)), {"error": "cannot run x: two lines"})
 
 
 class Redis5Compatibility(TaskQueueTestCase):
@@ -584,7 +739,7 @@ class Redis5Compatibility(TaskQueueTestCase):
             self.assertEqual(n1.run("task_queue.py", *command).returncode, 0, command)
         ghost = self.ctx("ghost")  # claims, then is never heard of again: reclaimed
         taskq.submit(ghost, "true", "{}")
-        taskq._claim(ghost, taskq.worker_streams(ghost), read_new=True)
+        self.lapse(taskq._claim(ghost, taskq.worker_streams(ghost), read_new=True)[0].id)
         self.assertGreaterEqual(self._leader_tick(n1)["tasks_reclaimed"], 1)
         leaving = self.ctx("n2")
         leaving.instance_token = json.loads(SERVER.command("HGET", keys.nodes(), "n2"))["instance"]  # n2's own
