@@ -458,7 +458,11 @@ def run_loop(ctx: Context, tick, period_s: float, fatal=()) -> None:
             ctx.log.error("tick failed (%d in a row): %s", ctx.failures_in_a_row, scrub(ctx, explain(exc)))
         except BaseException as exc:  # the top of a long-running job: survive, traceback to the log
             ctx.failures_in_a_row += 1
-            _log_unexpected(ctx, exc)
+            if _under_log_dir(ctx, exc):  # a full disk under the log dir is expected: one line
+                ctx.log.error("tick failed (%d in a row): %s", ctx.failures_in_a_row,
+                              config_mod.log_dir_fault(ctx.cfg.log_dir, exc))
+            else:
+                _log_unexpected(ctx, exc)
         ctx.sleep(period_s - (time.monotonic() - started))
 
 

@@ -12,7 +12,8 @@ Redis while it lasts and files what it saw as violations under a check key;
 - ``lagging_failover``: a follower is SIGSTOPped and Redis copied (DUMP of
   every key); the leader steps down so a new term starts that the copy
   misses; then Redis is replaced by the copy (FLUSHALL + RESTORE in one
-  MULTI, every client connection killed: a failover to a replica frozen at
+  MULTI, every client connection killed, ``openclaw:cluster:server`` naming
+  the old master as a replica's copy would: a failover to a replica frozen at
   the older epoch) and the follower resumes at once, ticking first. Checks 1
   and 2 judge it like an empty restart: no epoch used by two leaders, the
   first new term above every epoch seen before;
@@ -334,6 +335,10 @@ class AdversaryFaults:
             ttl = 0 if pttl == -1 else pttl - elapsed_ms
             if pttl == -1 or ttl > 0:
                 commands.append(("RESTORE", name, ttl, payload))
+        # The copy's data was written on the old master, so on the promoted replica the key that names the
+        # server of the last election step names another server (Redis's run_id differs per process). This
+        # process stays the same server, so write what a replica's copy would hold.
+        commands.append(("SET", keys.server(), "old-master-of-the-lagging-copy"))
         commands.append(("EXEC",))
         conn = _RespConnection(self.cluster.redis.host, self.cluster.redis.port, 5.0, decode=False)
         try:
@@ -345,7 +350,7 @@ class AdversaryFaults:
             conn.close()
         if not isinstance(replies[-1], list):
             raise RuntimeError("restoring the lagging copy failed: %r" % (replies[-1],))
-        return len(commands) - 3
+        return len(commands) - 4
 
     def _fault_lagging_failover(self, record) -> None:
         c, t = self.cluster, self.timing
