@@ -27,9 +27,12 @@ PR_SET_PDEATHSIG, for a supervisor that is itself killed with SIGKILL; the
 supervisor reports the child's group on the status pipe as it starts it, so
 the owner kills the rest of the group when the supervisor ends without a
 report, and (``record``, ``kill_leftover``) the owner's successor does when
-both were killed. Not covered: a descendant that leaves the group on purpose
-(setsid, setpgid), and SIGKILL of the supervisor on macOS (no /proc start
-times: leftover groups are not killed there).
+both were killed: once the group's leader is gone, only the group's processes
+whose environment holds the child's random marker (MARK_ENV), never group
+0/1 or the caller's own, and never after a reboot (the record's boot id).
+Not covered: a descendant that leaves the group on purpose (setsid, setpgid)
+or clears its environment, and SIGKILL of the supervisor on macOS (no /proc
+start times: leftover groups are not killed there).
 
 The supervisor's arguments and its status pipe are plain text (``_main``):
 the line ``pgid <n> <leader start time or ->`` once the child runs, then one
@@ -67,6 +70,10 @@ SECRET_ENV = ("REDIS_PASSWORD", "REDIS_USERNAME", "REDISCLI_AUTH")
 SECRET_ENV_WORDS = ("PASS", "AUTH", "SECRET", "TOKEN", "CREDENTIAL")  # in a name with REDIS in it
 SECRET_ENV_SUFFIXES = ("URL", "URI")  # a name with REDIS in it ending so: a URL may carry a password
 MIN_CONTAINED_SECRET_LEN = 4  # a password this long is looked for inside values (config.MIN_SCRUB_LEN)
+# Each child gets a random marker of its own in this variable (``new_mark``), noted in its record:
+# once its group's leader is gone, kill_leftover kills only the processes whose environment holds it.
+MARK_ENV = "OPENCLAW_CHILD_MARK"
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"  # a record from another boot names nothing of ours
 
 _running = set()  # supervisors this process started and has not reaped (stop_all)
 
@@ -150,6 +157,8 @@ def run(argv: list, payload: bytes, env: dict, timeout_s: float, max_bytes: int,
     """
     import subprocess
     import tempfile
+    mark = new_mark()
+    env = dict(os.environ if env is None else env, **{MARK_ENV: mark})  # the supervisor's child inherits it
     watch_r, watch_w = os.pipe()
     status_r, status_w = os.pipe()
     spec = [repr(float(timeout_s)), repr(float(term_grace_s)), str(int(max_bytes)), str(watch_r), str(status_w),
@@ -174,7 +183,7 @@ def run(argv: list, payload: bytes, env: dict, timeout_s: float, max_bytes: int,
         raw = b""
         try:
             raw = _wait(proc, watch_w, status_r, should_stop, timeout_s + term_grace_s + SUPERVISOR_SLACK_S,
-                        lease, record)
+                        lease, record, mark)
         finally:
             if watch_w is not None and proc.poll() is None:
                 os.close(watch_w)  # the supervisor kills the child's group at once
@@ -186,13 +195,13 @@ def run(argv: list, payload: bytes, env: dict, timeout_s: float, max_bytes: int,
             _running.discard(proc)
         started, raw = _split_started(raw)
         if started is not None and not _reported(raw):  # the supervisor was killed: its child's group goes too
-            _kill_recorded(*started)
+            _kill_recorded(started[0], started[1], mark)
         if record and started is not None:
             _remove(record)
         return _outcome(raw, proc.returncode, out, err, timeout_s)
 
 
-def _wait(proc, watch_w: int, status_r: int, should_stop, backstop_s: float, lease, record) -> bytes:
+def _wait(proc, watch_w: int, status_r: int, should_stop, backstop_s: float, lease, record, mark) -> bytes:
     """Until the supervisor closes the status pipe (it ended, or was killed): its report, read as it
     comes. Meanwhile: the stop request, the backstop, the lease's renewals, the record."""
     restore = _raise_on_sigterm()
@@ -211,7 +220,7 @@ def _wait(proc, watch_w: int, status_r: int, should_stop, backstop_s: float, lea
                     recorded = True
                     started = _split_started(raw)[0]
                     if started is not None:
-                        _write_record(record, started)
+                        _write_record(record, started, mark)
             if not stop_sent and should_stop is not None and should_stop():
                 proc.send_signal(signal.SIGTERM)
                 stop_sent = True
@@ -289,30 +298,83 @@ def _report_line(status: dict) -> bytes:
     return ("exit %d %d %s\n" % (status["code"], status["out_bytes"], status["reason"] or "-")).encode("utf-8")
 
 
-def _kill_recorded(pgid: int, start) -> bool:
-    """SIGKILL the process group ``pgid`` whose leader started at ``start``; True if it was signalled.
+def new_mark() -> str:
+    """A fresh random marker for one child (MARK_ENV)."""
+    return os.urandom(12).hex()
 
-    A group outlives its leader (killed by PR_SET_PDEATHSIG) while a descendant is in it, and
-    Linux never gives a pid to a new process while a group still bears it: so the group is
-    killed when its leader is gone or is the same process (same start time), never when the
-    pid now names another process. Without /proc (no start time) nothing is killed.
+
+def _boot_id():
+    try:
+        with open(BOOT_ID_PATH) as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def _marked_members(pgid: int, mark: str) -> list:
+    """The pids of group ``pgid`` whose environment holds ``MARK_ENV=mark`` (/proc); [] without /proc."""
+    want = ("%s=%s" % (MARK_ENV, mark)).encode()
+    found = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as fh:
+                if int(fh.read().rsplit(") ", 1)[1].split()[2]) != pgid:
+                    continue
+            with open("/proc/%d/environ" % pid, "rb") as fh:
+                if want in fh.read().split(b"\0"):
+                    found.append(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _kill_recorded(pgid: int, start, mark=None) -> bool:
+    """SIGKILL what is left of the child's process group ``pgid`` (its leader started at ``start``);
+    True if anything was signalled.
+
+    Never group 0 or 1 (``killpg(0)`` is the caller's own group) nor the caller's own group.
+    While the leader runs (same pid, same start time: the same process) the whole group is
+    killed. Once the leader is gone the group id may name another group (a daemon's whose
+    leader exited, after the pid was reused): then only the group's processes whose
+    environment holds the child's marker (``mark``, MARK_ENV) are killed, one by one; none
+    without a marker. Without /proc (no start time) nothing is killed.
     """
-    if start is None:
+    try:
+        own = os.getpgid(0)
+    except OSError:
+        own = None
+    if start is None or pgid <= 1 or pgid == own:
         return False
     stat = _proc_stat(pgid)
-    if stat is not None and stat[1] != start:
-        return False
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+    if stat is not None:
+        if stat[1] != start:
+            return False
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    killed = False
+    for pid in _marked_members(pgid, mark) if mark else ():
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
 
 
-def _write_record(path: str, started) -> None:
-    """Note the running child's group and its owner (this process), atomically; best effort."""
+def _write_record(path: str, started, mark=None) -> None:
+    """Note the running child's group, its marker, this boot and its owner (this process),
+    atomically; best effort (a writer killed mid-way leaves ``<path>.tmp.<pid>``: kill_leftover
+    reads it as the record, then removes it)."""
     import json
-    doc = {"pgid": started[0], "start": started[1], "owner": os.getpid(), "owner_start": _start_time(os.getpid())}
+    doc = {"pgid": started[0], "start": started[1], "owner": os.getpid(), "owner_start": _start_time(os.getpid()),
+           "boot": _boot_id(), "mark": mark}
     tmp = "%s.tmp.%d" % (path, os.getpid())
     try:
         with open(tmp, "w") as fh:
@@ -330,23 +392,44 @@ def _remove(path: str) -> None:
 
 
 def kill_leftover(path: str):
-    """Kill the process group a record (``run``'s ``record``) names if its owner is dead; return
-    the group id it killed, else None. The record is removed unless its owner still runs."""
+    """Kill what is left of the process group a record (``run``'s ``record``) names if its owner
+    is dead (see _kill_recorded); return the group id, if anything was killed, else None. The
+    record is removed unless its owner still runs; so is a ``<path>.tmp.<pid>`` a killed writer
+    left (read as the record first). A record from another boot (boot id) kills nothing."""
+    folder, base = os.path.split(path)
+    prefix = base + ".tmp."
+    try:
+        names = [n for n in os.listdir(folder or ".") if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    except OSError:
+        names = []
+    killed = None
+    for name in names:
+        writer = int(name[len(prefix):])
+        stat = _proc_stat(writer)
+        if writer != os.getpid() and (stat is None or stat[0] == "Z"):  # the writer is gone: it never renamed it
+            killed = _kill_leftover_one(os.path.join(folder, name), True) or killed
+    return _kill_leftover_one(path, False) or killed
+
+
+def _kill_leftover_one(path: str, orphan: bool):
     import json
     try:
         with open(path) as fh:
             rec = json.load(fh)
         pgid, start = int(rec["pgid"]), rec.get("start")
         owner, owner_start = int(rec.get("owner") or 0), rec.get("owner_start")
+        boot, mark = rec.get("boot"), rec.get("mark")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         _remove(path)
         return None
     stat = _proc_stat(owner) if owner else None
-    if stat is not None and stat[0] != "Z" and (owner_start is None or stat[1] == owner_start):
+    if not orphan and stat is not None and stat[0] != "Z" and (owner_start is None or stat[1] == owner_start):
         return None  # its owner runs it still (a zombie owner is dead)
-    killed = _kill_recorded(pgid, start)
+    killed = False
+    if boot is not None and boot == _boot_id():
+        killed = _kill_recorded(pgid, start, mark if isinstance(mark, str) else None)
     _remove(path)
     return pgid if killed else None
 

@@ -13,8 +13,10 @@ to ``logs/hooks.log``, at most ``tasks.max_output_bytes`` of its output to
 A hook supervisor killed with SIGKILL takes the hook's leader with it
 (PR_SET_PDEATHSIG, Linux), but not what the hook started in its group: the
 supervisor notes the group in ``<run_dir>/hook-child.<node>.<pid>.json``,
-and the next hook this node fires first kills any group whose supervisor
-is gone (child.kill_leftover; Linux, where /proc tells a reused pid apart).
+and the next hook this node fires first kills what is left of any group whose
+supervisor is gone (child.kill_leftover; Linux, where /proc tells a reused pid
+apart): once the hook's leader is gone, only the processes carrying the hook's
+own marker (child.MARK_ENV, random per hook) in their environment.
 """
 
 import os
@@ -34,6 +36,7 @@ def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
     import child
     env = child.clean_env(ctx.cfg, dict(NODE_ID=ctx.node_id, LEADER_ID=leader_id or "", EPOCH=str(epoch), HOOK=name))
     env.update({k: str(v) for k, v in extra_env.items()})
+    env[child.MARK_ENV] = child.new_mark()  # the supervisor notes it in its record; the hook inherits it
     log_path = os.path.join(ctx.cfg.log_dir, "hooks.log")
     logging = ctx.cfg["logging"]
     limits = "%d,%d,%d" % (ctx.cfg["tasks"]["max_output_bytes"], logging["max_bytes"], logging["backup_count"])
@@ -57,10 +60,10 @@ def _kill_leftovers(ctx, record: str) -> None:
     import child
     folder, prefix = os.path.split(record)
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".json")]
+        names = {n.split(".tmp.", 1)[0] for n in os.listdir(folder) if n.startswith(prefix)}
     except OSError:
         return
-    for name in names:
+    for name in sorted(n for n in names if n.endswith(".json")):  # a killed writer's .tmp.<pid> goes too
         left = child.kill_leftover(os.path.join(folder, name))
         if left:
             ctx.log.warning("killed the process group %s a killed hook supervisor left running", left)
@@ -74,7 +77,7 @@ def _supervise(timeout_s: float, log_path: str, name: str, limits: str, argv: li
     record = "%s%d.json" % (record, os.getpid()) if record else ""
 
     def note(pgid, start):  # this process is the record's owner: kill_leftover spares it while it runs
-        child._write_record(record, (pgid, start))
+        child._write_record(record, (pgid, start), os.environ.get(child.MARK_ENV))
     try:
         with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as nothing:
             try:

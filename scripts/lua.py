@@ -845,13 +845,34 @@ local function fail_attempt(id, reason)
 end
 
 -- The running attempt's lease (keys.task_lease): '<token> <instance>' with a PX TTL, set at the
--- claim, renewed by its worker (TASK_RENEW). A running attempt is moved (reclaimed, or counted
--- as interrupted) only once its lease lapsed: its handler has been killed by then (child.py).
+-- claim, renewed by its worker (TASK_RENEW); each also writes the task's `lease_until_ms` (Redis
+-- TIME + the lease's ttl) and the claim `lease_of` (the attempt's token). A running attempt is
+-- moved (reclaimed, or counted as interrupted) only once its lease lapsed: the key no longer names
+-- the attempt AND Redis's clock is past lease_until_ms (a key deleted by hand, or lost in a
+-- failover, moves nothing before then); its handler has been killed by then (child.py).
+-- An attempt whose lease_of is not its token was claimed by a release before the attempt lease
+-- (a rolling upgrade): 'pre', moved only by the old rule (its node's heartbeat gone, or past its
+-- deadline + tasks.reclaim_grace_s). A lease key of another type is never an error: before
+-- lease_until_ms it counts as held; after it, it is deleted (an event names it) and lapsed.
+local EVENTS_KEY, EVENTS_MAXLEN = nil, 0
+""" + _EVENT + """
 local function lease_value(token, instance) return tostring(token) .. ' ' .. tostring(instance or '') end
 
-local function lease_holds(lease_key, t)
-  local f = redis.call('HMGET', t, 'token', 'instance')
-  return redis.call('GET', lease_key) == lease_value(f[1], f[2])
+local function lease_state(lease_key, t)
+  local f = redis.call('HMGET', t, 'token', 'instance', 'lease_of', 'lease_until_ms')
+  if not f[1] or f[3] ~= f[1] then return 'pre' end
+  local kind = redis.call('TYPE', lease_key).ok
+  if kind == 'string' and redis.call('GET', lease_key) == lease_value(f[1], f[2]) then return 'held' end
+  local lease_until = tonumber(f[4])
+  if lease_until and NOW <= lease_until then return 'held' end
+  if kind ~= 'string' and kind ~= 'none' then
+    redis.call('DEL', lease_key)
+    if EVENTS_KEY then
+      event('task_lease_wrong_type', ME, 0, EVENTS_MAXLEN, lease_key .. ' was a ' .. kind
+        .. ', not the attempt lease of ' .. tostring(f[1]) .. ': deleted, the attempt counts as lapsed')
+    end
+  end
+  return 'lapsed'
 end
 
 -- pending -> running on this node; the token (runs@node) names this attempt and no other; the
@@ -865,7 +886,7 @@ local function start_attempt(id, stream, eid, lease_key, lease_ms, instance)
   local timeout_ms = tonumber(f[4])
   local token = runs .. '@' .. ME
   redis.call('HSET', t, 'state', 'running', 'worker', ME, 'token', token, 'started_ms', NOW, 'updated_ms', NOW,
-    'deadline_ms', NOW + timeout_ms, 'instance', instance)
+    'deadline_ms', NOW + timeout_ms, 'instance', instance, 'lease_of', token, 'lease_until_ms', NOW + lease_ms)
   redis.call('SET', lease_key, lease_value(token, instance), 'PX', lease_ms)
   redis.call('ZREM', IDX_PENDING, id)
   redis.call('ZADD', IDX_RUNNING, NOW + timeout_ms, id)
@@ -959,17 +980,22 @@ end
 # task) and whose attempt lease lapsed, is an attempt a crashed earlier run left behind: it counts
 # as failed (retry or dead). One whose lease holds is left alone (its worker still renews it), and
 # so is one another instance with this node id took (the leader's reclaim moves it once it lapsed).
-# KEYS[1..7] task header, KEYS[8] nodes hash, KEYS[9..] the streams the worker reads, in priority order
+# A 'pre' attempt (claimed here by a release before the attempt lease, so no instance of its own)
+# counts as interrupted at once, as that release's claim did (the node's record names this instance).
+# KEYS[1..7] task header, KEYS[8] nodes hash, KEYS[9] events stream, KEYS[10..] the streams the
+#   worker reads, in priority order
 # ARGV[1..8] task header, ARGV[9] pending entries examined per stream, ARGV[10] instance token,
-#   ARGV[11] attempt lease key prefix (keys.task_lease('')), ARGV[12] attempt lease ms (node.heartbeat_ttl)
+#   ARGV[11] attempt lease key prefix (keys.task_lease('')), ARGV[12] attempt lease ms (node.heartbeat_ttl),
+#   ARGV[13] events maxlen
 # Returns {task, waiting, interrupted}: task = {id, type, payload, attempt, max attempts,
 # timeout ms, token, stream, entry id} or {}; waiting = further delivered entries not started;
 # interrupted = {id, 'retry' | 'dead', ...}; or a COLLISION error (see _TASK_WORKER).
 TASK_CLAIM = Script(_TASK_WORKER + """
 local collision = refused(KEYS[8], ARGV[10])
 if collision then return collision end
+EVENTS_KEY, EVENTS_MAXLEN = KEYS[9], ARGV[13]
 local claimed, waiting, interrupted = {}, 0, {}
-for i = 9, #KEYS do
+for i = 10, #KEYS do
   local stream = KEYS[i]
   local pel = redis.pcall('XPENDING', stream, GROUP, '-', '+', tonumber(ARGV[9]), ME)
   if not failed(pel) then
@@ -984,7 +1010,7 @@ for i = 9, #KEYS do
           waiting = waiting + 1
         end
       elseif f[2] == eid and f[1] == 'running' and f[3] == ME
-          and ((f[5] and f[5] ~= ARGV[10]) or lease_holds(ARGV[11] .. id, task_key(id))) then
+          and ((f[5] and f[5] ~= ARGV[10]) or lease_state(ARGV[11] .. id, task_key(id)) == 'held') then
         -- running elsewhere (another instance) or still renewed: not ours to move
       else
         redis.call('XACK', stream, GROUP, eid)
@@ -1069,6 +1095,8 @@ return handed
 #      worker renews it while the handler runs, whether or not its heartbeat goes on);
 #   2. running tasks in the running index whose attempt lease lapsed, whatever their entry
 #      (acked or lost): the same retry path (the BATCH with the earliest deadlines per call);
+#      a 'pre' attempt (claimed by a release before the attempt lease) only by the old rule:
+#      its worker's hb key gone, or past its deadline + grace;
 #   3. pending tasks whose entry can no longer be delivered (deleted or lost): re-queued;
 #      SWEEP_MAX of them per call, from a cursor kept in KEYS[11] (a rank in the pending
 #      index, back to 0 at its end), so tasks that wait long (for an absent node) never
@@ -1078,12 +1106,13 @@ return handed
 # KEYS[1] leader, KEYS[2] epoch, KEYS[3] term, KEYS[4..10] task header, KEYS[11] sweep cursor
 # ARGV[1] me, ARGV[2] my epoch, ARGV[3] my instance token, ARGV[4..11] task header, ARGV[12] grace ms,
 #   ARGV[13] batch (entries or tasks per step), ARGV[14] heartbeat key prefix,
-#   ARGV[15] attempt lease key prefix (keys.task_lease(''))
+#   ARGV[15] attempt lease key prefix (keys.task_lease('')), ARGV[16] events maxlen; KEYS[12] events stream
 # Returns {more (1 if a batch was full), {id, outcome, reason, ...}}; FENCED error if not leader.
 TASK_RECLAIM = Script(FENCE + _task_lib(4, 4) + """
 local type_error = header_type_error()
 if type_error then return type_error end
 local GRACE_MS, BATCH, HB_PFX, LEASE_PFX = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14], ARGV[15]
+EVENTS_KEY, EVENTS_MAXLEN = KEYS[12], ARGV[16]
 local grace_text = tostring(GRACE_MS / 1000) .. 's grace'
 local notes, more, alive = {}, 0, {}
 local function note(id, outcome, reason)
@@ -1096,9 +1125,9 @@ end
 local function reclaim_entry(stream, eid, reason)
   local id = entry_task(stream, eid)
   local f = id and redis.call('HMGET', task_key(id), 'state', 'entry', 'attempts') or {}
-  if f[2] == eid and f[1] == 'running' and lease_holds(LEASE_PFX .. id, task_key(id)) then
+  if f[2] == eid and f[1] == 'running' and lease_state(LEASE_PFX .. id, task_key(id)) == 'held' then
     return  -- its worker still renews the attempt's lease: the handler may be running
-  end
+  end  -- ('pre' attempts come here only by the old rule: hb key gone, or idle past timeout + grace)
   redis.call('XCLAIM', stream, GROUP, ME, 0, eid, 'JUSTID')
   redis.call('XACK', stream, GROUP, eid)
   if not id or f[2] ~= eid then return end
@@ -1139,12 +1168,27 @@ for _, stream in ipairs(redis.call('SMEMBERS', STREAMS)) do
   end
 end
 
--- 2. the running index: attempts whose lease lapsed
-for _, id in ipairs(redis.call('ZRANGE', IDX_RUNNING, 0, BATCH - 1)) do
+-- 2. the running index: attempts whose lease lapsed ('pre' ones: by the old rule)
+local running = redis.call('ZRANGE', IDX_RUNNING, 0, BATCH - 1, 'WITHSCORES')
+for i = 1, #running, 2 do
+  local id, deadline = running[i], tonumber(running[i + 1])
   local f = redis.call('HMGET', task_key(id), 'state', 'stream', 'entry', 'worker', 'attempts')
+  local state = f[1] == 'running' and lease_state(LEASE_PFX .. id, task_key(id))
   if f[1] ~= 'running' then
     redis.call('ZREM', IDX_RUNNING, id)
-  elseif not lease_holds(LEASE_PFX .. id, task_key(id)) then
+  elseif state == 'pre' then
+    if deadline < NOW - GRACE_MS or not is_alive(tostring(f[4])) then
+      if f[3] and f[3] ~= '' then
+        redis.pcall('XCLAIM', f[2], GROUP, ME, 0, f[3], 'JUSTID')
+        redis.pcall('XACK', f[2], GROUP, f[3])
+      end
+      local reason = 'worker ' .. tostring(f[4]) .. ' is offline or has left'
+      if is_alive(tostring(f[4])) then
+        reason = 'no result from ' .. tostring(f[4]) .. ' by its deadline plus ' .. grace_text
+      end
+      note(id, fail_attempt(id, 'attempt ' .. tostring(f[5]) .. ': ' .. reason), reason)
+    end
+  elseif state ~= 'held' then
     if f[3] and f[3] ~= '' then
       redis.pcall('XCLAIM', f[2], GROUP, ME, 0, f[3], 'JUSTID')
       redis.pcall('XACK', f[2], GROUP, f[3])
@@ -1198,13 +1242,36 @@ redis.call('ZREMRANGEBYSCORE', IDX_DEAD, '-inf', NOW - DONE_TTL_MS)
 return {more, notes}
 """)
 
-# TASK_RENEW: extend a running attempt's lease, only while it is still that attempt's (the value
-# names the attempt's token and the instance that claimed it; a lapsed lease is not renewed).
-# KEYS[1] the attempt lease (keys.task_lease); ARGV[1] '<token> <instance token>', ARGV[2] lease ms
+# TASK_RENEW: extend a running attempt's lease (the key's TTL and the task's lease_until_ms), only
+# while the task still runs that attempt (the value names the attempt's token and the instance that
+# claimed it; a lapsed lease is not renewed). A key gone (DEL, a failover that lost it) or of
+# another type (deleted; an event names it) while Redis's clock is not past lease_until_ms is
+# written back: nothing can have moved the attempt before then.
+# KEYS[1] the attempt lease (keys.task_lease), KEYS[2] the task hash, KEYS[3] events stream
+# ARGV[1] '<token> <instance token>', ARGV[2] lease ms, ARGV[3] events maxlen, ARGV[4] node id
 # Returns 1 (renewed) or 0 (lost: lapsed, or the attempt was finished, reclaimed or handed back).
 TASK_RENEW = Script("""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.replicate_commands()
+local EVENTS_KEY = KEYS[3]
+""" + _EVENT + """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local f = redis.call('HMGET', KEYS[2], 'state', 'token', 'instance', 'lease_of', 'lease_until_ms')
+if f[1] ~= 'running' or not f[2] or f[4] ~= f[2] or tostring(f[2]) .. ' ' .. tostring(f[3] or '') ~= ARGV[1] then
+  return 0
+end
+local kind = redis.call('TYPE', KEYS[1]).ok
+if not (kind == 'string' and redis.call('GET', KEYS[1]) == ARGV[1]) then
+  local lease_until = tonumber(f[5])
+  if not lease_until or now > lease_until then return 0 end
+  if kind ~= 'string' and kind ~= 'none' then
+    redis.call('DEL', KEYS[1])
+    event('task_lease_wrong_type', ARGV[4], 0, ARGV[3], KEYS[1] .. ' was a ' .. kind
+      .. ', not the attempt lease of ' .. f[2] .. ': replaced by it')
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+redis.call('HSET', KEYS[2], 'lease_until_ms', now + tonumber(ARGV[2]))
 return 1
 """)
 

@@ -395,8 +395,9 @@ def _claim(ctx, streams: list, read_new: bool):
                       args + (PROMOTE_BATCH,) + tuple(offered_labels(ctx))))
         items.append(("XREADGROUP", "GROUP", GROUP, ctx.node_id, "COUNT", 1, "STREAMS")
                      + tuple(streams) + (">",) * len(streams))
-    items.append((lua.TASK_CLAIM, ks + (keys.nodes(),) + tuple(streams),
-                  args + (CLAIM_SCAN, _instance(ctx), keys.task_lease(""), _ms(_lease_ttl_s(ctx)))))
+    items.append((lua.TASK_CLAIM, ks + (keys.nodes(), keys.events()) + tuple(streams),
+                  args + (CLAIM_SCAN, _instance(ctx), keys.task_lease(""), _ms(_lease_ttl_s(ctx)),
+                          ctx.cfg["cluster"]["events_maxlen"])))
     sent_at = time.monotonic()  # the attempt lease runs from no earlier than this
     replies = _request(ctx.redis, items)
     if isinstance(replies[-1], rc.ResponseError):
@@ -441,7 +442,8 @@ def attempt_lease(ctx, task: Task):
     def renew():
         sent_at = time.monotonic()
         try:
-            held = lua.TASK_RENEW(ctx.redis, (key,), (value, _ms(ttl_s)))
+            held = lua.TASK_RENEW(ctx.redis, (key, keys.task(task.id), keys.events()),
+                                  (value, _ms(ttl_s), ctx.cfg["cluster"]["events_maxlen"], ctx.node_id))
         except rc.RedisError as exc:
             ctx.log.warning("task %s: renewing the attempt lease failed: %s", task.id, exc)
             return None
@@ -612,11 +614,11 @@ def reclaim(ctx, epoch: int) -> int:
         ks, args = _header(ctx)
         try:
             more, notes = lua.TASK_RECLAIM(ctx.redis, (keys.leader(), keys.epoch(), keys.term()) + ks
-                                           + (keys.task_sweep(),),
+                                           + (keys.task_sweep(), keys.events()),
                                            (ctx.node_id, str(epoch), local_state.instance_token(ctx.cfg.run_dir,
                                                                                                 ctx.node_id))
                                            + args + (grace_ms, RECLAIM_BATCH, keys.heartbeat(""),
-                                                     keys.task_lease("")))
+                                                     keys.task_lease(""), ctx.cfg["cluster"]["events_maxlen"]))
         except rc.ResponseError as exc:
             if not str(exc).startswith("FENCED"):
                 raise

@@ -315,6 +315,7 @@ class Routing(ClusterCase):
         task, _, _ = taskq._claim(doomed, taskq.worker_streams(doomed), read_new=True)
         self.assertEqual(task.id, task_id)  # then "doomed" dies: it has no heartbeat key
         SERVER.command("DEL", keys.task_lease(task_id))  # and its attempt lease lapses, never renewed
+        SERVER.command("HSET", keys.task(task_id), "lease_until_ms", 0)
         self.assertEqual(taskq.reclaim(leader, 7), 1)
         self.assertEqual(taskq.work_tick(spare)["done"], 1)
         rec = taskq.status(leader, task_id)

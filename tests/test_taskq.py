@@ -89,6 +89,7 @@ class TaskQueueTestCase(unittest.TestCase):
         """The attempt lease lapses, as Redis lets it when its worker stopped renewing for
         node.heartbeat_ttl (a claim in these tests runs no handler, so nothing renews it)."""
         SERVER.command("DEL", keys.task_lease(task_id))
+        SERVER.command("HSET", keys.task(task_id), "lease_until_ms", 0)
 
 
 class SubmitAndWork(TaskQueueTestCase):
@@ -661,6 +662,78 @@ class AttemptLease(TaskQueueTestCase):
                 grandchild = int(fh.read())
             wait_for(lambda: not process_alive(grandchild), 5, message="the grandchild to be killed")
 
+    def pre_lease(self, tid: str, keep_stale_instance: bool) -> None:
+        """Make a running attempt look like one a release before the attempt lease claimed: no
+        lease fields on the task, no lease key; or (``keep_stale_instance``) an earlier attempt's
+        lease fields left on the hash, the old release having only written its own token."""
+        SERVER.command("DEL", keys.task_lease(tid))
+        if keep_stale_instance:
+            SERVER.command("HSET", keys.task(tid), "token", "9@" + SERVER.command("HGET", keys.task(tid), "worker"),
+                           "lease_until_ms", 0)
+        else:
+            SERVER.command("HDEL", keys.task(tid), "instance", "lease_of", "lease_until_ms")
+
+    def test_a_pre_lease_attempt_moves_only_by_the_old_rule(self):
+        # a rolling upgrade: w1 (an older release) claimed these; the upgraded leader must not move them
+        # while w1's heartbeat lives and their deadline (+ reclaim_grace_s) has not passed
+        leader = self.make_leader()
+        w1 = self.ctx("w1")
+        SERVER.command("SET", keys.heartbeat("w1"), "1", "PX", 60000)
+        ids = [taskq.submit(w1, "true", "{}")["id"] for _ in range(2)]
+        for _ in ids:
+            self.claim(w1)
+        for tid, stale in zip(ids, (False, True)):
+            self.pre_lease(tid, stale)
+        self.assertEqual(taskq.reclaim(leader, 7), 0)
+        self.assertEqual([self.state(t)["state"] for t in ids], ["running", "running"])
+        # past its deadline (grace 0 here): the old rule moves the first
+        SERVER.command("ZADD", keys.task_index("running"), 1, ids[0])
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        self.assertEqual(self.state(ids[0])["state"], "pending")
+        self.assertIn("deadline", self.state(ids[0])["error"])
+        # w1's heartbeat gone: the old rule moves the second
+        SERVER.command("DEL", keys.heartbeat("w1"))
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        self.assertEqual(self.state(ids[1])["state"], "pending")
+
+    def test_a_wrong_typed_lease_key_wedges_nothing(self):
+        leader, w1 = self.make_leader(), self.ctx("w1")
+        stuck = taskq.submit(w1, "true", "{}")["id"]
+        task = self.claim(w1)
+        lapsed = taskq.submit(w1, "true", "{}")["id"]
+        self.claim(w1)
+        self.lapse(lapsed)
+        SERVER.command("DEL", keys.task_lease(stuck))
+        SERVER.command("HSET", keys.task_lease(stuck), "x", "1")  # an operator's (or a script's) mistake
+        self.assertEqual(taskq.reclaim(leader, 7), 1)  # the other task still moves; this one is not lapsed yet
+        self.assertEqual((self.state(stuck)["state"], self.state(lapsed)["state"]), ("running", "pending"))
+        taskq._claim(w1, taskq.worker_streams(w1), read_new=True)  # the worker's claim is not wedged either
+        lease = taskq.attempt_lease(w1, task)
+        self.assertTrue(lease.renew())  # the renewal puts its lease back as a string
+        self.assertEqual(SERVER.command("TYPE", keys.task_lease(stuck)), "string")
+        SERVER.command("DEL", keys.task_lease(stuck))
+        SERVER.command("HSET", keys.task_lease(stuck), "x", "1")
+        SERVER.command("HSET", keys.task(stuck), "lease_until_ms", 0)  # past the attempt's lease
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+        self.assertEqual(self.state(stuck)["state"], "pending")
+        self.assertEqual(SERVER.command("EXISTS", keys.task_lease(stuck)), 0)
+        events = SERVER.command("XRANGE", keys.events(), "-", "+")
+        self.assertTrue(any(keys.task_lease(stuck).encode() in b" ".join(
+            f if isinstance(f, bytes) else str(f).encode() for f in e[1]) for e in events), events)
+        self.assertEqual(lease.renew(), 0)  # and the old attempt learns it lost its lease
+
+    def test_a_deleted_lease_key_moves_nothing_before_the_attempt_s_lease_until(self):
+        leader, w1 = self.make_leader(), self.ctx("w1")
+        tid = taskq.submit(w1, "true", "{}")["id"]
+        task = self.claim(w1)
+        SERVER.command("DEL", keys.task_lease(tid))  # an operator's DEL, or a replica that missed the key
+        self.assertEqual(taskq.reclaim(leader, 7), 0)
+        self.assertEqual(self.state(tid)["state"], "running")
+        self.assertTrue(taskq.attempt_lease(w1, task).renew())  # its worker renews it back
+        self.assertEqual(SERVER.command("TYPE", keys.task_lease(tid)), "string")
+        self.lapse(tid)
+        self.assertEqual(taskq.reclaim(leader, 7), 1)
+
 
 class ChildSupervisor(unittest.TestCase):
     """The supervisor's lean start (no ctypes, no os.execvpe, a text protocol) keeps its guarantees."""
@@ -699,6 +772,101 @@ class ChildSupervisor(unittest.TestCase):
             self.assertIsNone(child._report(cut), cut)
         status = {"error": "cannot run x: two\nlines"}
         self.assertEqual(child._report(child._report_line(status)), {"error": "cannot run x: two lines"})
+
+
+class LeftoverKiller(unittest.TestCase):
+    """child.kill_leftover kills only what a killed supervisor's child left, never another group."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="leftover-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.record = os.path.join(self.tmp, "rec.json")
+        self.victims = []
+        self.addCleanup(self.kill_victims)
+
+    def kill_victims(self):
+        import signal
+        for pid in self.victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def dead_pid(self) -> int:
+        import subprocess
+        proc = subprocess.Popen(["true"])
+        proc.wait()
+        return proc.pid
+
+    def orphaned_group(self, mark=None):
+        """(pid, pgid) of a sleeper left in a group whose leader exited, as a killed supervisor's handler
+        leaves it; with ``mark``, the sleeper carries the marker the supervisor gives the handler."""
+        import subprocess
+        import child
+        env = dict(os.environ)
+        if mark:
+            env[child.MARK_ENV] = mark
+        proc = subprocess.Popen(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], stdout=subprocess.PIPE, env=env,
+                                start_new_session=True)
+        pid = int(proc.stdout.read())
+        proc.wait()
+        proc.stdout.close()
+        self.victims.append(pid)
+        return pid, proc.pid
+
+    def write(self, path=None, **fields):
+        import child
+        rec = dict(pgid=0, start="4242", owner=self.dead_pid(), owner_start="1", boot=child._boot_id(), mark="m-1")
+        rec.update(fields)
+        with open(path or self.record, "w") as fh:
+            json.dump(rec, fh)
+
+    def alive(self, pid) -> bool:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return process_alive(pid)
+
+    @unittest.skipUnless(os.path.exists("/proc/self/stat"), "needs /proc")
+    def test_a_record_naming_group_0_1_or_the_caller_s_own_is_refused(self):
+        import subprocess
+        for pgid in (0, 1, -5, "own"):
+            code = ("import json, os, sys; sys.path.insert(0, %r); import child\n"
+                    "rec = json.load(open(%r)); rec['pgid'] = os.getpgid(0) if rec['pgid'] == 'own' else rec['pgid']\n"
+                    "json.dump(rec, open(%r, 'w')); print(child.kill_leftover(%r)); print('survived')"
+                    % (os.path.join(os.path.dirname(HERE), "scripts"), self.record, self.record, self.record))
+            self.write(pgid=pgid)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, start_new_session=True,
+                                 timeout=60)
+            self.assertEqual(out.stdout.split(), ["None", "survived"], (pgid, out.returncode, out.stderr))
+            self.assertFalse(os.path.exists(self.record))
+
+    @unittest.skipUnless(os.path.exists("/proc/self/stat"), "needs /proc")
+    def test_a_group_whose_leader_is_gone_loses_only_the_processes_carrying_the_marker(self):
+        import child
+        stranger, stranger_group = self.orphaned_group()  # e.g. a daemon whose group got the recorded id
+        self.write(pgid=stranger_group, start="4242", mark="m-%s" % os.urandom(4).hex())
+        self.assertIsNone(child.kill_leftover(self.record))
+        self.assertTrue(self.alive(stranger))
+        ours, our_group = self.orphaned_group(mark="m-ours")
+        self.write(pgid=our_group, start="4242", mark="m-ours", boot="another-boot")
+        self.assertIsNone(child.kill_leftover(self.record))  # a record from another boot names nothing of ours
+        self.assertTrue(self.alive(ours))
+        self.write(pgid=our_group, start="4242", mark="m-ours")
+        self.assertEqual(child.kill_leftover(self.record), our_group)
+        wait_for(lambda: not self.alive(ours), 5, message="the marked leftover to be killed")
+        self.assertTrue(self.alive(stranger))
+
+    @unittest.skipUnless(os.path.exists("/proc/self/stat"), "needs /proc")
+    def test_a_killed_writer_s_temporary_record_is_not_left_behind(self):
+        import child
+        ours, our_group = self.orphaned_group(mark="m-tmp")
+        dead = self.dead_pid()
+        self.write(path="%s.tmp.%d" % (self.record, dead), pgid=our_group, owner=dead, mark="m-tmp")
+        child.kill_leftover(self.record)
+        self.assertEqual(os.listdir(self.tmp), [])
+        wait_for(lambda: not self.alive(ours), 5, message="the group the unfinished record named to be killed")
 
 
 class Redis5Compatibility(TaskQueueTestCase):
