@@ -209,16 +209,24 @@ class Elector:
         ``on_lose_leadership`` gets the epoch of the term that ended. A node
         that moves straight from leading one term to leading a newer one (its
         lease lapsed and one of its processes took a new term before any step
-        saw it lose) fires only ``on_become_leader`` with the new epoch: it never
-        stopped holding the lease as far as its steps saw, and a lose hook run
-        while it holds the lease would contradict it.
+        saw it lose, or it kept its lease through a bootstrap round and then
+        started a new term under it) fires only ``on_become_leader`` with the
+        new epoch: it never stopped holding the lease as far as its steps saw,
+        and a lose hook run while it holds the lease would contradict it.
         """
         stale = []
+        # This node keeps its lease through a bootstrap round (a master change, an epoch raised under
+        # it): it is fenced and starts a new term when the round ends, and no other node can lead
+        # meanwhile, so nothing was lost: no hook, no change, as for a straight move to a new term.
+        holding_through_round = obs.outcome == "waiting" and obs.leader == self.ctx.node_id
 
         def change(state):
             recorded = state.get("epoch", 0)
             if local_state.sane_epoch(recorded) and obs.epoch < recorded:
                 stale.append(recorded)
+                return
+            if holding_through_round and state.get("is_leader"):
+                state["max_epoch"] = max(local_state.max_epoch_of(state), obs.epoch)
                 return
             state.update(is_leader=obs.is_leader, leader=obs.leader, epoch=obs.epoch,
                          max_epoch=max(local_state.max_epoch_of(state), obs.epoch))
@@ -230,6 +238,10 @@ class Elector:
         if stale:
             log.info("ignored a stale election view (%s at epoch %d; epoch %d is recorded)",
                      obs.outcome, obs.epoch, stale[0])
+            return
+        if holding_through_round and before.get("is_leader"):
+            log.info("keeping the lease of epoch %s through a bootstrap round: fenced until a new term starts",
+                     before.get("epoch"))
             return
         change(self.state)
         was_leader, old_leader, old_epoch = before.get("is_leader", False), before.get("leader", ""), before.get("epoch", 0)

@@ -421,6 +421,20 @@ class HookTransitions(unittest.TestCase):
         self.assertEqual(Elector(self.ctx).try_acquire_or_renew().outcome, "follower")
         self.assertEqual(sorted(self.fired), [("on_leader_change", 7), ("on_lose_leadership", 6)])
 
+    def test_keeping_the_lease_through_a_bootstrap_round_fires_no_lose_hook(self):
+        self.assertEqual(Elector(self.ctx).try_acquire_or_renew().epoch, 5)
+        # the master changed (a failover, a restart from files): the server key names another server
+        self.server.command("SET", "openclaw:cluster:server", "the-old-master")
+        del self.fired[:]
+        obs = Elector(self.ctx).try_acquire_or_renew()
+        self.assertEqual((obs.outcome, obs.leader), ("waiting", ME))
+        self.assertEqual(self.server.command("GET", "openclaw:cluster:leader"), ME)
+        self.assertEqual(self.fired, [])  # fenced, yet no other node can lead: nothing lost
+        self.server.command("DEL", "openclaw:cluster:bootstrap")  # the round is over
+        obs = Elector(self.ctx).try_acquire_or_renew()
+        self.assertEqual((obs.outcome, obs.epoch), ("acquired", 6))
+        self.assertEqual(self.fired, [("on_become_leader", 6)])
+
 
 class RedlockLease(unittest.TestCase):
     """Redlock (issue 13, items 4 and 6): the data Redis's lease never outlives the quorum,

@@ -308,14 +308,18 @@ class ClusterView:
         return max([self.epoch(server)] + [n.memory().get("max_epoch", 0) for n in self.nodes])
 
     def steady(self, server):
-        """(leader, epoch) when one leader holds the lease, only it believes so, at Redis's epoch,
-        and every node is online; else None."""
+        """(leader, epoch) when one leader holds the lease in a term that can act (the term hash is
+        at Redis's epoch: not a lease kept through a bootstrap round), only it believes so, at
+        Redis's epoch, and every node is online; else None."""
         leader = server.command("GET", "openclaw:cluster:leader")
         epoch = self.epoch(server)
         members = self.members(server)
         online = all(members.get(n.node_id, (None, 0, False))[0] == "online" and members[n.node_id][2]
                      for n in self.nodes)
         if not (leader and online and self.believers() == [leader]):
+            return None
+        term_epoch = server.command("HGET", "openclaw:cluster:term", "epoch")
+        if term_epoch is None or int(term_epoch) != epoch:
             return None
         leader_node = [n for n in self.nodes if n.node_id == leader][0]
         return (leader, epoch) if leader_node.memory().get("epoch") == epoch else None
