@@ -1169,6 +1169,17 @@ for _, stream in ipairs(redis.call('SMEMBERS', STREAMS)) do
 end
 
 -- 2. the running index: attempts whose lease lapsed ('pre' ones: by the old rule)
+local function move_running(id, f, alive_reason)
+  if f[3] and f[3] ~= '' then
+    redis.pcall('XCLAIM', f[2], GROUP, ME, 0, f[3], 'JUSTID')
+    redis.pcall('XACK', f[2], GROUP, f[3])
+  end
+  local reason = 'worker ' .. tostring(f[4]) .. ' is offline or has left'
+  if is_alive(tostring(f[4])) then
+    reason = 'no result from ' .. tostring(f[4]) .. alive_reason
+  end
+  note(id, fail_attempt(id, 'attempt ' .. tostring(f[5]) .. ': ' .. reason), reason)
+end
 local running = redis.call('ZRANGE', IDX_RUNNING, 0, BATCH - 1, 'WITHSCORES')
 for i = 1, #running, 2 do
   local id, deadline = running[i], tonumber(running[i + 1])
@@ -1178,27 +1189,11 @@ for i = 1, #running, 2 do
     redis.call('ZREM', IDX_RUNNING, id)
   elseif state == 'pre' then
     if deadline < NOW - GRACE_MS or not is_alive(tostring(f[4])) then
-      if f[3] and f[3] ~= '' then
-        redis.pcall('XCLAIM', f[2], GROUP, ME, 0, f[3], 'JUSTID')
-        redis.pcall('XACK', f[2], GROUP, f[3])
-      end
-      local reason = 'worker ' .. tostring(f[4]) .. ' is offline or has left'
-      if is_alive(tostring(f[4])) then
-        reason = 'no result from ' .. tostring(f[4]) .. ' by its deadline plus ' .. grace_text
-      end
-      note(id, fail_attempt(id, 'attempt ' .. tostring(f[5]) .. ': ' .. reason), reason)
+      move_running(id, f, ' by its deadline plus ' .. grace_text)
     end
   elseif state ~= 'held' then
-    if f[3] and f[3] ~= '' then
-      redis.pcall('XCLAIM', f[2], GROUP, ME, 0, f[3], 'JUSTID')
-      redis.pcall('XACK', f[2], GROUP, f[3])
-    end
-    local reason = 'worker ' .. tostring(f[4]) .. ' is offline or has left'
-    if is_alive(tostring(f[4])) then
-      reason = 'no result from ' .. tostring(f[4]) .. ' and its attempt lease lapsed (not renewed within '
-        .. 'node.heartbeat_ttl: worker frozen, killed or cut off from Redis)'
-    end
-    note(id, fail_attempt(id, 'attempt ' .. tostring(f[5]) .. ': ' .. reason), reason)
+    move_running(id, f, ' and its attempt lease lapsed (not renewed within '
+      .. 'node.heartbeat_ttl: worker frozen, killed or cut off from Redis)')
   end
 end
 
