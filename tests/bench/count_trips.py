@@ -23,14 +23,14 @@ def main() -> int:
     trips, sent = [0], [0]
     request, round_trip = redis_client.Connection.request, redis_client.Connection._round_trip
 
-    def counted(self, commands):
+    def counted(self, commands, *args, **kwargs):
         commands = list(commands)
         sent[0] += len(commands)
-        return request(self, commands)
+        return request(self, commands, *args, **kwargs)
 
-    def counted_trip(self, commands):
+    def counted_trip(self, commands, *args, **kwargs):
         trips[0] += 1
-        return round_trip(self, commands)
+        return round_trip(self, commands, *args, **kwargs)
 
     redis_client.Connection.request = counted
     redis_client.Connection._round_trip = counted_trip
