@@ -778,6 +778,9 @@ class DataCases(BadInputCase):
         first.kill_all()
         wait_for(lambda: SERVER.command("EXISTS", keys.heartbeat("n1")) == 0, 10,
                  message="machine a's heartbeat key to expire")
+        # and its lease: a --loop that finds the id's lease held by another instance exits 1 (it cannot
+        # tell a dead holder from a paused one), so on a loaded machine b must not start before it lapsed
+        wait_for(lambda: SERVER.command("EXISTS", keys.leader()) == 0, 10, message="machine a's lease to lapse")
         second.spawn_all()
         wait_for(lambda: json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["instance"] != token, 10,
                  message="machine b to take the id over once machine a's heartbeat expired")

@@ -67,7 +67,7 @@ def process_alive(pid: int) -> bool:
     try:
         with open("/proc/%d/stat" % pid) as fh:
             return fh.read().split(") ")[-1][:1] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or gone between open and read
         return False
 
 
