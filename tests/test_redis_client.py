@@ -43,9 +43,9 @@ def client(server=None, **kw) -> rc.Redis:
     return rc.Redis(server.host, server.port, **kw)
 
 
-def parse_all(data: bytes, step: int = 0) -> list:
+def parse_all(data: bytes, step: int = 0, **parser_kwargs) -> list:
     """Feed ``data`` (all at once, or ``step`` bytes at a time) and collect every reply."""
-    parser = rc.Parser("test:1")
+    parser = rc.Parser("test:1", **parser_kwargs)
     out = []
     chunks = [data] if not step else [data[i:i + step] for i in range(0, len(data), step)]
     for chunk in chunks:
@@ -643,17 +643,7 @@ class ReplyBoundsTest(unittest.TestCase):
     connect_timeout_s. Bounds here are generous: the point is that they hold at all."""
 
     def parse_bounded(self, data: bytes, max_reply_bytes: int, step: int = 0) -> list:
-        parser = rc.Parser("test:1", max_reply_bytes=max_reply_bytes)
-        out = []
-        chunks = [data] if not step else [data[i:i + step] for i in range(0, len(data), step)]
-        for chunk in chunks:
-            parser.feed(chunk)
-            while True:
-                reply = parser.gets()
-                if reply is rc.NOT_READY:
-                    break
-                out.append(reply)
-        return out
+        return parse_all(data, step, max_reply_bytes=max_reply_bytes)
 
     def test_reply_size_bound_counts_bulk_bytes_and_array_elements(self):
         cap = 100 * rc.REPLY_ITEM_BYTES

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import unittest
+from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -468,14 +469,9 @@ class Issue13(TaskQueueTestCase):
     def test_a_handler_gets_no_redis_credential_in_its_environment(self):
         a = self.ctx("a", handlers={"env": ["env"]})
         secret = "pw-%s" % os.urandom(4).hex()
-        saved = {k: os.environ.get(k) for k in ("REDIS_PASSWORD", "REDISCLI_AUTH", "MY_REDIS_SECRET")}
-        os.environ.update(REDIS_PASSWORD=secret, REDISCLI_AUTH=secret, MY_REDIS_SECRET=secret)
-        try:
+        with mock.patch.dict(os.environ, REDIS_PASSWORD=secret, REDISCLI_AUTH=secret, MY_REDIS_SECRET=secret):
             tid = taskq.submit(a, "env", "{}")["id"]
             self.assertEqual(taskq.work_tick(a)["done"], 1)
-        finally:
-            for name, value in saved.items():
-                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
         rec = self.state(tid)
         self.assertTrue("TASK_ID=%s" % tid in rec["result"], "the handler's own variables are there")
         self.assertFalse(secret in rec["result"], "a handler saw the Redis password")
@@ -490,14 +486,9 @@ class Issue13(TaskQueueTestCase):
             "CACHE_REDIS_URI": "redis://cache-host:6379/0",            # a Redis URL with no password seen
             "INNOCENT_VAR": "kept",
         }
-        saved = {k: os.environ.get(k) for k in planted}
-        os.environ.update(planted)
-        try:
+        with mock.patch.dict(os.environ, planted):
             tid = taskq.submit(a, "env", "{}")["id"]
             self.assertEqual(taskq.work_tick(a)["done"], 1)
-        finally:
-            for name, value in saved.items():
-                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
         result = self.state(tid)["result"]
         self.assertTrue("INNOCENT_VAR=kept" in result, "an unrelated variable is kept")
         self.assertFalse(secret in result, "a handler saw a password embedded in a variable's value")
