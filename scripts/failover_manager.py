@@ -17,8 +17,8 @@ A follower's tick is one round trip.
 
 import sys
 
-import failover
-import runner
+from distnode.cluster import failover
+from distnode.run import runner
 
 def tick(ctx) -> dict:
     return failover.step(ctx)

@@ -14,8 +14,8 @@ taken by another live machine, 2 bad config.
 
 import sys
 
-import runner
-from membership import beat
+from distnode.run import runner
+from distnode.cluster.membership import beat
 
 
 def tick(ctx) -> dict:

@@ -14,8 +14,8 @@ one tick instead of one TTL.
 
 import sys
 
-import runner
-from elector import Elector
+from distnode.run import runner
+from distnode.cluster.elector import Elector
 
 
 def tick(ctx) -> dict:

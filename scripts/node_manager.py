@@ -25,13 +25,13 @@ import os
 import sys
 import time
 
-import keys
-import lua
-import membership
-import runner
-import server_info
-from errors import TickError
-from redis_client import RedisConnectionError, RedisError
+from distnode.core import keys
+from distnode.lua import scripts as lua
+from distnode.cluster import membership
+from distnode.run import runner
+from distnode.redis import server_info
+from distnode.core.errors import TickError
+from distnode.redis.client import RedisConnectionError, RedisError
 
 CLOCK_SKEW_WARN_S = 1.0
 COMMANDS = ("register", "deregister", "status", "health", "prune", "check", "run")
@@ -108,7 +108,7 @@ def _own_election(ctx) -> dict:
     """What this node's elector last ran into, from its memory file: {"unconfirmed": reason,
     "unconfirmed_epoch": epoch} while its last term went unconfirmed (``min_replicas_acked``)
     and no leader has been seen since; {} otherwise."""
-    import local_state
+    from distnode.core import local_state
     state = local_state.read_json(local_state.epoch_memory_path(ctx.cfg.run_dir, ctx.node_id), None)
     note = state.get("unconfirmed") if isinstance(state, dict) else None
     if not isinstance(note, dict) or not ctx.cfg["election"]["min_replicas_acked"]:
@@ -229,7 +229,7 @@ def cmd_check(ctx) -> dict:
 
 
 def cmd_run(ctx) -> dict:
-    import foreground
+    from distnode.run import foreground
     return foreground.run(ctx)
 
 

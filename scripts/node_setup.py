@@ -31,8 +31,8 @@ import subprocess
 import sys
 import time
 
-import config as config_mod
-import runner
+from distnode.core import config as config_mod
+from distnode.run import runner
 
 PROG = "start-node.sh"
 SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -101,7 +101,7 @@ def dir_flags(flags: dict) -> list:
 
 def plan(cfg, flags: dict) -> list:
     """This node's cron jobs: the same jobs and periods as the foreground runner."""
-    import foreground
+    from distnode.run import foreground
     env = {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
     jobs = []
     for name, _tick, period_s in foreground.jobs(cfg):

@@ -32,12 +32,12 @@ import os
 import sys
 import time
 
-import cluster_state
-import config
-import local_state
-import runner
-import shared_state
-from local_state import read_json
+from distnode.cluster import cluster_state
+from distnode.core import config
+from distnode.core import local_state
+from distnode.run import runner
+from distnode.cluster import shared_state
+from distnode.core.local_state import read_json
 
 EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_TIMEOUT = 4, 5, 6
 DEFAULT_WATCH_TIMEOUT_S = 60.0

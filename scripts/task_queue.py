@@ -39,12 +39,12 @@ reply. See scripts/agent_task.py.
 
 import sys
 
-import agent_task
-import config
-import local_state
-import runner
-import taskq
-from errors import TickError
+from distnode.tasks import agent_task
+from distnode.core import config
+from distnode.core import local_state
+from distnode.run import runner
+from distnode.tasks import queue as taskq
+from distnode.core.errors import TickError
 
 EXIT_TASK_DEAD = 1     # submit --wait: the task ended dead
 EXIT_WAIT_TIMEOUT = 4  # submit --wait: the task is still pending or running (it stays queued)

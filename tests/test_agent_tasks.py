@@ -25,13 +25,13 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
-import agent_task  # noqa: E402
-import config  # noqa: E402
-import keys  # noqa: E402
-import local_state  # noqa: E402
-import log as log_mod  # noqa: E402
-import runner  # noqa: E402
-import taskq  # noqa: E402
+from distnode.tasks import agent_task  # noqa: E402
+from distnode.core import config  # noqa: E402
+from distnode.core import keys  # noqa: E402
+from distnode.core import local_state  # noqa: E402
+from distnode.core import log as log_mod  # noqa: E402
+from distnode.run import runner  # noqa: E402
+from distnode.tasks import queue as taskq  # noqa: E402
 from support import fake_openclaw  # noqa: E402
 from support.nodes import FAST, NodeEnv, merge, wait_for, write_config  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402

@@ -28,8 +28,8 @@ for _path in (_HERE, _SCRIPTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import keys  # noqa: E402
-import redis_client as rc  # noqa: E402
+from distnode.core import keys  # noqa: E402
+from distnode.redis import client as rc  # noqa: E402
 from support import fake_servers as fakes  # noqa: E402
 from support.nodes import NodeEnv, wait_for  # noqa: E402
 from support.redis5 import find_redis5  # noqa: E402

@@ -17,10 +17,10 @@ from support.redis_server import RedisServer
 from test_elector import make_ctx, record
 
 sys.path.insert(0, SCRIPTS)
-import local_state  # noqa: E402
-import lua  # noqa: E402
-from elector import Elector  # noqa: E402
-from redis_client import ResponseError, Script  # noqa: E402
+from distnode.core import local_state  # noqa: E402
+from distnode.lua import scripts as lua  # noqa: E402
+from distnode.cluster.elector import Elector  # noqa: E402
+from distnode.redis.client import ResponseError, Script  # noqa: E402
 
 CRASH_BOUND_S = 4.0 + 0.75  # lease_ttl + interval, plus process start-up slack on a loaded 2-core box
 

@@ -15,7 +15,7 @@ for _path in (_HERE, _SCRIPTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import config  # noqa: E402
+from distnode.core import config  # noqa: E402
 
 SECRET = "s3cr3t-Pass-Phrase"
 OUR_ENV = list(config.ENV_OVERRIDES) + ["OPENCLAW_DISTRIBUTED_CONFIG_DIR", "OPENCLAW_DISTRIBUTED_LOG_DIR"]

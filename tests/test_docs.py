@@ -18,7 +18,7 @@ _SCRIPTS = os.path.join(_ROOT, "scripts")
 if _SCRIPTS not in sys.path:
     sys.path.insert(0, _SCRIPTS)
 
-import config  # noqa: E402
+from distnode.core import config  # noqa: E402
 
 READMES = ("README.md", "README_EN.md")
 USER_SCRIPTS = ("heartbeat.py", "leader_election.py", "failover_manager.py", "state_sync.py",

@@ -10,13 +10,13 @@ from support.nodes import SCRIPTS, NodeEnv, processes_using, wait_for, wait_proc
 from support.redis_server import RedisServer
 
 sys.path.insert(0, SCRIPTS)
-import config  # noqa: E402
-import local_state  # noqa: E402
-import log as log_mod  # noqa: E402
-import runner  # noqa: E402
-from elector import Elector  # noqa: E402
-from errors import NodeIdCollision  # noqa: E402
-from redis_client import WrongTypeError  # noqa: E402
+from distnode.core import config  # noqa: E402
+from distnode.core import local_state  # noqa: E402
+from distnode.core import log as log_mod  # noqa: E402
+from distnode.run import runner  # noqa: E402
+from distnode.cluster.elector import Elector  # noqa: E402
+from distnode.core.errors import NodeIdCollision  # noqa: E402
+from distnode.redis.client import WrongTypeError  # noqa: E402
 
 ME, OTHER = "n1", "n2"
 LEASE_MS = 3000
@@ -152,7 +152,7 @@ class ElectorTable(unittest.TestCase):
         # meanwhile another live node's heartbeat reports that it remembers epoch 9
         other = make_ctx(self.tmp.name, OTHER, self.server)
         remember(Elector(other), {"max_epoch": 9})
-        import membership
+        from distnode.cluster import membership
         membership.beat(other)
         self.assertEqual(self.server.command("GET", "openclaw:cluster:epoch"), "9")
         self.assertEqual(elector.try_acquire_or_renew().outcome, "waiting", "still within the wait")
@@ -272,12 +272,12 @@ class Hooks(unittest.TestCase):
 
     @staticmethod
     def wait_hooks_done():
-        import hooks
+        from distnode.cluster import hooks
         for proc in list(hooks._started):
             proc.wait(30)  # the supervisors write into logs/: let them finish before the dir goes
 
     def test_a_hook_past_its_timeout_loses_its_whole_process_group(self):
-        import hooks
+        from distnode.cluster import hooks
         with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
             pid_file = os.path.join(tmp, "grandchild")
             hang = ["sh", "-c", "sleep 60 & echo $! > %s; sleep 60" % pid_file]
@@ -295,7 +295,7 @@ class Hooks(unittest.TestCase):
                 ctx.close()
 
     def test_a_killed_hook_supervisor_s_group_is_killed_by_the_next_hook_fired(self):
-        import hooks
+        from distnode.cluster import hooks
         from support.nodes import process_alive
         with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
             pid_file = os.path.join(tmp, "grandchild")
@@ -324,7 +324,7 @@ class Hooks(unittest.TestCase):
                 ctx.close()
 
     def test_a_hook_gets_no_redis_credential_and_its_output_log_is_bounded(self):
-        import hooks
+        from distnode.cluster import hooks
         secret = "pw-%s" % os.urandom(4).hex()
         with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
             noisy = ["sh", "-c", "env; yes | head -c 3000000"]
@@ -362,7 +362,7 @@ class HookTransitions(unittest.TestCase):
         cls.server.close()
 
     def setUp(self):
-        import hooks
+        from distnode.cluster import hooks
         self.server.flushall()
         self.tmp = tempfile.TemporaryDirectory()
         self.addCleanup(self.tmp.cleanup)
@@ -384,7 +384,7 @@ class HookTransitions(unittest.TestCase):
     def test_a_step_paused_after_elect_does_not_record_its_stale_view(self):
         first = Elector(self.ctx)
         self.assertEqual(first.try_acquire_or_renew().epoch, 5)
-        import elector as elector_mod
+        from distnode.cluster import elector as elector_mod
         real = elector_mod.lua.ELECT
 
         def paused(*args, **kw):  # ELECT replied (renewed at 5); the step is paused past the lease
@@ -605,7 +605,7 @@ class RedlockDroppedTerm(unittest.TestCase):
 
     def test_a_leader_cut_off_from_the_data_redis_releases_its_claims_and_stays_off(self):
         from chaos.proxy import StallProxy
-        from redis_client import RedisError
+        from distnode.redis.client import RedisError
         self.proxy = StallProxy(self.data.host, self.data.port)
         port = self.proxy.add("data")
         ctx = self.ctx(ME)
@@ -643,7 +643,7 @@ class RedlockDroppedTerm(unittest.TestCase):
 
     def test_a_candidate_cut_off_from_the_data_redis_keeps_no_claim(self):
         from chaos.proxy import StallProxy
-        from redis_client import RedisError
+        from distnode.redis.client import RedisError
         self.proxy = StallProxy(self.data.host, self.data.port)
         port = self.proxy.add("data")
         ctx = self.ctx(ME)

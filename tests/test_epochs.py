@@ -33,8 +33,8 @@ from support.redis_server import RedisReplyError, RedisServer, wait_until  # noq
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
-import local_state  # noqa: E402
-import lua  # noqa: E402
+from distnode.core import local_state  # noqa: E402
+from distnode.lua import scripts as lua  # noqa: E402
 
 EPOCH = "openclaw:cluster:epoch"
 LEADER = "openclaw:cluster:leader"

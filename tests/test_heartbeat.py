@@ -24,8 +24,8 @@ for _path in (_HERE, _SCRIPTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import config  # noqa: E402
-import keys  # noqa: E402
+from distnode.core import config  # noqa: E402
+from distnode.core import keys  # noqa: E402
 from support import fake_servers as fakes  # noqa: E402
 from support.nodes import NodeEnv, wait_for  # noqa: E402
 from support.redis_server import RedisServer, free_port  # noqa: E402
@@ -355,9 +355,9 @@ class LoopTest(HeartbeatCase):
         self.assertNotIn("Traceback", log_text)
 
     def test_in_process_beat_evalsha_and_noscript(self):
-        import log as log_mod
-        import membership
-        import runner
+        from distnode.core import log as log_mod
+        from distnode.cluster import membership
+        from distnode.run import runner
         with open(os.path.join(self.base, "config.json"), "w") as fh:
             json.dump({"node": {"id": "inproc", "heartbeat_interval": 1, "heartbeat_ttl": 3},
                        "redis": {"connect_timeout": 1, "socket_timeout": 1}, "logging": {"syslog": False}}, fh)

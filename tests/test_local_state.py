@@ -11,7 +11,7 @@ _SCRIPTS = os.path.join(os.path.dirname(_HERE), "scripts")
 if _SCRIPTS not in sys.path:
     sys.path.insert(0, _SCRIPTS)
 
-import local_state  # noqa: E402
+from distnode.core import local_state  # noqa: E402
 
 
 class InstanceTokenTest(unittest.TestCase):

@@ -16,7 +16,7 @@ for _path in (_HERE, _SCRIPTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import log as log_mod  # noqa: E402
+from distnode.core import log as log_mod  # noqa: E402
 
 LINE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) node=(\S+) (\S+): (.*)$")
 SKIP_SLOW = os.environ.get("DN_TEST_SKIP_SLOW", "") not in ("", "0")
@@ -25,7 +25,7 @@ SKIP_SLOW = os.environ.get("DN_TEST_SKIP_SLOW", "") not in ("", "0")
 WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
-import log
+from distnode.core import log
 logger = log.Logger("shared", "w" + sys.argv[3], sys.argv[2], max_bytes=int(sys.argv[5]),
                     backup_count=int(sys.argv[6]), use_syslog=False, console=None)
 pad = "x" * (int(sys.argv[3]) * 7 % 40)

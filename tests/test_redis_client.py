@@ -18,7 +18,7 @@ for _path in (_HERE, os.path.join(os.path.dirname(_HERE), "scripts")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import redis_client as rc  # noqa: E402
+from distnode.redis import client as rc  # noqa: E402
 from support import fake_servers as fakes  # noqa: E402
 from support.redis_server import RedisServer, free_port  # noqa: E402
 
@@ -621,7 +621,7 @@ class HandshakeGuardTest(unittest.TestCase):
     def test_heartbeat_with_db_out_of_range_exits_with_one_line_and_registers_nothing(self):
         import tempfile
         import shutil
-        import keys
+        from distnode.core import keys
         from support.nodes import NodeEnv
         tmp = tempfile.mkdtemp(prefix="dn-handshake-")
         self.addCleanup(shutil.rmtree, tmp, True)
@@ -814,7 +814,7 @@ class HostileServerTest(unittest.TestCase):
         self.assertIn("1048576", str(ctx.exception))
 
     def test_max_reply_bytes_is_a_setting_with_a_floor(self):
-        import config
+        from distnode.core import config
         kind, default, lower, _help = config.SCHEMA[("redis", "max_reply_bytes")]
         self.assertEqual((kind, default), ("int", rc.MAX_REPLY_BYTES))
         self.assertGreaterEqual(lower, 1024 * 1024 - 1)

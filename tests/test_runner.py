@@ -22,10 +22,10 @@ for _path in (_HERE, _SCRIPTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import config  # noqa: E402
-import redis_client as rc  # noqa: E402
-import runner  # noqa: E402
-from errors import TickError  # noqa: E402
+from distnode.core import config  # noqa: E402
+from distnode.redis import client as rc  # noqa: E402
+from distnode.run import runner  # noqa: E402
+from distnode.core.errors import TickError  # noqa: E402
 
 OUR_ENV = list(config.ENV_OVERRIDES) + ["OPENCLAW_DISTRIBUTED_CONFIG_DIR", "OPENCLAW_DISTRIBUTED_LOG_DIR"]
 

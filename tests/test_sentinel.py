@@ -28,8 +28,8 @@ from support.redis_server import RedisServer, Sentinel, free_port, wait_until  #
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
-import keys  # noqa: E402
-import redis_client as rc  # noqa: E402
+from distnode.core import keys  # noqa: E402
+from distnode.redis import client as rc  # noqa: E402
 
 NAME = "dnmaster"
 SENTINEL_PW = "s3ntinel-pw"

@@ -18,8 +18,8 @@ from support.redis_server import RedisServer  # noqa: E402
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
-import redis_client as rc  # noqa: E402
-import server_info  # noqa: E402
+from distnode.redis import client as rc  # noqa: E402
+from distnode.redis import server_info  # noqa: E402
 
 
 def verdicts(server: dict, min_replicas_acked: int = 0) -> dict:

@@ -28,16 +28,16 @@ for _path in (_HERE, _SCRIPTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import config  # noqa: E402
-import keys  # noqa: E402
-import local_state  # noqa: E402
-import log as log_mod  # noqa: E402
-import membership  # noqa: E402
-import runner  # noqa: E402
-import shared_state  # noqa: E402
-import cluster_state  # noqa: E402
+from distnode.core import config  # noqa: E402
+from distnode.core import keys  # noqa: E402
+from distnode.core import local_state  # noqa: E402
+from distnode.core import log as log_mod  # noqa: E402
+from distnode.cluster import membership  # noqa: E402
+from distnode.run import runner  # noqa: E402
+from distnode.cluster import shared_state  # noqa: E402
+from distnode.cluster import cluster_state  # noqa: E402
 import state_sync  # noqa: E402
-from redis_client import Redis  # noqa: E402
+from distnode.redis.client import Redis  # noqa: E402
 from support.nodes import NodeEnv, wait_for  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
 

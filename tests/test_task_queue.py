@@ -18,9 +18,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
 
-import keys  # noqa: E402
-import runner  # noqa: E402
-import taskq  # noqa: E402
+from distnode.core import keys  # noqa: E402
+from distnode.run import runner  # noqa: E402
+from distnode.tasks import queue as taskq  # noqa: E402
 from support import tasks  # noqa: E402
 from support.nodes import NodeEnv, process_alive, wait_for  # noqa: E402
 

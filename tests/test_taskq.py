@@ -23,9 +23,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
 
-import keys  # noqa: E402
-import runner  # noqa: E402
-import taskq  # noqa: E402
+from distnode.core import keys  # noqa: E402
+from distnode.run import runner  # noqa: E402
+from distnode.tasks import queue as taskq  # noqa: E402
 from support import tasks  # noqa: E402
 from support.nodes import NodeEnv, process_alive, wait_for  # noqa: E402
 
@@ -75,7 +75,7 @@ class TaskQueueTestCase(unittest.TestCase):
         SERVER.command("SET", keys.leader(), node_id, "PX", 60000)
         SERVER.command("SET", keys.epoch(), epoch)
         SERVER.command("SET", keys.heartbeat(node_id), "1", "PX", 60000)
-        import local_state
+        from distnode.core import local_state
         SERVER.command("HSET", keys.term(), "node", node_id, "epoch", epoch, "confirmed", "1",
                        "instance", local_state.instance_token(ctx.cfg.run_dir, node_id))
         return ctx
@@ -496,7 +496,7 @@ class Issue13(TaskQueueTestCase):
             self.assertFalse(name + "=" in result, "%s reached the handler" % name)
 
     def test_a_short_password_is_dropped_only_by_exact_value(self):
-        import child
+        from distnode.procs import child
         env = child.clean_env({"redis": {"password": "ab"}}, base={"EXACT": "ab", "WORD": "about", "HOME": "/h"})
         self.assertEqual(env, {"WORD": "about", "HOME": "/h"})
 
@@ -559,7 +559,7 @@ class Issue13(TaskQueueTestCase):
         self.assertEqual(self.zcard("pending"), 150)
 
     def test_a_worker_with_a_taken_node_id_claims_nothing(self):
-        import membership
+        from distnode.cluster import membership
         real = self.ctx("a")
         membership.beat(real)
         running = taskq.submit(real, "true", "{}")["id"]
@@ -641,7 +641,7 @@ class AttemptLease(TaskQueueTestCase):
         self.assertEqual((self.state(tid)["attempts"], self.state(tid)["runs"]), (1, 1))
 
     def test_the_supervisor_kills_a_handler_whose_lease_is_not_renewed(self):
-        import child
+        from distnode.procs import child
         pid_file = os.path.join(self.tmp, "grandchild")
         argv = ["sh", "-c", 'sleep 60 & echo $! > "%s"; wait' % pid_file]
         for renewal in (None, 0):  # renewals failing, then the lease reported lost
@@ -731,14 +731,14 @@ class ChildSupervisor(unittest.TestCase):
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "PR_SET_PDEATHSIG is Linux's")
     def test_the_handler_still_gets_pr_set_pdeathsig(self):
-        import child
+        from distnode.procs import child
         probe = "import ctypes; s = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value)"
         outcome = child.run([sys.executable, "-c", probe], b"", None, 60, 1000)
         self.assertTrue(outcome.ok, outcome.error)
         self.assertEqual(outcome.output.strip(), b"9")  # PR_GET_PDEATHSIG: SIGKILL
 
     def test_a_handler_that_closed_its_output_is_still_waited_for_and_stopped(self):
-        import child
+        from distnode.procs import child
         outcome = child.run(["sh", "-c", "exec >&- 2>&-; sleep 0.2; exit 3"], b"", None, 60, 1000)
         self.assertEqual(outcome.error, "exit 3")
         calls = []
@@ -747,7 +747,7 @@ class ChildSupervisor(unittest.TestCase):
         self.assertTrue(outcome.stopped, outcome.error)
 
     def test_the_path_search_and_bad_argv_end_as_errors(self):
-        import child
+        from distnode.procs import child
         env = dict(os.environ, PATH=os.pathsep.join(["/nonexistent", os.path.dirname(shutil.which("sh"))]))
         self.assertTrue(child.run(["sh", "-c", "exit 0"], b"", env, 60, 1000).ok)
         for argv in (["no-such-command-here"], ["/nonexistent/x"], ["sh", "a\0b"], []):
@@ -756,7 +756,7 @@ class ChildSupervisor(unittest.TestCase):
             self.assertTrue(outcome.error.startswith("cannot "), outcome.error)
 
     def test_a_cut_report_is_no_report(self):
-        import child
+        from distnode.procs import child
         self.assertEqual(child._report(b"exit 0 12 -\n"), {"code": 0, "out_bytes": 12, "reason": None})
         self.assertEqual(child._report(b"exit -9 0 owner gone\n")["reason"], "owner gone")
         for cut in (b"", b"exit 0 12 -", b"exit 0", b"error cannot", b"exit x 1 -\n", b"exit 0 1 -\nexit 0 1 -\n"):
@@ -793,7 +793,7 @@ class LeftoverKiller(unittest.TestCase):
         """(pid, pgid) of a sleeper left in a group whose leader exited, as a killed supervisor's handler
         leaves it; with ``mark``, the sleeper carries the marker the supervisor gives the handler."""
         import subprocess
-        import child
+        from distnode.procs import child
         env = dict(os.environ)
         if mark:
             env[child.MARK_ENV] = mark
@@ -806,7 +806,7 @@ class LeftoverKiller(unittest.TestCase):
         return pid, proc.pid
 
     def write(self, path=None, **fields):
-        import child
+        from distnode.procs import child
         rec = dict(pgid=0, start="4242", owner=self.dead_pid(), owner_start="1", boot=child._boot_id(), mark="m-1")
         rec.update(fields)
         with open(path or self.record, "w") as fh:
@@ -823,7 +823,7 @@ class LeftoverKiller(unittest.TestCase):
     def test_a_record_naming_group_0_1_or_the_caller_s_own_is_refused(self):
         import subprocess
         for pgid in (0, 1, -5, "own"):
-            code = ("import json, os, sys; sys.path.insert(0, %r); import child\n"
+            code = ("import json, os, sys; sys.path.insert(0, %r); from distnode.procs import child\n"
                     "rec = json.load(open(%r)); rec['pgid'] = os.getpgid(0) if rec['pgid'] == 'own' else rec['pgid']\n"
                     "json.dump(rec, open(%r, 'w')); print(child.kill_leftover(%r)); print('survived')"
                     % (os.path.join(os.path.dirname(HERE), "scripts"), self.record, self.record, self.record))
@@ -835,7 +835,7 @@ class LeftoverKiller(unittest.TestCase):
 
     @unittest.skipUnless(os.path.exists("/proc/self/stat"), "needs /proc")
     def test_a_group_whose_leader_is_gone_loses_only_the_processes_carrying_the_marker(self):
-        import child
+        from distnode.procs import child
         stranger, stranger_group = self.orphaned_group()  # e.g. a daemon whose group got the recorded id
         self.write(pgid=stranger_group, start="4242", mark="m-%s" % os.urandom(4).hex())
         self.assertIsNone(child.kill_leftover(self.record))
@@ -851,7 +851,7 @@ class LeftoverKiller(unittest.TestCase):
 
     @unittest.skipUnless(os.path.exists("/proc/self/stat"), "needs /proc")
     def test_a_killed_writer_s_temporary_record_is_not_left_behind(self):
-        import child
+        from distnode.procs import child
         ours, our_group = self.orphaned_group(mark="m-tmp")
         dead = self.dead_pid()
         self.write(path="%s.tmp.%d" % (self.record, dead), pgid=our_group, owner=dead, mark="m-tmp")

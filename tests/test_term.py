@@ -33,16 +33,16 @@ from support.redis_server import RedisServer, wait_until  # noqa: E402
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
-import config  # noqa: E402
-import keys  # noqa: E402
-import local_state  # noqa: E402
-import log as log_mod  # noqa: E402
-import lua  # noqa: E402
-import membership  # noqa: E402
-import runner  # noqa: E402
-import taskq  # noqa: E402
-from elector import Elector  # noqa: E402
-from redis_client import ResponseError, Script  # noqa: E402
+from distnode.core import config  # noqa: E402
+from distnode.core import keys  # noqa: E402
+from distnode.core import local_state  # noqa: E402
+from distnode.core import log as log_mod  # noqa: E402
+from distnode.lua import scripts as lua  # noqa: E402
+from distnode.cluster import membership  # noqa: E402
+from distnode.run import runner  # noqa: E402
+from distnode.tasks import queue as taskq  # noqa: E402
+from distnode.cluster.elector import Elector  # noqa: E402
+from distnode.redis.client import ResponseError, Script  # noqa: E402
 
 # Nothing expires while a test runs, unless the test makes it.
 STEADY = {"node": {"heartbeat_interval": 1, "heartbeat_ttl": 60}, "election": {"lease_ttl": 30}}

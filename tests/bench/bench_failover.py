@@ -21,7 +21,7 @@ import signal
 import time
 
 import benchlib
-import keys
+from distnode.core import keys
 from support.nodes import NodeEnv
 
 NODE_IDS = ("fo-a", "fo-b", "fo-c")

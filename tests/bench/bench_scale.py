@@ -12,7 +12,7 @@ import json
 import math
 
 import benchlib
-import keys
+from distnode.core import keys
 
 SIZES = (100, 1000, 10000)
 LEADER = "scale-leader"

@@ -21,7 +21,7 @@ import subprocess
 import time
 
 import benchlib
-import keys
+from distnode.core import keys
 
 WORKER_COUNTS = (1, 3)
 HANDLER = {"echo": ["cat"]}
@@ -30,9 +30,9 @@ HANDLER = {"echo": ["cat"]}
 def _context(workdir: str, port: int):
     """A Context like a script's, for submitting from this process."""
     import json
-    import config
-    import log as log_mod
-    import runner
+    from distnode.core import config
+    from distnode.core import log as log_mod
+    from distnode.run import runner
     cfg_dir = os.path.join(workdir, "submitter", "config")
     os.makedirs(cfg_dir, exist_ok=True)
     with open(os.path.join(cfg_dir, "config.json"), "w") as fh:
@@ -61,7 +61,7 @@ def _wait(client, target: int, timeout_s: float) -> None:
 
 
 def run_ours(server, workdir: str, python: str, workers: int, tasks: int, samples: int) -> dict:
-    import taskq
+    from distnode.tasks import queue as taskq
     server.flushall()
     ctx = _context(workdir, server.port)
     nodes = [benchlib.Node(workdir, "tw%d" % i, server.port, {"tasks": {"handlers": HANDLER}}, python)

@@ -15,7 +15,7 @@ import os
 import subprocess
 
 import benchlib
-import keys
+from distnode.core import keys
 
 SCRIPTS = ("heartbeat", "leader_election", "failover_manager")
 FLOOR = ("import socket, json\n"

@@ -31,7 +31,7 @@ for _path in (TESTS_DIR, SCRIPTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import redis_client  # noqa: E402  (the project's client: the bench's own probes use it too)
+from distnode.redis import client as redis_client  # noqa: E402  (the project's client: the bench's own probes use it too)
 
 
 def real_python() -> str:

@@ -22,7 +22,7 @@ WARMUP_S = 0.1
 def ours(port: int):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                     "scripts"))
-    import redis_client
+    from distnode.redis import client as redis_client
     client = redis_client.Redis("127.0.0.1", port)
 
     def run(op: str, names: list):

@@ -19,7 +19,7 @@ def main() -> int:
     script = os.path.abspath(sys.argv[1])
     sys.argv = sys.argv[1:]
     sys.path.insert(0, os.path.dirname(script))
-    import redis_client
+    from distnode.redis import client as redis_client
     trips, sent = [0], [0]
     request, round_trip = redis_client.Connection.request, redis_client.Connection._round_trip
 

@@ -45,7 +45,7 @@ import time
 from cluster import LONG_TASK_TYPE, SCRIPTS, clean_env
 from support.redis_server import _RespConnection
 
-import keys  # noqa: E402  (scripts/ is on the path through cluster)
+from distnode.core import keys  # noqa: E402  (scripts/ is on the path through cluster)
 
 TERM_KEY = "openclaw:cluster:term"   # the leader's term (node, instance, epoch, confirmed) once the product has it
 HANDSHAKE_VARIANTS = ("db", "password", "acl")

@@ -31,7 +31,7 @@ leaders), 2 (epochs in the data Redis only grow) and 7 (hooks).
 import threading
 import time
 
-import keys  # noqa: E402  (scripts/ is on the path through cluster)
+from distnode.core import keys  # noqa: E402  (scripts/ is on the path through cluster)
 
 TOLERANCE_MS = 150     # the poll's own slack: the announce's one-way delay, a descheduled process
 POLL_S = 0.1

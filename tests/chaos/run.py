@@ -49,8 +49,8 @@ from recorder import Recorder, parse_logs  # noqa: E402
 from redlock import RedlockFaults  # noqa: E402
 from tasks import TaskStream, read_ledger  # noqa: E402
 
-import keys  # noqa: E402  (scripts/ is on the path through cluster)
-import membership  # noqa: E402
+from distnode.core import keys  # noqa: E402  (scripts/ is on the path through cluster)
+from distnode.cluster import membership  # noqa: E402
 
 LONG_DURATION_S = 600
 LEASE_INSTANCES = 3   # --redlock

@@ -18,7 +18,7 @@ import time
 
 from cluster import SCRIPTS, TASK_TYPE, clean_env
 
-import keys  # noqa: E402  (scripts/ is on the path through cluster)
+from distnode.core import keys  # noqa: E402  (scripts/ is on the path through cluster)
 
 TERMINAL = ("done", "dead")
 

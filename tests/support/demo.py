@@ -32,10 +32,10 @@ REPO = os.path.dirname(os.path.dirname(SUPPORT))
 SCRIPTS = os.path.join(REPO, "scripts")
 sys.path.insert(0, SCRIPTS)
 
-import config as config_mod  # noqa: E402
-import keys  # noqa: E402
-import membership  # noqa: E402
-from redis_client import Redis, RedisError  # noqa: E402
+from distnode.core import config as config_mod  # noqa: E402
+from distnode.core import keys  # noqa: E402
+from distnode.cluster import membership  # noqa: E402
+from distnode.redis.client import Redis, RedisError  # noqa: E402
 
 NODES = ("alpha", "bravo", "charlie")
 INTERVAL_S, TTL_S = 1, 3

@@ -248,7 +248,7 @@ class NodeEnv:
         """The elector's memory file of this node (local_state.epoch_memory_path)."""
         sys.path.insert(0, SCRIPTS)
         try:
-            import local_state
+            from distnode.core import local_state
         finally:
             sys.path.remove(SCRIPTS)
         return local_state.epoch_memory_path(self.run_dir, self.node_id)

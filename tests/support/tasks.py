@@ -18,9 +18,9 @@ except ImportError:  # loaded as a top-level module
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
-import config  # noqa: E402
-import log as log_mod  # noqa: E402
-import runner  # noqa: E402
+from distnode.core import config  # noqa: E402
+from distnode.core import log as log_mod  # noqa: E402
+from distnode.run import runner  # noqa: E402
 
 # Handlers both suites use: payload echoed back, success, failure with "boom" on stderr and exit 3.
 HANDLERS = {

@@ -9,7 +9,7 @@ refused is reported as unknown, with the server's reason, and never fails the
 command. Nothing here writes.
 """
 
-from redis_client import RedisError, ResponseError, text
+from distnode.redis.client import RedisError, ResponseError, text
 
 MIN_SENTINELS = 3  # fewer cannot keep a majority through the loss of one
 

@@ -21,13 +21,13 @@ import signal
 import threading
 import time
 
-import failover
-import log as log_mod
-import membership
-import runner
-from elector import Elector
-from errors import NodeIdCollision, TickError
-from redis_client import RedisError
+from distnode.cluster import failover
+from distnode.core import log as log_mod
+from distnode.cluster import membership
+from distnode.run import runner
+from distnode.cluster.elector import Elector
+from distnode.core.errors import NodeIdCollision, TickError
+from distnode.redis.client import RedisError
 
 
 HEARTBEAT_FAILURES_BEFORE_PAUSE = 2  # failed beats in a row (attempts, retries included) that stop the worker
@@ -124,8 +124,8 @@ def jobs(cfg) -> list:
     out = [("heartbeat", _heartbeat, beat_s),
            ("leader_election", _election, cfg.renew_interval_s),
            ("failover_manager", failover.step, beat_s)]
-    import cluster_state
-    import taskq
+    from distnode.cluster import cluster_state
+    from distnode.tasks import queue as taskq
     out.append(("state_sync", cluster_state.sync, beat_s))
     out.append(("task_queue", taskq.work_tick, min(beat_s, 2.0)))
     return out

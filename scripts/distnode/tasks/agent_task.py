@@ -116,7 +116,7 @@ def run(ctx, task, env: dict, lease=None, record: str = None):
     """
     import shutil
     import tempfile
-    import child
+    from distnode.procs import child
     try:
         request = parse_request(task.payload)
     except ValueError as exc:

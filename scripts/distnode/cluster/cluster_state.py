@@ -9,12 +9,12 @@ round trip; the leader's three (two to gather the members, one to publish).
 import json
 import os
 
-import keys
-import local_state
-import lua
-import membership
-from errors import TickError
-from redis_client import ResponseError
+from distnode.core import keys
+from distnode.core import local_state
+from distnode.lua import scripts as lua
+from distnode.cluster import membership
+from distnode.core.errors import TickError
+from distnode.redis.client import ResponseError
 
 SNAPSHOT_FORMAT = 1
 NODE_FIELDS = ("host", "labels", "capabilities", "version", "started_at", "offline_at", "left_at")

@@ -4,11 +4,11 @@ Used by failover_manager.py (one tick) and by the foreground runner. Every
 write goes through a Lua script that checks the lease and epoch in Redis.
 """
 
-import hooks
-import keys
-import local_state
-import lua
-from errors import NodeIdCollision
+from distnode.cluster import hooks
+from distnode.core import keys
+from distnode.core import local_state
+from distnode.lua import scripts as lua
+from distnode.core.errors import NodeIdCollision
 
 PAGE_SIZE = 2000
 
@@ -39,7 +39,7 @@ def sweep(ctx, epoch: str = ""):
 
 def reclaim_tasks(ctx, epoch: int) -> int:
     """Hand the work of dead or stuck workers back to the queue (fenced)."""
-    import taskq  # only the leader pays for importing the task queue
+    from distnode.tasks import queue as taskq  # only the leader pays for importing the task queue
     return taskq.reclaim(ctx, epoch)
 
 
@@ -48,7 +48,7 @@ def step(ctx) -> dict:
     outcome, detail, marked, trips = sweep(ctx)
     elected = None
     if outcome == "vacant":
-        from elector import Elector
+        from distnode.cluster.elector import Elector
         obs = Elector(ctx).try_acquire_or_renew()
         elected = obs.outcome
         ctx.log.info("lease was vacant: election ran at once: %s (leader %s, epoch %d)",

@@ -33,7 +33,7 @@ def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
     if not argv:
         return False
     import subprocess  # here, not at the top: most ticks fire no hook, and the import costs a tick ~3 ms
-    import child
+    from distnode.procs import child
     env = child.clean_env(ctx.cfg, dict(NODE_ID=ctx.node_id, LEADER_ID=leader_id or "", EPOCH=str(epoch), HOOK=name))
     env.update({k: str(v) for k, v in extra_env.items()})
     env[child.MARK_ENV] = child.new_mark()  # the supervisor notes it in its record; the hook inherits it
@@ -57,7 +57,7 @@ def fire(ctx, name: str, leader_id: str, epoch, **extra_env) -> bool:
 
 def _kill_leftovers(ctx, record: str) -> None:
     """Kill the process group of every hook of this node whose supervisor was killed (see above)."""
-    import child
+    from distnode.procs import child
     folder, prefix = os.path.split(record)
     try:
         names = {n.split(".tmp.", 1)[0] for n in os.listdir(folder) if n.startswith(prefix)}
@@ -71,7 +71,7 @@ def _kill_leftovers(ctx, record: str) -> None:
 
 def _supervise(timeout_s: float, log_path: str, name: str, limits: str, argv: list, record: str = "") -> int:
     import tempfile
-    import child
+    from distnode.procs import child
     keep_bytes, rotate_bytes, backups = (int(v) for v in limits.split(","))
     started = time.monotonic()
     record = "%s%d.json" % (record, os.getpid()) if record else ""
@@ -134,5 +134,6 @@ def _append_rotating(path: str, data: bytes, max_bytes: int, backups: int) -> No
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     _timeout, _log, _name, _limits, _record, _sep, *_argv = sys.argv[1:]
     sys.exit(_supervise(float(_timeout), _log, _name, _limits, _argv, _record))

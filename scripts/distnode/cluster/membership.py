@@ -11,12 +11,12 @@ States:
 import json
 import os
 
-import keys
-import local_state
-import lua
-from config import VERSION
-from errors import NodeIdCollision
-from redis_client import WrongTypeError
+from distnode.core import keys
+from distnode.core import local_state
+from distnode.lua import scripts as lua
+from distnode.core.config import VERSION
+from distnode.core.errors import NodeIdCollision
+from distnode.redis.client import WrongTypeError
 
 SUSPECT_AFTER_INTERVALS = 1.5
 
@@ -160,7 +160,7 @@ def leave(ctx) -> dict:
     its term is this process's. The leader's sweep reclaims the id's tasks
     once its heartbeat lapses.
     """
-    import taskq  # membership is imported by every heartbeat tick; the queue only when leaving
+    from distnode.tasks import queue as taskq  # membership is imported by every heartbeat tick; the queue only when leaving
     other = _other_instance(ctx)  # before handing back: the tasks delivered to this id are the owner's
     if other:
         raise _not_mine(ctx, other)

@@ -98,13 +98,13 @@ import json
 import os
 import time
 
-import agent_task
-import keys
-import local_state
-import lua
-import membership
-import redis_client as rc
-from config import MAX_NODE_ID_LEN, NODE_ID_CHARS
+from distnode.tasks import agent_task
+from distnode.core import keys
+from distnode.core import local_state
+from distnode.lua import scripts as lua
+from distnode.cluster import membership
+from distnode.redis import client as rc
+from distnode.core.config import MAX_NODE_ID_LEN, NODE_ID_CHARS
 
 GROUP = keys.TASK_GROUP
 STATES = ("pending", "running", "done", "dead")
@@ -191,7 +191,7 @@ def known_routes(ctx) -> list:
     """The requirements this node's worker last learnt from TASK_PREPARE (kept on disk between ticks)."""
     routes = getattr(ctx, "task_routes", None)
     if routes is None:
-        import local_state
+        from distnode.core import local_state
         saved = local_state.read_json(_routes_path(ctx), [])
         routes = ctx.task_routes = [r for r in saved if isinstance(r, str)] if isinstance(saved, list) else []
     return routes
@@ -202,7 +202,7 @@ def _learn_routes(ctx, routes: list) -> bool:
     if routes == known_routes(ctx):
         return False
     ctx.task_routes = routes
-    import local_state
+    from distnode.core import local_state
     try:
         local_state.atomic_write_json(_routes_path(ctx), routes)
     except OSError as exc:  # only costs a round trip per tick: the next run learns them again
@@ -313,7 +313,7 @@ def _submit_replicated(ctx, call: tuple, key: str) -> list:
         raise reply
     if isinstance(acked, int) and acked >= want:
         return reply
-    from errors import TickError
+    from distnode.core.errors import TickError
     why = ("WAIT failed: %s" % acked if isinstance(acked, rc.ResponseError)
            else "%s of %d replicas confirmed it within %dms" % (acked, want, wait_ms))
     again = "resubmit with the same --key %s (idempotent)" % key if key else \
@@ -434,7 +434,7 @@ def attempt_lease(ctx, task: Task):
     supervisor always kills it at least ``margin`` before Redis lets the lease lapse (when
     the leader's reclaim or a claim may move the attempt).
     """
-    import child
+    from distnode.procs import child
     ttl_s = _lease_ttl_s(ctx)
     local_s = ttl_s * (1 - LEASE_MARGIN)
     key, value = keys.task_lease(task.id), "%s %s" % (task.token, _instance(ctx))
@@ -463,7 +463,7 @@ def _handler_record(ctx) -> str:
 def _kill_leftover_handler(ctx) -> None:
     """Kill the process group of a handler an earlier worker of this node left (it and its
     supervisor were killed), before anything new is claimed here."""
-    import child
+    from distnode.procs import child
     left = child.kill_leftover(_handler_record(ctx))
     if left:
         ctx.log.warning("killed the process group %s a killed worker's handler left running", left)
@@ -549,7 +549,7 @@ def _instance(ctx) -> str:
     """This node's instance token (membership.node_fields): the task scripts refuse another one's worker."""
     token = getattr(ctx, "instance_token", None)
     if token is None:
-        import local_state
+        from distnode.core import local_state
         token = ctx.instance_token = local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)
     return token
 
@@ -558,7 +558,7 @@ def _collision(ctx, exc: Exception) -> None:
     """Raise NodeIdCollision for a task script's COLLISION refusal, else ``exc`` itself."""
     if not str(exc).startswith("COLLISION"):
         raise exc
-    from errors import NodeIdCollision
+    from distnode.core.errors import NodeIdCollision
     raise NodeIdCollision("node id %r is already used by another live process (%s): this worker claims, "
                           "finishes and hands back nothing as that node; give this node its own node.id / "
                           "OPENCLAW_NODE_ID, or stop the other one" % (ctx.node_id, str(exc)[len("COLLISION "):]))
@@ -577,7 +577,7 @@ def run_handler(ctx, task: Task):
     group killed at the task's timeout, on this worker's stop, or when this
     worker dies.
     """
-    import child
+    from distnode.procs import child
     if task.type == agent_task.TASK_TYPE:
         return agent_task.run(ctx, task, handler_env(ctx, task), lease=attempt_lease(ctx, task),
                               record=_handler_record(ctx))
@@ -594,7 +594,7 @@ def run_handler(ctx, task: Task):
 def handler_env(ctx, task: Task) -> dict:
     """This process's environment without Redis credentials (child.clean_env), plus TASK_ID,
     TASK_TYPE, TASK_ATTEMPT, TASK_MAX_ATTEMPTS and NODE_ID."""
-    import child
+    from distnode.procs import child
     return child.clean_env(ctx.cfg, dict(TASK_ID=task.id, TASK_TYPE=task.type, TASK_ATTEMPT=str(task.attempt),
                                          TASK_MAX_ATTEMPTS=str(task.max_attempts), NODE_ID=ctx.node_id))
 
@@ -641,7 +641,7 @@ def hand_back(ctx) -> int:
     its process group killed, so it never runs beside the next attempt. Tasks
     targeted at this node stay queued for its return.
     """
-    import child
+    from distnode.procs import child
     child.stop_all(agent_task.TERM_GRACE_S + 1)
     return len(_release(ctx, worker_streams(ctx), "all"))
 
@@ -789,7 +789,7 @@ def parse_payload(text: str, where: str) -> str:
 
     JSON as every reader takes it: no NaN or Infinity (nor 1e999), no key given twice, no integer
     of more than 20 digits, nesting at most 100 deep (config.parse_json, ``finite_only``)."""
-    import config
+    from distnode.core import config
     try:
         config.parse_json(text, "", max_depth=100, finite_only=True)
     except config.ConfigError as exc:  # ":LINE:COL: invalid JSON: why", or ": why"

@@ -15,8 +15,8 @@ Conventions:
 - Wrong-typed keys are reported as ``WRONGTYPE <key> ...`` naming the key.
 """
 
-from local_state import EPOCH_LIMIT
-from redis_client import Script
+from distnode.core.local_state import EPOCH_LIMIT
+from distnode.redis.client import Script
 
 # Returns the first of KEYS[i..] whose type is not the expected one, as an error reply.
 _TYPE_GUARD = """

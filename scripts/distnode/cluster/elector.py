@@ -73,12 +73,12 @@ narrows that window (see Kleppmann's critique of Redlock: fencing tokens are
 this project's answer to it).
 """
 
-import hooks
-import keys
-import local_state
-import lua
-from errors import NodeIdCollision
-from redis_client import Redis, RedisError, ResponseError, text
+from distnode.cluster import hooks
+from distnode.core import keys
+from distnode.core import local_state
+from distnode.lua import scripts as lua
+from distnode.core.errors import NodeIdCollision
+from distnode.redis.client import Redis, RedisError, ResponseError, text
 
 LEADER_OUTCOMES = ("renewed", "acquired")
 ATTEMPT_LOCK_POLL_S = 0.01  # how often a Redlock step waiting for its node's other attempt looks again

@@ -25,9 +25,9 @@ import os
 import sys
 import time
 
-import config as config_mod
-import redis_client as rc
-from errors import NodeIdCollision, TickError
+from distnode.core import config as config_mod
+from distnode.redis import client as rc
+from distnode.core.errors import NodeIdCollision, TickError
 
 EXIT_OK, EXIT_REDIS, EXIT_CONFIG, EXIT_INTERNAL = 0, 1, 2, 3
 RETRYABLE = (rc.RedisConnectionError, rc.LoadingError, rc.ReadOnlyError, rc.MasterDownError)
@@ -344,7 +344,7 @@ def _main(script, tick, description, extra_flags, interval_s, on_stop, argv, loc
             sys.stderr.write("%s: config error: %s\n" % (prog, cfg.relation_error))
             return EXIT_CONFIG
         return EXIT_OK
-    import log as log_mod
+    from distnode.core import log as log_mod
     log = log_mod.for_config(script, cfg, console=None if flags.get("--quiet") else sys.stderr)
     for warning in cfg.warnings:
         log.warning("config: %s", warning)

@@ -20,7 +20,7 @@ shows in a message, whatever the shape of the value around it (``_masked``,
 import json
 import os
 
-SKILL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SKILL_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEFAULT_CONFIG_DIR = os.path.join(SKILL_DIR, "config")
 DEFAULT_LOG_DIR = os.path.join(SKILL_DIR, "logs")
 VERSION = "1.0.0"
@@ -215,7 +215,7 @@ def log_dir_fault(folder: str, exc: OSError) -> str:
 
 def _read_json(path: str, required: bool):
     """Parse a JSON object from ``path``; None when optional and missing."""
-    import local_state
+    from distnode.core import local_state
     if not os.path.lexists(path):
         if required:
             raise ConfigError("%s: file not found (copy it from the skill's config/ folder)" % path)

@@ -23,10 +23,10 @@ import json
 import os
 import time
 
-import keys
-import lua
-from errors import TickError
-from redis_client import WrongTypeError
+from distnode.core import keys
+from distnode.lua import scripts as lua
+from distnode.core.errors import TickError
+from distnode.redis.client import WrongTypeError
 
 MAX_KEY_CHARS = 200
 MAX_VALUE_BYTES = 1024 * 1024
