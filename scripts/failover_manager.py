@@ -17,16 +17,11 @@ A follower's tick is one round trip.
 
 import sys
 
-from distnode.cluster import failover
-from distnode.run import runner
-
-def tick(ctx) -> dict:
-    return failover.step(ctx)
+from distnode.run import jobs, ticks
 
 
 def main(argv=None) -> int:
-    return runner.main("failover_manager", tick, __doc__, argv=argv,
-                       interval_s=lambda cfg: cfg["node"]["heartbeat_interval"])
+    return ticks.main(jobs.get("failover_manager"), __doc__, argv=argv)
 
 
 if __name__ == "__main__":

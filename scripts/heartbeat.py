@@ -14,19 +14,11 @@ taken by another live machine, 2 bad config.
 
 import sys
 
-from distnode.run import runner
-from distnode.cluster.membership import beat
-
-
-def tick(ctx) -> dict:
-    now = beat(ctx)
-    ctx.log.info("heartbeat ok (ttl %gs)", ctx.cfg["node"]["heartbeat_ttl"])
-    return {"node": ctx.node_id, "ok": True, "time": now}
+from distnode.run import jobs, ticks
 
 
 def main(argv=None) -> int:
-    return runner.main("heartbeat", tick, __doc__, argv=argv,
-                       interval_s=lambda cfg: cfg["node"]["heartbeat_interval"])
+    return ticks.main(jobs.get("heartbeat"), __doc__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Commands:
                        leader marker, epoch, host, labels (--json for scripts),
                        and the Redis server in use: address, role, replicas,
                        persistence, Sentinel's view
-  health               exit 0 healthy, 1 degraded, 2 Redis unreachable; checks
+  health               exit 0 healthy, 1 degraded or Redis unreachable; checks
                        Redis, this node's heartbeat, that a leader exists,
                        the local clock against Redis's, and the server: a
                        replica or too few replicas fail, no replica or no
@@ -25,57 +25,56 @@ import os
 import sys
 import time
 
-from distnode.core import keys
-from distnode.lua import scripts as lua
+from distnode import lua
+from distnode.cluster import lifecycle
 from distnode.cluster import membership
-from distnode.run import runner
+from distnode.core import defaults
+from distnode.core import exits
+from distnode.core import keys
+from distnode.core.errors import TickError, UsageError
 from distnode.redis import server_info
-from distnode.core.errors import TickError
-from distnode.redis.client import RedisConnectionError, RedisError
+from distnode.redis.errors import RedisConnectionError, RedisError
+from distnode.run import commands, flags, jobs, lock
+from distnode.run.commands import Command
 
-CLOCK_SKEW_WARN_S = 1.0
-COMMANDS = ("register", "deregister", "status", "health", "prune", "check", "run")
+HEALTH_EXITS = {"healthy": exits.OK, "degraded": exits.FAILED, "unreachable": exits.FAILED}
 MIN_REDIS_VERSION = (5, 0)
-JOB_SCRIPTS = ("heartbeat", "leader_election", "failover_manager", "state_sync", "task_queue")  # foreground.jobs
-DEREGISTER_LOCK_WAIT_S = 2.0  # a cron tick holding a job lock ends within this; a --loop process does not
 FLAGS = [("--older-than", "S", "prune: minimum seconds since the member went offline or left")]
 
 
-def cmd_register(ctx) -> dict:
-    now = membership.beat(ctx)
-    ctx.log.info("registered node %s", ctx.node_id)
-    return {"node": ctx.node_id, "registered": True, "time": now}
+def cmd_register(ctx, _words) -> dict:
+    return ctx.retried(lifecycle.register, ctx)
 
 
-def cmd_deregister(ctx) -> dict:
+def cmd_deregister(ctx, _words) -> dict:
     held = _hold_job_locks(ctx)  # refuses while a job of this node runs: it would re-register at once
     try:
-        return membership.leave(ctx)
+        return ctx.retried(lifecycle.leave, ctx)
     finally:
         for fd in held:
             os.close(fd)
 
 
 def _hold_job_locks(ctx) -> list:
-    """Take every job lock of this node (waiting up to DEREGISTER_LOCK_WAIT_S for a cron tick to end);
+    """Take every job lock of this node (waiting up to defaults.DEREGISTER_LOCK_WAIT_S for a cron tick to end);
     TickError naming the process when one stays held."""
-    held, deadline = [], time.monotonic() + DEREGISTER_LOCK_WAIT_S
+    held, deadline = [], time.monotonic() + defaults.DEREGISTER_LOCK_WAIT_S
     try:
-        for script in JOB_SCRIPTS:
+        for script in jobs.NAMES:
             while True:
-                fd = runner.acquire_lock(ctx.cfg, script)
+                fd = lock.acquire(ctx.cfg, script)
                 if fd is not None:
                     held.append(fd)
                     break
                 if time.monotonic() >= deadline:
-                    pid = _lock_pid(ctx.cfg, script)
+                    pid = lock.holder_pid(ctx.cfg, script)
                     raise TickError(
                         "node %s is running in process %s (it holds the %s.py lock: a --foreground or --loop "
                         "process, or a cron tick): leaving now would be undone by its next heartbeat; stop it "
                         "first with kill -TERM %s (a --foreground or --loop process then leaves the cluster "
                         "itself), or remove the cron jobs with ./start-node.sh --uninstall" % (
                             ctx.node_id, pid or "?", script, pid or "<pid>"))
-                time.sleep(0.1)
+                time.sleep(defaults.LOCK_POLL_S)
     except BaseException:
         for fd in held:
             os.close(fd)
@@ -83,24 +82,20 @@ def _hold_job_locks(ctx) -> list:
     return held
 
 
-def _lock_pid(cfg, script: str) -> int:
-    try:
-        with open(os.path.join(cfg.run_dir, "%s.%s.lock" % (script, cfg.node_id)), "rb") as fh:
-            text = fh.read(32).strip()
-    except OSError:
-        return 0
-    return int(text) if text.isdigit() else 0
-
-
-def cmd_status(ctx) -> dict:
-    snap = membership.snapshot(ctx.redis)
-    snap["server"] = server_info.describe(ctx.redis)
-    snap["election"] = _own_election(ctx)
+def cmd_status(ctx, _words) -> dict:
+    snap = ctx.retried(_status, ctx)
     if not ctx.flags.get("--json"):
         print(format_table(snap))
         print("\n".join(server_info.summary_lines(snap["server"], ctx.cfg["election"]["min_replicas_acked"])))
         if snap["election"].get("unconfirmed"):
             print("election: %s" % _unconfirmed_line(snap["election"]))
+    return snap
+
+
+def _status(ctx) -> dict:
+    snap = membership.snapshot(ctx.redis)
+    snap["server"] = server_info.describe(ctx.redis)
+    snap["election"] = _own_election(ctx)
     return snap
 
 
@@ -145,78 +140,77 @@ def format_table(snap: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_health(ctx) -> dict:
-    checks, code = [], runner.EXIT_OK
+def cmd_health(ctx, _words) -> dict:
+    return ctx.retried(_health, ctx)  # Redis unreachable is an answer (exit 1, "unreachable"), not retried
+
+
+def _health(ctx) -> dict:
+    checks = []
     try:
         t0 = time.time()
         reply = ctx.redis.request([("TIME",), ("PTTL", keys.heartbeat(ctx.node_id)), ("GET", keys.leader())])
         t1 = time.time()
     except RedisConnectionError as exc:
         checks.append(("redis", "fail", str(exc)))
-        return _health_result(ctx, checks, 2)
+        return _health_result(ctx, checks, "unreachable")
     redis_time, hb_pttl, leader = reply
     checks.append(("redis", "ok", "%s answered in %.1f ms" % (ctx.redis.peer, (t1 - t0) * 1000)))
     if hb_pttl == -2:
         checks.append(("heartbeat", "fail", "hb:%s is missing: is heartbeat.py scheduled?" % ctx.node_id))
-        code = 1
     else:
         checks.append(("heartbeat", "ok", "hb:%s expires in %.1fs" % (ctx.node_id, hb_pttl / 1000)))
     if leader is None:
         checks.append(("leader", "fail", "no leader holds the lease: is leader_election.py scheduled?"))
-        code = 1
     else:
         checks.append(("leader", "ok", "leader is %s" % leader.decode()))
     skew = (t0 + t1) / 2 - (int(redis_time[0]) + int(redis_time[1]) / 1e6)
-    if abs(skew) > CLOCK_SKEW_WARN_S:
+    if abs(skew) > defaults.CLOCK_SKEW_WARN_S:
         checks.append(("clock", "warn", "local clock is %+.2fs off Redis's (liveness uses Redis's clock, "
                                         "but logs will disagree; check NTP)" % skew))
     else:
         checks.append(("clock", "ok", "within %.3fs of Redis's" % abs(skew)))
-    if _server_checks(ctx, checks):
-        code = 1
+    _server_checks(ctx, checks)
     election = _own_election(ctx)
     if election.get("unconfirmed"):
         checks.append(("election", "fail", _unconfirmed_line(election)))
-        code = 1
-    return _health_result(ctx, checks, code)
+    return _health_result(ctx, checks, "degraded" if any(v == "fail" for _n, v, _d in checks) else "healthy")
 
 
-def _server_checks(ctx, checks: list) -> bool:
-    """Add the server's role, replica, persistence and Sentinel verdicts; True if one failed."""
+def _server_checks(ctx, checks: list) -> None:
+    """Add the server's role, replica, persistence and Sentinel verdicts."""
     try:
         server = server_info.describe(ctx.redis)
     except RedisError as exc:
         checks.append(("server", "warn", "could not describe %s: %s" % (ctx.redis.peer, exc)))
-        return False
-    found = server_info.checks(server, ctx.cfg["election"]["min_replicas_acked"])
-    checks.extend(found)
-    return any(verdict == "fail" for _name, verdict, _detail in found)
+        return
+    checks.extend(server_info.checks(server, ctx.cfg["election"]["min_replicas_acked"]))
 
 
-def _health_result(ctx, checks, code: int) -> dict:
-    ctx.exit_code = code
+def _health_result(ctx, checks, status: str) -> dict:
+    """Print (or return, with --json) the checks and ``status``; exit as HEALTH_EXITS says."""
+    ctx.exit_code = HEALTH_EXITS[status]
     if not ctx.flags.get("--json"):
         for name, verdict, detail in checks:
             print("%-10s %-5s %s" % (name, verdict, detail))
-        print({0: "healthy", 1: "degraded", 2: "unreachable"}[code])
-    return {"node": ctx.node_id, "status": {0: "healthy", 1: "degraded", 2: "unreachable"}[code],
+        print(status)
+    return {"node": ctx.node_id, "status": status,
             "checks": [{"check": n, "result": v, "detail": d} for n, v, d in checks]}
 
 
-def cmd_prune(ctx) -> dict:
+def cmd_prune(ctx, _words) -> dict:
     if ctx.flags.get("--older-than") is None:
-        raise runner.UsageError("prune needs --older-than SECONDS (a number)")
-    older_than_s = runner.number_flag(ctx, "--older-than")  # finite, 0 to a year: nan/inf/1e300 prune nothing
-    pruned = [p.decode() for p in lua.PRUNE(ctx.redis, (keys.nodes(),), (older_than_s,))]
+        raise UsageError("prune needs --older-than SECONDS (a number)")
+    older_than_s = flags.number_flag(ctx, "--older-than")  # finite, 0 to a year: nan/inf/1e300 prune nothing
+    pruned = ctx.retried(lua.run, ctx.redis, "prune", (keys.nodes(),), (older_than_s,))
     ctx.log.info("pruned %d member(s): %s", len(pruned), ", ".join(pruned) or "none")
     if not ctx.flags.get("--json"):
         print("pruned: %s" % (", ".join(pruned) or "none"))
     return {"pruned": pruned}
 
 
-def cmd_check(ctx) -> dict:
+def cmd_check(ctx, _words) -> dict:
     ctx.cfg.check_log_dir(probe=True)
-    info = ctx.redis.execute("INFO", "server").decode("utf-8", "replace")
+    info = ctx.retried(ctx.redis.execute, "INFO", "server").decode("utf-8", "replace")
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     version = fields.get("redis_version", "0").strip()
     parsed = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
@@ -228,21 +222,25 @@ def cmd_check(ctx) -> dict:
     return {"node": ctx.node_id, "redis": ctx.redis.peer, "redis_version": version, "ok": True}
 
 
-def cmd_run(ctx) -> dict:
-    from distnode.run import foreground
+def cmd_run(ctx, _words) -> dict:
+    from distnode.run import foreground  # deferred: every job's modules, which only `run` needs
     return foreground.run(ctx)
 
 
-def tick(ctx) -> dict:
-    if len(ctx.args) != 1 or ctx.args[0] not in COMMANDS:
-        raise runner.UsageError("expected one command: %s (see --help)" % ", ".join(COMMANDS))
-    return globals()["cmd_" + ctx.args[0]](ctx)
+COMMANDS = {
+    "register": Command(cmd_register, "register", words=0),
+    "deregister": Command(cmd_deregister, "deregister", words=0),
+    "status": Command(cmd_status, "status", words=0),
+    "health": Command(cmd_health, "health", words=0),
+    "prune": Command(cmd_prune, "prune --older-than S", ("--older-than",), words=0),
+    "check": Command(cmd_check, "check", words=0),
+    "run": Command(cmd_run, "run", words=0),
+}
 
 
 def main(argv=None) -> int:
-    common = [f for f in runner.COMMON_FLAGS if f[0] != "--loop"]
-    return runner.main("node_manager", tick, __doc__, extra_flags=FLAGS, argv=argv, locked=False,
-                       usage="{%s} [options]" % ",".join(COMMANDS), common_flags=common)
+    return commands.main("node_manager", __doc__, COMMANDS, FLAGS, argv=argv, common_flags=flags.without("--loop"),
+                         usage="{%s} [options]" % ",".join(COMMANDS))
 
 
 if __name__ == "__main__":

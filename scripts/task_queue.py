@@ -13,7 +13,7 @@ Commands:
                        it waits for one (a warning; an error with --strict, and
                        nothing is queued). --wait: block until the task is done
                        (print its result, exit 0) or dead (print the error,
-                       exit 1); exit 4 when --wait-timeout passes first (the
+                       exit 1); exit 6 when --wait-timeout passes first (the
                        task stays queued: look later with `status ID`)
   work                 one worker tick: run up to tasks.max_per_tick tasks or for
                        tasks.tick_budget_s seconds; --loop works continuously
@@ -29,26 +29,29 @@ Each task type runs the argv configured in tasks.handlers, without a shell,
 the payload on stdin, TASK_ID, TASK_TYPE, TASK_ATTEMPT, TASK_MAX_ATTEMPTS and
 NODE_ID in its environment. Exit 0 stores stdout as the result; anything else
 (or the timeout) is retried with backoff, then dead-lettered. Delivery is
-at least once: make handlers idempotent. See scripts/taskq.py for the states.
+at least once: make handlers idempotent. See scripts/distnode/tasks/ for the states.
 
 The built-in type `agent` runs one OpenClaw agent turn on a node that has the
 CLI (capability `agent`): payload {"message": "...", "agent": "<id>",
 "timeout_s": N} (agent and timeout_s optional); --wait prints the agent's
-reply. See scripts/agent_task.py.
+reply. See scripts/distnode/tasks/agent_task.py.
 """
 
 import sys
+import time
 
-from distnode.tasks import agent_task
-from distnode.core import config
+from distnode.core import exits
 from distnode.core import local_state
-from distnode.run import runner
-from distnode.tasks import queue as taskq
-from distnode.core.errors import TickError
+from distnode.core import settings
+from distnode.core.errors import Terminated, TickError, UsageError
+from distnode.run import commands, flags
+from distnode.run.commands import Command
+from distnode.tasks import admin
+from distnode.tasks import agent_task
+from distnode.tasks import common
+from distnode.tasks import routes
+from distnode.tasks import submit
 
-EXIT_TASK_DEAD = 1     # submit --wait: the task ended dead
-EXIT_WAIT_TIMEOUT = 4  # submit --wait: the task is still pending or running (it stays queued)
-COMMANDS = ("submit", "work", "status", "list", "stats", "retry", "purge")
 FLAGS = [
     ("--type", "T", "submit: the task type (a key of tasks.handlers, or the built-in agent)"),
     ("--payload", "JSON", "submit: the payload, a JSON text"),
@@ -61,7 +64,7 @@ FLAGS = [
     ("--require", "LABEL", "submit: only nodes with this label (or capability) run the task; repeatable"),
     ("--strict", None, "submit: refuse (exit 1, nothing queued) when no live node can run the task now"),
     ("--wait", None, "submit: wait for the outcome: result on stdout (exit 0), or the error (exit 1)"),
-    ("--wait-timeout", "S", "submit --wait: give up waiting after S seconds (exit 4; the task stays queued)"),
+    ("--wait-timeout", "S", "submit --wait: give up waiting after S seconds (exit 6; the task stays queued)"),
     ("--state", "S", "list: only tasks in state S (pending, running, done, dead)"),
     ("--limit", "N", "list: at most N tasks (default 50)"),
     ("--done-older-than", "S", "purge: done tasks that finished at least S seconds ago"),
@@ -69,38 +72,38 @@ FLAGS = [
 ]
 
 
-MAX_TIMEOUT_S = config.MAX_TASK_DURATION_S  # --timeout and --wait-timeout: a week at most, like tasks.default_timeout_s
+MAX_TIMEOUT_S = settings.MAX_TASK_DURATION_S  # --timeout, --wait-timeout: a week at most, like tasks.default_timeout_s
 
 
 def _one_id(ctx) -> str:
     if len(ctx.args) != 2:
-        raise runner.UsageError("%s needs one task id" % ctx.args[0])
+        raise UsageError("%s needs one task id" % ctx.args[0])
     return _name(ctx.args[1], "the task id")  # ids are <ms>-<hex>: a 100 KB or two-line one is a typo
 
 
 def _name(value: str, what: str) -> str:
-    """taskq.check_name as a usage error, its echo of the value cut short (a 100 KB --type is one short line)."""
-    if not value or len(value) > taskq.MAX_NAME_LEN or any(ch not in taskq.NAME_CHARS for ch in value):
-        raise runner.UsageError("%s must be 1 to %d characters of letters, digits, '.', '_' and '-', got %s"
-                                % (what, taskq.MAX_NAME_LEN, runner.shown(value)))
+    """common.check_name as a usage error, its echo of the value cut short (a 100 KB --type is one short line)."""
+    if not value or len(value) > common.MAX_NAME_LEN or any(ch not in common.NAME_CHARS for ch in value):
+        raise UsageError("%s must be 1 to %d characters of letters, digits, '.', '_' and '-', got %s"
+                         % (what, common.MAX_NAME_LEN, flags.shown(value)))
     return value
 
 
 def _payload(ctx) -> str:
     sources = [f for f in ("--payload", "--payload-file") if f in ctx.flags] + (["-"] if "-" in ctx.args[1:] else [])
     if len(sources) > 1:
-        raise runner.UsageError("give the payload once: --payload, --payload-file or - (stdin), not %s"
-                                % " and ".join(sources))
+        raise UsageError("give the payload once: --payload, --payload-file or - (stdin), not %s"
+                         % " and ".join(sources))
     extra = [a for a in ctx.args[1:] if a != "-"]
     if extra:
-        raise runner.UsageError("submit takes no words but -, got %s" % " ".join(extra))
+        raise UsageError("submit takes no words but -, got %s" % " ".join(extra))
     if not sources:
         return "{}"
     limit = ctx.cfg["tasks"]["max_payload_bytes"]  # refused before it is read whole or parsed
     try:
         if sources[0] == "--payload":
             text, where = ctx.flags["--payload"], "--payload"
-            taskq.check_payload_size(ctx, len(text.encode("utf-8", "surrogatepass")), where)
+            submit.check_payload_size(ctx, len(text.encode("utf-8", "surrogatepass")), where)
         else:
             if sources[0] == "-":
                 source, where = "-", "the payload on stdin"
@@ -109,29 +112,28 @@ def _payload(ctx) -> str:
             try:  # a FIFO, a device or a closed stdin is refused, never waited on or read without end
                 data = local_state.read_input(source, limit, where, refuse_over=False)
             except local_state.InputError as exc:  # "cannot read --payload-file F: why", as it always said
-                raise runner.UsageError(str(exc).replace(where + ": cannot read: ", "cannot read %s: " % where)) \
+                raise UsageError(str(exc).replace(where + ": cannot read: ", "cannot read %s: " % where)) \
                     from None
-            taskq.check_payload_size(ctx, len(data), where, exact=len(data) <= limit)
+            submit.check_payload_size(ctx, len(data), where, exact=len(data) <= limit)
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise runner.UsageError("%s is not UTF-8 (byte %d)" % (where, exc.start)) from None
-        return taskq.parse_payload(text, where)
+                raise UsageError("%s is not UTF-8 (byte %d)" % (where, exc.start)) from None
+        return submit.parse_payload(text, where)
     except ValueError as exc:
-        raise runner.UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     except RecursionError:
-        raise runner.UsageError("%s is not valid JSON: arrays or objects nested too deep" % where) from None
+        raise UsageError("%s is not valid JSON: arrays or objects nested too deep" % where) from None
 
 
-def cmd_submit(ctx) -> dict:
-    req = _submit_request(ctx)
-    if not hasattr(ctx, "submit_id"):  # kept across the runner's retries: a retry finds, not adds
-        if req["needs"]:
-            _check_able(ctx, req["needs"], req["target"])
-        ctx.submit_id = taskq.new_task_id()
-    result = taskq.submit(ctx, req["type"], req["payload"], target=req["target"], key=req["key"],
-                          max_attempts=req["max_attempts"] or 0, timeout_s=req["timeout_s"] or 0,
-                          task_id=ctx.submit_id, requires=req["needs"].split(",") if req["needs"] else ())
+def cmd_submit(ctx, _words) -> dict:
+    req = _submit_request(ctx)  # flags, payload and stdin read once, before any Redis call
+    if req["needs"]:
+        ctx.retried(_check_able, ctx, req["needs"], req["target"])
+    task_id = submit.new_task_id()  # drawn once: a retried submit finds its task, never adds a second
+    result = ctx.retried(submit.submit, ctx, req["type"], req["payload"], target=req["target"], key=req["key"],
+                         max_attempts=req["max_attempts"] or 0, timeout_s=req["timeout_s"] or 0,
+                         task_id=task_id, requires=req["needs"].split(",") if req["needs"] else ())
     if req["target"] and not result["target_known"]:
         ctx.log.warning("node %s is not a member (yet): the task waits until it runs a worker", req["target"])
     if ctx.flags.get("--wait"):
@@ -142,28 +144,28 @@ def cmd_submit(ctx) -> dict:
 
 
 def _submit_request(ctx) -> dict:
-    """submit's flags, checked (UsageError for the first bad one); ``needs`` as taskq.requirement gives it."""
+    """submit's flags, checked (UsageError for the first bad one); ``needs`` as routes.requirement gives it."""
     task_type = ctx.flags.get("--type")
     if task_type is None:
-        raise runner.UsageError("submit needs --type T")
+        raise UsageError("submit needs --type T")
     target, key = ctx.flags.get("--node", ""), ctx.flags.get("--key", "")
     try:
         _name(task_type, "--type")
         if target:
             _name(target, "--node")
         labels = [_name(label, "--require") for label in ctx.flags.get("--require*", [])]
-        needs = taskq.requirement(task_type, labels)
+        needs = routes.requirement(task_type, labels)
     except ValueError as exc:
-        raise runner.UsageError(str(exc)) from None
-    if "--key" in ctx.flags and not 0 < len(key) <= taskq.MAX_KEY_LEN:
-        raise runner.UsageError("--key must be 1 to %d characters" % taskq.MAX_KEY_LEN)
+        raise UsageError(str(exc)) from None
+    if "--key" in ctx.flags and not 0 < len(key) <= submit.MAX_KEY_LEN:
+        raise UsageError("--key must be 1 to %d characters" % submit.MAX_KEY_LEN)
     req = {"type": task_type, "target": target, "key": key, "needs": needs,
-           "max_attempts": runner.number_flag(ctx, "--max-attempts", int, above=True),
-           "timeout_s": runner.number_flag(ctx, "--timeout", above=True, maximum=MAX_TIMEOUT_S),
-           "wait_timeout_s": runner.number_flag(ctx, "--wait-timeout", maximum=MAX_TIMEOUT_S),
+           "max_attempts": flags.number_flag(ctx, "--max-attempts", int, above=True),
+           "timeout_s": flags.number_flag(ctx, "--timeout", above=True, maximum=MAX_TIMEOUT_S),
+           "wait_timeout_s": flags.number_flag(ctx, "--wait-timeout", maximum=MAX_TIMEOUT_S),
            "payload": _payload(ctx)}
     if req["wait_timeout_s"] is not None and not ctx.flags.get("--wait"):
-        raise runner.UsageError("--wait-timeout goes with --wait")
+        raise UsageError("--wait-timeout goes with --wait")
     if task_type == agent_task.TASK_TYPE:
         req["timeout_s"] = _check_agent_payload(ctx, req["payload"], req["timeout_s"])
     elif task_type not in ctx.cfg["tasks"]["handlers"]:
@@ -177,7 +179,7 @@ def _check_agent_payload(ctx, payload: str, timeout_s):
     try:
         request = agent_task.parse_request(payload)
     except ValueError as exc:
-        raise runner.UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if timeout_s is None:
         return agent_task.task_timeout_s(request)
     if request["timeout_s"] and timeout_s <= request["timeout_s"]:
@@ -188,7 +190,7 @@ def _check_agent_payload(ctx, payload: str, timeout_s):
 
 def _check_able(ctx, needs: str, target: str) -> None:
     """Warn (or with --strict refuse) when no live node can run a task that needs ``needs`` now."""
-    able, live = taskq.able_nodes(ctx, needs, target)
+    able, live = submit.able_nodes(ctx, needs, target)
     if able:
         return
     who = "node %s is not live or lacks" % target if target else (
@@ -201,15 +203,17 @@ def _check_able(ctx, needs: str, target: str) -> None:
 
 def _wait(ctx, task_id: str, timeout_s) -> dict:
     """--wait: the outcome as the caller of a function would want it; see the module's help."""
-    import time
-    if not hasattr(ctx, "wait_deadline_s"):  # kept across the runner's retries
-        ctx.wait_deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
-    rec = taskq.wait(ctx, task_id, ctx.wait_deadline_s, sleep=ctx.sleep)
+    deadline_s = None if timeout_s is None else time.monotonic() + timeout_s  # fixed once, kept by retries
+    try:
+        rec = ctx.retried(submit.wait, ctx, task_id, deadline_s, sleep=ctx.sleep)
+    except Terminated:  # the task is queued already: say which, so nobody submits it again
+        raise Terminated("stopped by SIGTERM while waiting; task %s stays queued: check it with `task_queue.py "
+                         "status %s`" % (task_id, task_id)) from None
     if rec is None:
         raise TickError("task %s vanished while waiting (purged?)" % task_id)
     rec.setdefault("id", task_id)
     if rec["state"] == "done":
-        rec["reply"] = taskq.reply(rec)
+        rec["reply"] = admin.reply(rec)
         if not ctx.flags.get("--json"):
             text = rec["reply"]
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -217,11 +221,11 @@ def _wait(ctx, task_id: str, timeout_s) -> dict:
             ctx.log.warning("task %s: the result was cut at tasks.result_max_bytes", task_id)
         return rec
     if rec["state"] == "dead":
-        ctx.exit_code = EXIT_TASK_DEAD
+        ctx.exit_code = exits.FAILED  # the task ended dead
         line = "error: task %s is dead after %d attempt(s): %s" % (task_id, rec.get("attempts", 0),
                                                                    rec.get("error", "?"))
     else:
-        ctx.exit_code = EXIT_WAIT_TIMEOUT
+        ctx.exit_code = exits.TIMED_OUT  # still pending or running: it stays queued
         line = "task %s is still %s after --wait-timeout %gs; it stays queued: check it with `task_queue.py " \
                "status %s`" % (task_id, rec["state"], timeout_s, task_id)
     ctx.log.log("WARNING", line, console=False)
@@ -229,15 +233,9 @@ def _wait(ctx, task_id: str, timeout_s) -> dict:
     return rec
 
 
-def cmd_work(ctx) -> dict:
-    if len(ctx.args) != 1:
-        raise runner.UsageError("work takes no arguments")
-    return taskq.work_tick(ctx)
-
-
-def cmd_status(ctx) -> dict:
+def cmd_status(ctx, _words) -> dict:
     task_id = _one_id(ctx)
-    rec = taskq.status(ctx, task_id)
+    rec = ctx.retried(admin.status, ctx, task_id)
     if rec is None:
         raise TickError("no task %s (never submitted, or purged after tasks.done_ttl_s)" % task_id)
     if not ctx.flags.get("--json"):
@@ -268,7 +266,6 @@ def format_status(rec: dict) -> str:
 
 
 def _when(seconds: float) -> str:
-    import time
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%03dZ" % (seconds % 1 * 1000)
 
 
@@ -283,23 +280,23 @@ def format_table(tasks: list) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def cmd_list(ctx) -> dict:
+def cmd_list(ctx, _words) -> dict:
     if len(ctx.args) != 1:
-        raise runner.UsageError("list takes no arguments (use --state S)")
+        raise UsageError("list takes no arguments (use --state S)")
     state = ctx.flags.get("--state", "")
-    if state and state not in taskq.STATES:
-        raise runner.UsageError("--state must be one of %s, got %r" % (", ".join(taskq.STATES), state))
-    limit = runner.number_flag(ctx, "--limit", int, above=True, default=50)
-    tasks = taskq.list_tasks(ctx, state, limit)
+    if state and state not in common.STATES:
+        raise UsageError("--state must be one of %s, got %r" % (", ".join(common.STATES), state))
+    limit = flags.number_flag(ctx, "--limit", int, above=True, default=50)
+    tasks = ctx.retried(admin.list_tasks, ctx, state, limit)
     if not ctx.flags.get("--json"):
         print(format_table(tasks))
     return {"tasks": tasks}
 
 
-def cmd_stats(ctx) -> dict:
+def cmd_stats(ctx, _words) -> dict:
     if len(ctx.args) != 1:
-        raise runner.UsageError("stats takes no arguments")
-    st = taskq.stats(ctx)
+        raise UsageError("stats takes no arguments")
+    st = ctx.retried(admin.stats, ctx)
     if not ctx.flags.get("--json"):
         age = "%.1fs" % st["oldest_pending_age_s"] if st["oldest_pending_age_s"] is not None else "-"
         print("pending: %d (%d waiting for a retry)  running: %d  done: %d  dead: %d  oldest pending: %s"
@@ -309,9 +306,9 @@ def cmd_stats(ctx) -> dict:
     return st
 
 
-def cmd_retry(ctx) -> dict:
+def cmd_retry(ctx, _words) -> dict:
     task_id = _one_id(ctx)
-    outcome = taskq.retry(ctx, task_id)
+    outcome = ctx.retried(admin.retry, ctx, task_id, ctx.operation())
     if outcome == "missing":
         raise TickError("no task %s (never submitted, or purged after tasks.done_ttl_s)" % task_id)
     if outcome != "ok":
@@ -321,33 +318,38 @@ def cmd_retry(ctx) -> dict:
     return {"id": task_id, "retried": True}
 
 
-def cmd_purge(ctx) -> dict:
+def cmd_purge(ctx, _words) -> dict:
     if len(ctx.args) != 1:
-        raise runner.UsageError("purge takes no arguments")
-    done_s = runner.number_flag(ctx, "--done-older-than")
-    dead_s = runner.number_flag(ctx, "--dead-older-than")
+        raise UsageError("purge takes no arguments")
+    done_s = flags.number_flag(ctx, "--done-older-than")
+    dead_s = flags.number_flag(ctx, "--dead-older-than")
     if done_s is None and dead_s is None:
-        raise runner.UsageError("purge needs --done-older-than S and/or --dead-older-than S")
-    result = {"done": taskq.purge(ctx, "done", done_s) if done_s is not None else 0,
-              "dead": taskq.purge(ctx, "dead", dead_s) if dead_s is not None else 0}
+        raise UsageError("purge needs --done-older-than S and/or --dead-older-than S")
+    result = {"done": ctx.retried(admin.purge, ctx, "done", done_s) if done_s is not None else 0,
+              "dead": ctx.retried(admin.purge, ctx, "dead", dead_s) if dead_s is not None else 0}
     if not ctx.flags.get("--json"):
         print("purged %d done and %d dead task(s)" % (result["done"], result["dead"]))
     return result
 
 
-def tick(ctx) -> dict:
-    if not ctx.args or ctx.args[0] not in COMMANDS:
-        raise runner.UsageError("expected a command: %s (see --help)" % ", ".join(COMMANDS))
-    if ctx.loop and ctx.args[0] != "work":
-        raise runner.UsageError("--loop goes with work only")
-    return globals()["cmd_" + ctx.args[0]](ctx)
+SUBMIT_FLAGS = ("--type", "--payload", "--payload-file", "--node", "--key", "--max-attempts", "--timeout", "--require",
+                "--strict", "--wait", "--wait-timeout")
+
+COMMANDS = {  # each takes only the flags listed; a command's function checks its own words
+    "submit": Command(cmd_submit, "submit --type T ...", SUBMIT_FLAGS),
+    "work": Command(usage="work", words=0, job="task_queue"),
+    "status": Command(cmd_status, "status ID"),
+    "list": Command(cmd_list, "list [--state S] [--limit N]", ("--state", "--limit")),
+    "stats": Command(cmd_stats, "stats"),
+    "retry": Command(cmd_retry, "retry ID"),
+    "purge": Command(cmd_purge, "purge --done-older-than S | --dead-older-than S",
+                     ("--done-older-than", "--dead-older-than")),
+}
 
 
 def main(argv=None) -> int:
-    return runner.main("task_queue", tick, __doc__, extra_flags=FLAGS, argv=argv,
-                       locked=lambda ctx: ctx.args[:1] == ["work"],
-                       interval_s=lambda cfg: cfg["tasks"]["poll_interval_s"],
-                       usage="{%s} [ID] [options]" % ",".join(COMMANDS))
+    return commands.main("task_queue", __doc__, COMMANDS, FLAGS, argv=argv,
+                         usage="{%s} [ID] [options]" % ",".join(COMMANDS), more_codes=(exits.TIMED_OUT,))
 
 
 if __name__ == "__main__":

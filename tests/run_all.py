@@ -6,6 +6,13 @@
     python3 tests/run_all.py test_log.LoggerTest  # one class, or one test: ...LoggerTest.test_file_mode
     python3 tests/run_all.py -j 3                 # modules in 3 parallel processes
     python3 tests/run_all.py -v --failfast
+    python3 tests/run_all.py --durations 10       # also list the 10 slowest tests
+
+With ``-j N`` each module runs in its own process, the slowest modules of the
+last parallel run first (their times are kept in ``.cache/test-times.json``, or
+``test-times-quick.json`` under ``DN_TEST_SKIP_SLOW=1``; env ``DN_CACHE_DIR``
+moves the folder), and each module's output is printed whole under a
+``---- <module> (<seconds>s): <counts>`` header.
 
 The last line printed is exactly ``<N> passed, <N> failed, <N> skipped``;
 errors (including a module that fails to import and setUpModule errors) and
@@ -29,7 +36,9 @@ import unittest
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
-USAGE = "usage: run_all.py [-v] [-q] [-j N] [--failfast] [--summary-file PATH] [NAME ...]"
+USAGE = "usage: run_all.py [-v] [-q] [-j N] [--failfast] [--durations N] [--summary-file PATH] [NAME ...]"
+TIMES_FILE = "test-times.json"  # per-module seconds of the last parallel run, in the cache folder
+QUICK_TIMES_FILE = "test-times-quick.json"  # the same under DN_TEST_SKIP_SLOW=1, where slow modules are not slow
 
 
 class CountingResult(unittest.TextTestResult):
@@ -38,6 +47,18 @@ class CountingResult(unittest.TextTestResult):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.passed_ids, self.failed_ids, self.skipped_ids = set(), set(), set()
+        self.durations = []  # [seconds, test id], setUp and tearDown included
+        self._started_at = None
+
+    def startTest(self, test):  # noqa: N802
+        self._started_at = time.monotonic()
+        super().startTest(test)
+
+    def stopTest(self, test):  # noqa: N802
+        super().stopTest(test)
+        if self._started_at is not None:
+            self.durations.append([round(time.monotonic() - self._started_at, 3), test.id()])
+            self._started_at = None
 
     def addSuccess(self, test):  # noqa: N802 - unittest API
         super().addSuccess(test)
@@ -81,7 +102,7 @@ def summary_line(counts: dict) -> str:
 
 def parse_args(argv: list) -> dict:
     opts = {"verbosity": 1, "jobs": int(os.environ.get("DN_TEST_JOBS") or 1), "failfast": False,
-            "summary_file": None, "names": []}
+            "summary_file": None, "durations": 0, "names": []}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -91,12 +112,14 @@ def parse_args(argv: list) -> dict:
             opts["verbosity"] = 0
         elif arg in ("-f", "--failfast"):
             opts["failfast"] = True
-        elif arg in ("-j", "--jobs", "--summary-file"):
+        elif arg in ("-j", "--jobs", "--summary-file", "--durations"):
             if i + 1 >= len(argv):
                 raise SystemExit("run_all.py: %s needs a value\n%s" % (arg, USAGE))
             i += 1
             if arg == "--summary-file":
                 opts["summary_file"] = argv[i]
+            elif arg == "--durations":
+                opts["durations"] = _positive_int(argv[i], arg)
             else:
                 opts["jobs"] = _positive_int(argv[i])
         elif arg.startswith("-j") and arg[2:].isdigit():
@@ -112,9 +135,9 @@ def parse_args(argv: list) -> dict:
     return opts
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, option: str = "-j") -> int:
     if not text.isdigit() or int(text) < 1:
-        raise SystemExit("run_all.py: -j needs a whole number of at least 1, got %r" % text)
+        raise SystemExit("run_all.py: %s needs a whole number of at least 1, got %r" % (option, text))
     return int(text)
 
 
@@ -158,32 +181,75 @@ def describe_environment() -> str:
     return "%s, %s" % (py, redis)
 
 
-def run_here(opts: dict) -> dict:
-    """Run the selected tests in this process; return the counts."""
+def run_here(opts: dict):
+    """Run the selected tests in this process; return (counts, durations)."""
     suite = load(opts["names"])
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=opts["verbosity"], failfast=opts["failfast"],
                                      resultclass=CountingResult)
     result = runner.run(suite)
-    return result.counts()
+    return result.counts(), result.durations
 
 
-def run_parallel(opts: dict) -> dict:
-    """One child process per module, ``jobs`` at a time; their output is printed whole, in finishing order."""
+def times_path() -> str:
+    base = os.environ.get("DN_CACHE_DIR") or os.path.join(REPO, ".cache")
+    quick = os.environ.get("DN_TEST_SKIP_SLOW", "") not in ("", "0")
+    return os.path.join(os.path.abspath(base), QUICK_TIMES_FILE if quick else TIMES_FILE)
+
+
+def load_times() -> dict:
+    """Module -> seconds from the last parallel run; {} when there is none (or it is unreadable)."""
+    try:
+        with open(times_path()) as fh:
+            times = json.load(fh)
+        return {str(k): float(v) for k, v in times.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def save_times(new_times: dict) -> None:
+    """Merge this run's module times into the cache (modules gone since are dropped); a cache that
+    cannot be written only costs ordering."""
+    existing = set(all_modules())
+    times = {name: seconds for name, seconds in dict(load_times(), **new_times).items() if name in existing}
+    path = times_path()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as fh:
+            json.dump(times, fh, indent=1, sort_keys=True)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+
+
+def slowest_first(modules: list, times: dict) -> list:
+    """Longest-processing-time-first: with N workers the run ends soonest when the longest modules
+    start first. Modules without a recorded time go first too (they may be long), by name."""
+    return sorted(modules, key=lambda name: (name in times, -times.get(name, 0.0), name))
+
+
+def run_parallel(opts: dict):
+    """One child process per module, ``jobs`` at a time, slowest first; their output is printed whole,
+    in finishing order. Returns (counts, durations)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
     import tempfile
 
-    modules = opts["names"] or all_modules()
+    modules = slowest_first(opts["names"] or all_modules(), load_times())
     totals = {"passed": 0, "failed": 0, "skipped": 0}
+    durations, module_times = [], {}
     with tempfile.TemporaryDirectory(prefix="dn-run-all-") as tmp, ThreadPoolExecutor(opts["jobs"]) as pool:
         futures = [pool.submit(_run_child, name, os.path.join(tmp, "%d.json" % i), opts)
                    for i, name in enumerate(modules)]
         for future in as_completed(futures):
-            name, output, counts, seconds = future.result()
-            sys.stdout.write("---- %s (%.1fs): %s\n%s" % (name, seconds, summary_line(counts), output))
+            name, output, summary, seconds = future.result()
+            sys.stdout.write("---- %s (%.1fs): %s\n%s" % (name, seconds, summary_line(summary), output))
             sys.stdout.flush()
             for key in totals:
-                totals[key] += counts[key]
-    return totals
+                totals[key] += summary[key]
+            durations.extend(summary.get("durations", []))
+            if "." not in name:  # a whole module, not one class or test
+                module_times[name] = round(seconds, 1)
+    save_times(module_times)
+    return totals, durations
 
 
 def _run_child(name: str, summary_path: str, opts: dict):
@@ -197,14 +263,20 @@ def _run_child(name: str, summary_path: str, opts: dict):
     output = proc.stdout.decode("utf-8", "replace")
     try:
         with open(summary_path) as fh:
-            counts = json.load(fh)
+            summary = json.load(fh)
         head, _sep, last = output.rstrip("\n").rpartition("\n")
-        if last == summary_line(counts):  # the parent prints it in the module's header instead
+        if last == summary_line(summary):  # the parent prints it in the module's header instead
             output = head + "\n"
     except (OSError, ValueError):
-        counts = {"passed": 0, "failed": 1, "skipped": 0}  # the child died before counting
+        summary = {"passed": 0, "failed": 1, "skipped": 0}  # the child died before counting
         output += "run_all.py: %s exited %d without a summary\n" % (name, proc.returncode)
-    return name, output, counts, time.monotonic() - started
+    return name, output, summary, time.monotonic() - started
+
+
+def print_slowest(durations: list, count: int) -> None:
+    print("slowest %d tests:" % min(count, len(durations)))
+    for seconds, test_id in sorted(durations, key=lambda d: -d[0])[:count]:
+        print("  %6.1fs %s" % (seconds, test_id))
 
 
 def main(argv=None) -> int:
@@ -217,16 +289,18 @@ def main(argv=None) -> int:
         print(describe_environment(), flush=True)
     started = time.monotonic()
     if opts["jobs"] > 1 and len(opts["names"] or all_modules()) > 1:
-        counts = run_parallel(opts)
+        counts, durations = run_parallel(opts)
     else:
-        counts = run_here(opts)
+        counts, durations = run_here(opts)
     faulthandler.cancel_dump_traceback_later()
     ran = counts["passed"] + counts["failed"]  # skipped tests did not run
+    if opts["durations"]:
+        print_slowest(durations, opts["durations"])
     if opts["summary_file"]:
         with open(opts["summary_file"], "w") as fh:
-            json.dump(counts, fh)
+            json.dump(dict(counts, durations=durations), fh)
     else:
-        print("%d tests in %.1fs" % (ran + counts["skipped"], time.monotonic() - started))
+        print("%d tests, took %.1f s" % (ran + counts["skipped"], time.monotonic() - started))
         if ran == 0:
             print("run_all.py: no tests ran, which counts as a failure (check the names given)")
     print(summary_line(counts), flush=True)

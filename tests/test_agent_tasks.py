@@ -15,45 +15,43 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-from distnode.tasks import agent_task  # noqa: E402
-from distnode.core import config  # noqa: E402
-from distnode.core import keys  # noqa: E402
-from distnode.core import local_state  # noqa: E402
-from distnode.core import log as log_mod  # noqa: E402
-from distnode.run import runner  # noqa: E402
-from distnode.tasks import queue as taskq  # noqa: E402
-from support import fake_openclaw  # noqa: E402
-from support.nodes import FAST, NodeEnv, merge, wait_for, write_config  # noqa: E402
-from support.redis_server import RedisServer  # noqa: E402
+from support.base import REPO, RedisCase  # first: puts scripts/ on sys.path
+from distnode.tasks import agent_task
+from distnode.core import config
+from distnode.core import keys
+from distnode.core import local_state
+from distnode.core import log as log_mod
+from distnode.run.context import Context
+from distnode.tasks import admin
+from distnode.tasks import common
+from distnode.tasks import reclaim
+from distnode.tasks import routes
+from distnode.tasks import submit
+from distnode.tasks import worker
+from support import fake_openclaw
+from support.nodes import FAST, NodeEnv, merge, wait_for, write_config
+from support.redis_server import RedisServer
 
 TASKS = {"handlers": {"where": ["sh", "-c", 'echo "$NODE_ID"']}, "backoff_base_s": 0, "reclaim_grace_s": 0}
 REAL_CLI = os.path.join(REPO, ".cache", "openclaw", "bin", "openclaw")
-SERVER = None
+SERVER = RedisServer(name="agent-tasks")  # the module's; support.base starts and closes it
 FAKE_BIN = None
 MODULE_TMP = None
 
 
 def setUpModule():  # noqa: N802 - unittest API
-    global SERVER, FAKE_BIN, MODULE_TMP
+    global FAKE_BIN, MODULE_TMP
     for name in config.ENV_OVERRIDES:
         os.environ.pop(name, None)
     MODULE_TMP = tempfile.mkdtemp(prefix="agent-tasks-")
     FAKE_BIN = fake_openclaw.install(MODULE_TMP)
-    SERVER = RedisServer(name="agent-tasks").start()
 
 
 def tearDownModule():  # noqa: N802
-    SERVER.close()
     shutil.rmtree(MODULE_TMP, ignore_errors=True)
 
 
@@ -63,10 +61,12 @@ def path_without_openclaw() -> str:
     return os.pathsep.join(f for f in folders if f and not os.path.exists(os.path.join(f, "openclaw")))
 
 
-class ClusterCase(unittest.TestCase):
+class ClusterCase(RedisCase):
+    shared_server = SERVER
+    tmp_prefix = "agent-tasks-"
+
     def setUp(self):
-        SERVER.flushall()
-        self.tmp = tempfile.mkdtemp(prefix="agent-tasks-")
+        super().setUp()
         self.calls_log = os.path.join(self.tmp, "openclaw-calls.jsonl")
         self.nodes, self.ctxs, self.procs = [], [], []
 
@@ -80,7 +80,6 @@ class ClusterCase(unittest.TestCase):
         for ctx in self.ctxs:
             ctx.close()
             ctx.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def node(self, node_id: str, labels=(), cli: bool = False, mode: str = "ok", agent: dict = None) -> NodeEnv:
         """A node with ``labels``; ``cli``: the fake openclaw is on its PATH (capability `agent`)."""
@@ -103,7 +102,7 @@ class ClusterCase(unittest.TestCase):
             "node": {"id": node_id, "labels": list(labels)}, "redis": {"host": SERVER.host, "port": SERVER.port},
             "tasks": TASKS, "agent": {"cli": cli}}))
         cfg = config.load(os.path.join(base, "config"), log_dir or os.path.join(base, "logs"))
-        ctx = runner.Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {"args": []})
+        ctx = Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {"args": []})
         self.ctxs.append(ctx)
         return ctx
 
@@ -199,8 +198,8 @@ class AgentTasks(ClusterCase):
         secret = "pw-%s" % os.urandom(4).hex()
         os.environ["REDIS_PASSWORD"] = secret
         try:
-            task_id = taskq.submit(ctx, "agent", '{"message": "hi"}')["id"]
-            self.assertEqual(taskq.work_tick(ctx)["done"], 1)
+            task_id = submit.submit(ctx, "agent", '{"message": "hi"}')["id"]
+            self.assertEqual(worker.work_tick(ctx)["done"], 1)
         finally:
             os.environ.pop("REDIS_PASSWORD", None)
         with open(dump) as fh:
@@ -266,7 +265,7 @@ class AgentTasks(ClusterCase):
     def test_worker_rejects_a_bad_payload_submitted_through_the_api(self):
         gpu = self.node("gpu", cli=True)
         submitter = self.local_ctx("api")
-        task_id = taskq.submit(submitter, "agent", '{"message": 42}', max_attempts=1)["id"]
+        task_id = submit.submit(submitter, "agent", '{"message": 42}', max_attempts=1)["id"]
         self.assertEqual(self.work(gpu)["dead"], 1)
         self.assertIn('needs "message"', gpu.run_json("task_queue.py", "status", task_id)["error"])
         self.assertEqual(self.calls(), [])
@@ -295,7 +294,7 @@ class Routing(ClusterCase):
 
         tpu = a.run_json("task_queue.py", "status", ids["tpu"])
         self.assertEqual((tpu["state"], tpu["attempts"], tpu["runs"]), ("pending", 0, 0))
-        self.assertEqual(SERVER.command("XPENDING", keys.task_route("tpu"), taskq.GROUP)[0], 0)
+        self.assertEqual(SERVER.command("XPENDING", keys.task_route("tpu"), common.GROUP)[0], 0)
         d = self.node("d", ["tpu"])
         self.assertEqual(self.work(d)["done"], 1)
         self.assertEqual(a.run_json("task_queue.py", "status", ids["tpu"])["worker"], "d")
@@ -308,55 +307,55 @@ class Routing(ClusterCase):
         SERVER.command("HSET", keys.term(), "node", "leader", "epoch", 7, "confirmed", "1",
                        "instance", local_state.instance_token(leader.cfg.run_dir, "leader"))
         doomed, spare = self.local_ctx("doomed", ["gpu"]), self.local_ctx("spare", ["gpu"])
-        task_id = taskq.submit(leader, "where", "{}", requires=["gpu"])["id"]
+        task_id = submit.submit(leader, "where", "{}", requires=["gpu"])["id"]
         self.assertIn(keys.task_route("gpu"), SERVER.command("SMEMBERS", keys.task_streams()))
-        task, _, _ = taskq._claim(doomed, taskq.worker_streams(doomed), read_new=True)
+        task, _, _ = worker.claim(doomed, routes.worker_streams(doomed), read_new=True)
         self.assertIsNone(task, "the route was new to this worker: learnt, not yet read")
-        task, _, _ = taskq._claim(doomed, taskq.worker_streams(doomed), read_new=True)
+        task, _, _ = worker.claim(doomed, routes.worker_streams(doomed), read_new=True)
         self.assertEqual(task.id, task_id)  # then "doomed" dies: it has no heartbeat key
         SERVER.command("DEL", keys.task_lease(task_id))  # and its attempt lease lapses, never renewed
         SERVER.command("HSET", keys.task(task_id), "lease_until_ms", 0)
-        self.assertEqual(taskq.reclaim(leader, 7), 1)
-        self.assertEqual(taskq.work_tick(spare)["done"], 1)
-        rec = taskq.status(leader, task_id)
+        self.assertEqual(reclaim.reclaim(leader, 7), 1)
+        self.assertEqual(worker.work_tick(spare)["done"], 1)
+        rec = admin.status(leader, task_id)
         self.assertEqual((rec["worker"], rec["attempts"]), ("spare", 2))
         self.assertIn("worker doomed is offline or has left", rec["error"])
 
     def test_leaving_node_hands_back_routed_tasks(self):
         gpu = self.node("gpu", ["gpu"])
         in_hand = self.local_ctx("gpu", ["gpu"], log_dir=gpu.log_dir)  # gpu's worker, stopped mid-task
-        task_id = taskq.submit(in_hand, "where", "{}", requires=["gpu"])["id"]
+        task_id = submit.submit(in_hand, "where", "{}", requires=["gpu"])["id"]
         for _ in range(2):  # learn the route (kept in gpu's run dir), then claim from it
-            taskq._claim(in_hand, taskq.worker_streams(in_hand), read_new=True)
+            worker.claim(in_hand, routes.worker_streams(in_hand), read_new=True)
         self.assertEqual(SERVER.command("HGET", keys.task(task_id), "state"), "running")
         self.assertEqual(gpu.run_json("node_manager.py", "deregister")["tasks_handed_back"], 1)
-        rec = taskq.status(in_hand, task_id)
+        rec = admin.status(in_hand, task_id)
         self.assertEqual((rec["state"], rec["attempts"]), ("pending", 0))
 
     def test_a_node_that_lost_a_label_stops_reading_its_route(self):
         before = self.local_ctx("n1", ["gpu"])
-        taskq.submit(before, "where", "{}", requires=["gpu"])
-        self.assertEqual(taskq.work_tick(before)["done"], 1)  # n1 learnt the gpu route
-        task_id = taskq.submit(before, "where", "{}", requires=["gpu"])["id"]
+        submit.submit(before, "where", "{}", requires=["gpu"])
+        self.assertEqual(worker.work_tick(before)["done"], 1)  # n1 learnt the gpu route
+        task_id = submit.submit(before, "where", "{}", requires=["gpu"])["id"]
         after = self.local_ctx("n1", [], log_dir=os.path.dirname(before.cfg.run_dir))  # same run dir, no label
-        self.assertEqual(taskq.known_routes(after), ["gpu"])
-        self.assertEqual(taskq.worker_streams(after), [keys.task_stream("n1"), keys.task_stream()])
-        self.assertEqual(taskq.work_tick(after)["ran"], 0)
-        rec = taskq.status(after, task_id)
+        self.assertEqual(routes.known_routes(after), ["gpu"])
+        self.assertEqual(routes.worker_streams(after), [keys.task_stream("n1"), keys.task_stream()])
+        self.assertEqual(worker.work_tick(after)["ran"], 0)
+        rec = admin.status(after, task_id)
         self.assertEqual((rec["state"], rec["runs"]), ("pending", 0))
 
     def test_idle_tick_stays_one_round_trip_with_routes(self):
         gpu = self.local_ctx("gpu", ["gpu", "big"])
         for requires in (["gpu"], ["gpu", "big"], ["tpu"]):
-            taskq.submit(gpu, "where", "{}", requires=requires)
-        self.assertEqual(taskq.work_tick(gpu)["done"], 2)
-        self.assertEqual(taskq.known_routes(gpu), ["big,gpu", "gpu"])
-        self.assertEqual(taskq.worker_streams(gpu), [keys.task_stream("gpu"), keys.task_route("big,gpu"),
+            submit.submit(gpu, "where", "{}", requires=requires)
+        self.assertEqual(worker.work_tick(gpu)["done"], 2)
+        self.assertEqual(routes.known_routes(gpu), ["big,gpu", "gpu"])
+        self.assertEqual(routes.worker_streams(gpu), [keys.task_stream("gpu"), keys.task_route("big,gpu"),
                                                      keys.task_route("gpu"), keys.task_stream()])
-        again = runner.Context("task_queue", gpu.cfg, gpu.log, {"args": []})  # a new process: routes from disk
+        again = Context("task_queue", gpu.cfg, gpu.log, {"args": []})  # a new process: routes from disk
         self.ctxs.append(again)
         before = again.redis.round_trips
-        self.assertEqual(taskq.work_tick(again)["ran"], 0)
+        self.assertEqual(worker.work_tick(again)["ran"], 0)
         self.assertEqual(again.redis.round_trips - before, 1)
 
 
@@ -367,13 +366,13 @@ class Wait(ClusterCase):
         done = n1.run("task_queue.py", "submit", "--type", "where", "--wait", "--wait-timeout", "20")
         self.assertEqual((done.returncode, done.stdout), (0, "n1\n"), done.stderr)
 
-    def test_wait_timeout_exits_4_and_the_task_stays_queued(self):
+    def test_wait_timeout_exits_6_and_the_task_stays_queued(self):
         n1 = self.node("n1")
         t0 = time.monotonic()
         late = n1.run("task_queue.py", "submit", "--type", "where", "--require", "nobody", "--wait",
                       "--wait-timeout", "0.5", "--quiet")
         self.assertLess(time.monotonic() - t0, 10)
-        self.assertEqual((late.returncode, late.stdout), (4, ""))
+        self.assertEqual((late.returncode, late.stdout), (6, ""))  # exits.TIMED_OUT, as state_sync watch
         found = re.search(r"task (\S+) is still pending after --wait-timeout 0.5s; it stays queued", late.stderr)
         self.assertIsNotNone(found, late.stderr)
         task_id = found.group(1)
@@ -382,21 +381,21 @@ class Wait(ClusterCase):
 
     def test_wait_gives_up_at_once_on_a_purged_task(self):
         ctx = self.local_ctx("n1")
-        self.assertIsNone(taskq.wait(ctx, "no-such-task", None))
+        self.assertIsNone(submit.wait(ctx, "no-such-task", None))
 
     def test_wait_polls_with_a_growing_pause_and_stops_at_the_deadline(self):
         ctx = self.local_ctx("n1")
-        task_id = taskq.submit(ctx, "where", "{}", requires=["nobody"])["id"]
+        task_id = submit.submit(ctx, "where", "{}", requires=["nobody"])["id"]
         now, pauses = [0.0], []
 
         def sleep(seconds):
             pauses.append(seconds)
             now[0] += seconds
-        rec = taskq.wait(ctx, task_id, 2.0, sleep=sleep, clock=lambda: now[0])
+        rec = submit.wait(ctx, task_id, 2.0, sleep=sleep, clock=lambda: now[0])
         self.assertEqual(rec["state"], "pending")
         self.assertEqual(pauses[:4], [0.05, 0.1, 0.2, 0.4])
         self.assertAlmostEqual(sum(pauses), 2.0)
-        self.assertLessEqual(max(pauses), taskq.WAIT_POLL_MAX_S)
+        self.assertLessEqual(max(pauses), submit.WAIT_POLL_MAX_S)
 
 
 class ReplyParsing(unittest.TestCase):

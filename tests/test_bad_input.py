@@ -18,22 +18,17 @@ import random
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import unittest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SCRIPTS = os.path.join(os.path.dirname(_HERE), "scripts")
-for _path in (_HERE, _SCRIPTS):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from distnode.core import keys  # noqa: E402
-from distnode.redis import client as rc  # noqa: E402
-from support import fake_servers as fakes  # noqa: E402
-from support.nodes import NodeEnv, wait_for  # noqa: E402
-from support.redis5 import find_redis5  # noqa: E402
-from support.redis_server import RedisServer  # noqa: E402
+from support.base import RedisCase  # first: puts scripts/ on sys.path
+from distnode.core import keys
+from distnode.redis import resp
+from distnode.redis.errors import ProtocolError
+from support import fake_servers as fakes
+from support.nodes import NodeEnv, wait_for
+from support.redis5 import find_redis5, missing_reason
+from support.redis_server import RedisServer
 
 H = "test_heartbeat."
 HERE = "test_bad_input."
@@ -113,15 +108,15 @@ CASES = [
     ("input", "deregister while the node's own process runs", 1, "is running in process",
      HERE + "InputCases.test_deregister_while_the_node_runs"),
     ("resp", "arrays nested too deep", 1, "nested deeper than 32 levels",
-     "test_redis_client.ParserTest.test_arrays_nested_too_deep_are_a_protocol_error_not_a_recursion_error"),
+     "test_resp.ParserTest.test_arrays_nested_too_deep_are_a_protocol_error_not_a_recursion_error"),
     ("redis", "drips its reply, a byte at a time, past redis.socket_timeout", 1, "no complete reply",
      HERE + "ReplyBoundCases.test_reply_dripped_past_the_timeout"),
     ("resp", "streams an endless array of empty arrays", 1, "larger than",
      HERE + "ReplyBoundCases.test_endless_array_of_empty_arrays"),
     ("redis", "host name whose lookup hangs: bounded by redis.connect_timeout", 1, "resolving the host of",
-     "test_redis_client.ReplyBoundsTest.test_name_resolution_counts_against_the_connect_timeout"),
+     "test_connection.ReplyBoundsTest.test_name_resolution_counts_against_the_connect_timeout"),
     ("redis", "redis.db out of range (99): nothing runs in db 0", 1, "SELECT 99",
-     "test_redis_client.HandshakeGuardTest.test_heartbeat_with_db_out_of_range_exits_with_one_line_"
+     "test_handshake.HandshakeGuardTest.test_heartbeat_with_db_out_of_range_exits_with_one_line_"
      "and_registers_nothing"),
     ("config", "redis.host with user:password@ or a scheme (config.json or REDIS_HOST)", 2,
      "redis.host must be a host name", HERE + "HostileInputCases.test_host_with_credentials_is_refused_masked"),
@@ -138,17 +133,7 @@ CASES = [
      HERE + "HostileInputCases.test_payload_that_is_not_json"),
 ]
 
-SERVER = None
-
-
-def setUpModule():  # noqa: N802 - unittest API
-    global SERVER
-    SERVER = RedisServer(name="bad-input").start()
-
-
-def tearDownModule():  # noqa: N802
-    if SERVER is not None:
-        SERVER.close()
+SERVER = RedisServer(name="bad-input")  # the module's; support.base starts and closes it
 
 
 def redis_state(server) -> dict:
@@ -173,16 +158,12 @@ def disk_state(*folders, logs: bool = True) -> dict:
     return out
 
 
-class BadInputCase(unittest.TestCase):
-    def setUp(self):
-        SERVER.flushall()
-        self.base = tempfile.mkdtemp(prefix="dn-bad-")
-        self.addCleanup(shutil.rmtree, self.base, True)
+class BadInputCase(RedisCase):
+    shared_server = SERVER
+    tmp_prefix = "dn-bad-"
 
     def node(self, node_id: str = "n1", server=None, sub: str = "", **config) -> NodeEnv:
-        env = NodeEnv(os.path.join(self.base, sub) if sub else self.base, node_id, server or SERVER, config)
-        self.addCleanup(env.kill_all)
-        return env
+        return self.new_node(node_id, config, server=server, sub=sub)
 
     def write_config(self, node: NodeEnv, text: str, name: str = "config.json", mode: int = 0o600) -> str:
         path = os.path.join(node.config_dir, name)
@@ -351,7 +332,7 @@ class InputCases(BadInputCase):
 
     def test_deep_payload_and_value_files(self):
         node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
-        path = os.path.join(self.base, "deep.json")
+        path = os.path.join(self.tmp, "deep.json")
         with open(path, "w") as fh:
             fh.write("[" * 100000 + "]" * 100000)
         for args in (("task_queue.py", "submit", "--type", "echo", "--payload-file", path),
@@ -363,7 +344,7 @@ class InputCases(BadInputCase):
     def test_payload_over_tasks_max_payload_bytes(self):
         node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}, "max_payload_bytes": 1000})
         big = json.dumps({"x": "y" * 2000})
-        path = os.path.join(self.base, "big.json")
+        path = os.path.join(self.tmp, "big.json")
         with open(path, "w") as fh:
             fh.write(big)
         submit = ("task_queue.py", "submit", "--type", "echo")
@@ -477,7 +458,7 @@ class HostileInputCases(BadInputCase):
 
     def test_fifo_device_and_huge_input_files(self):
         node = self.node(tasks={"handlers": {"echo": ["/bin/cat"]}})
-        fifo = os.path.join(self.base, "fifo")
+        fifo = os.path.join(self.tmp, "fifo")
         os.mkfifo(fifo)
         for args, fragments in (
                 (("task_queue.py", "submit", "--type", "echo", "--payload-file", fifo), (fifo, "not a regular file")),
@@ -618,7 +599,7 @@ class RedisCases(BadInputCase):
 
     @unittest.expectedFailure
     def test_acl_user_without_a_command_inside_a_script(self):
-        """KNOWN GAP. A user that may EVAL but not PUBLISH: ELECT takes the lease and raises the epoch,
+        """KNOWN GAP. A user that may EVAL but not PUBLISH: elect.lua takes the lease and raises the epoch,
         then fails at the PUBLISH of its event; Redis does not roll a script back, so the lease, the
         epoch and the event stay while the tick reports a failure. A fix needs each script to check
         its commands before its first write (redis.acl_check_cmd, Redis 7 only)."""
@@ -643,8 +624,7 @@ class Redis50Test(BadInputCase):
         super().setUp()
         self.binary = find_redis5()
         if self.binary is None:
-            self.skipTest("no Redis 5.0 server here: `python3 tests/support/redis5.py` builds one into .cache/ "
-                          "(about a minute), or set REDIS5_SERVER_BIN")
+            self.skipTest(missing_reason())
 
     def test_every_script_on_redis_5_0(self):
         with RedisServer(binary=self.binary, name="redis5") as old:
@@ -781,11 +761,20 @@ class DataCases(BadInputCase):
         # and its lease: a --loop that finds the id's lease held by another instance exits 1 (it cannot
         # tell a dead holder from a paused one), so on a loaded machine b must not start before it lapsed
         wait_for(lambda: SERVER.command("EXISTS", keys.leader()) == 0, 10, message="machine a's lease to lapse")
-        second.spawn_all()
-        wait_for(lambda: json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["instance"] != token, 10,
-                 message="machine b to take the id over once machine a's heartbeat expired")
+        # b's three loops start in any order: an election or failover step before b's first heartbeat
+        # finds a's record (its heartbeat lapsed) and must wait, not exit as a duplicate
+        loops = second.spawn_all()
+
+        def b_leads() -> bool:
+            exited = [os.path.basename(proc.args[1]) for proc in loops if proc.poll() is not None]
+            self.assertEqual(exited, [], "a loop of machine b exited:\n" + second.log_text(tail_chars=2000))
+            term = SERVER.command("HGET", keys.term(), "instance")
+            return term is not None and term != token and SERVER.command("GET", keys.leader()) == "n1"
+        # waits, not bounds: a loaded machine's loops start late; a loop that exits fails at once
+        wait_for(b_leads, 60, message="machine b to lead")
+        self.assertNotEqual(json.loads(SERVER.command("HGET", keys.nodes(), "n1"))["instance"], token)
         wait_for(lambda: "became leader" in second.log_text("leader_election") + second.log_text("failover_manager"),
-                 30, message="machine b to lead")  # a wait, not a bound: a loaded machine's loops start late
+                 30, message="machine b to log that it leads")
         self.assertGreater(int(SERVER.command("GET", keys.epoch())), int(epoch))
 
 
@@ -836,14 +825,14 @@ class ParserFuzz(unittest.TestCase):
         return bytes(data)
 
     def feed(self, data: bytes, rng) -> list:
-        parser, out, pos = rc.Parser("fuzz:1"), [], 0
+        parser, out, pos = resp.Parser("fuzz:1"), [], 0
         while pos < len(data):
             step = rng.randrange(1, 9)
             parser.feed(data[pos:pos + step])
             pos += step
             while True:
                 reply = parser.gets()
-                if reply is rc.NOT_READY:
+                if reply is resp.NOT_READY:
                     break
                 out.append(reply)
         return out
@@ -863,7 +852,7 @@ class ParserFuzz(unittest.TestCase):
             signal.setitimer(signal.ITIMER_REAL, self.SAMPLE_LIMIT_S)
             try:
                 parsed += len(self.feed(data, rng))
-            except rc.ProtocolError:
+            except ProtocolError:
                 errors += 1
             except _Hang:
                 self.fail("the parser hung on %r" % data[:200])
@@ -881,12 +870,12 @@ class ParserFuzz(unittest.TestCase):
         rng = random.Random(self.SEED + 1)
         for _ in range(300):
             data = b"".join(self.reply(rng) for _ in range(rng.randrange(1, 4)))
-            whole = rc.Parser("fuzz:1")
+            whole = resp.Parser("fuzz:1")
             whole.feed(data)
             expected = []
             while True:
                 reply = whole.gets()
-                if reply is rc.NOT_READY:
+                if reply is resp.NOT_READY:
                     break
                 expected.append(reply)
             self.assertEqual([_plain(r) for r in self.feed(data, rng)], [_plain(r) for r in expected])
@@ -927,7 +916,7 @@ class TableTest(unittest.TestCase):
 class ReplyBoundCases(BadInputCase):
     """Issue 13 item 13: a server that drips its reply or streams an endless one is cut off by the
     client's bounds (the whole reply within redis.socket_timeout, one reply within
-    redis_client.MAX_REPLY_BYTES): exit 1, one line naming host:port, nothing written."""
+    redis.resp.MAX_REPLY_BYTES): exit 1, one line naming host:port, nothing written."""
 
     def against_fake(self, handler, *fragments) -> str:
         node = self.node()

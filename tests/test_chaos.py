@@ -15,10 +15,12 @@ import tempfile
 import time
 import unittest
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+from support.base import TESTS, RedisCase, slow  # first: puts scripts/ on sys.path
+from support.redis_server import RedisReplyError
+
 CHAOS = os.path.join(TESTS, "chaos")
-sys.path[:0] = [p for p in (TESTS, CHAOS) if p not in sys.path]
-from support.redis_server import RedisReplyError, RedisServer  # noqa: E402
+if CHAOS not in sys.path:
+    sys.path.insert(0, CHAOS)  # the harness's modules import each other by bare name
 import checker  # noqa: E402
 import schedule as sched  # noqa: E402
 from cluster import Timing  # noqa: E402
@@ -330,15 +332,7 @@ class ScheduleTest(unittest.TestCase):
                 self.assertGreater(f.delay_s, timing.lease_s, "late writes must land after the lease lapsed")
 
 
-class ProxyTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.server = RedisServer().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
-
+class ProxyTest(RedisCase):
     def ping(self, port, timeout_s=2.0):
         """(reply bytes, seconds); b"" when the connection was closed or reset."""
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
@@ -384,7 +378,7 @@ class ProxyTest(unittest.TestCase):
             proxy.close()
 
 
-@unittest.skipIf(os.environ.get("DN_TEST_SKIP_SLOW") == "1", "DN_TEST_SKIP_SLOW=1")
+@slow("a 60 s chaos run of five nodes")
 class ShortRunTest(unittest.TestCase):
     def test_short_run_keeps_every_invariant(self):
         with tempfile.TemporaryDirectory() as tmp:

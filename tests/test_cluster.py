@@ -1,7 +1,7 @@
 """Several nodes as real processes on one real Redis: election, failover, pauses, restarts, Redlock.
 
 Intervals are scaled down (heartbeat 1 s, ttl and lease 3 s) so that the
-bound the README promises, "a crash fails over in under lease_ttl + one
+bound docs/en/how-it-works.md promises, "a crash fails over in under lease_ttl + one
 interval", is 4 s here.
 """
 
@@ -12,32 +12,26 @@ import tempfile
 import time
 import unittest
 
-from support.nodes import SCRIPTS, NodeEnv, wait_for
+from support.base import RedisCase  # first: puts scripts/ on sys.path
+from support.fence import fenced_probe
+from support.nodes import wait_for
 from support.redis_server import RedisServer
 from test_elector import make_ctx, record
-
-sys.path.insert(0, SCRIPTS)
-from distnode.core import local_state  # noqa: E402
-from distnode.lua import scripts as lua  # noqa: E402
-from distnode.cluster.elector import Elector  # noqa: E402
-from distnode.redis.client import ResponseError, Script  # noqa: E402
+from distnode.core import local_state
+from distnode import lua
+from distnode.cluster.elector import Elector
+from distnode.redis.errors import FencedError
+from distnode.redis.script import Script
 
 CRASH_BOUND_S = 4.0 + 0.75  # lease_ttl + interval, plus process start-up slack on a loaded 2-core box
 
 
-class ThreeNodes(unittest.TestCase):
+class ThreeNodes(RedisCase):
     def setUp(self):
-        self.server = RedisServer().start()
-        self.tmp = tempfile.TemporaryDirectory()
-        self.nodes = {n: NodeEnv(self.tmp.name, n, self.server) for n in ("n1", "n2", "n3")}
+        super().setUp()
+        self.nodes = {n: self.new_node(n) for n in ("n1", "n2", "n3")}
         for node in self.nodes.values():
             node.spawn_all()
-
-    def tearDown(self):
-        for node in self.nodes.values():
-            node.kill_all()
-        self.server.close()
-        self.tmp.cleanup()
 
     def leader(self):
         return self.server.command("GET", "openclaw:cluster:leader")
@@ -98,17 +92,16 @@ class ThreeNodes(unittest.TestCase):
         self.nodes[first].signal_all(signal.SIGCONT)
         # the woken leader's in-flight writes carry its old epoch: every fenced script refuses them
         token = local_state.instance_token(self.nodes[first].run_dir, first)  # make_ctx writes another one
-        ctx = make_ctx(self.tmp.name, first, self.server)
-        sweep = lua.FAILOVER_SCAN(ctx.redis, ("openclaw:cluster:leader", "openclaw:cluster:epoch",
-                                              "openclaw:cluster:nodes", "openclaw:cluster:events", "hb:" + first,
-                                              "openclaw:cluster:term"),
-                                  (first, str(stale_epoch), "0", 100, 100, token))
-        self.assertEqual(sweep[0], b"follower")
-        probe = Script(lua.FENCE + "redis.call('SET', 'openclaw:cluster:probe', ARGV[2]) return 1")
-        with self.assertRaises(ResponseError) as cm:
+        ctx = make_ctx(self.tmp, first, self.server)
+        sweep = lua.run(ctx.redis, "failover_scan", ("openclaw:cluster:leader", "openclaw:cluster:epoch",
+                                                     "openclaw:cluster:nodes", "openclaw:cluster:events", "hb:" + first,
+                                                     "openclaw:cluster:term"),
+                        (first, str(stale_epoch), "0", 100, 100, token))
+        self.assertEqual(sweep.outcome, "follower")
+        probe = Script("probe", fenced_probe("redis.call('SET', 'openclaw:cluster:probe', ARGV[2]) return 1"), 3)
+        with self.assertRaises(FencedError):
             probe(ctx.redis, ("openclaw:cluster:leader", "openclaw:cluster:epoch", "openclaw:cluster:term"),
                   (first, stale_epoch, token))
-        self.assertTrue(str(cm.exception).startswith("FENCED"), cm.exception)
         self.assertIsNone(self.server.command("GET", "openclaw:cluster:probe"))
         ctx.close()
         # after waking it follows; the cluster keeps exactly one leader, never at an old epoch

@@ -1,36 +1,29 @@
 """scripts/config.py: precedence of the sources, every validation message, --print-config."""
 
+import ast
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 from unittest import mock
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SCRIPTS = os.path.join(os.path.dirname(_HERE), "scripts")
-for _path in (_HERE, _SCRIPTS):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from distnode.core import config  # noqa: E402
+from support.base import SCRIPTS as _SCRIPTS, TempDirCase  # first: puts scripts/ on sys.path
+from distnode.core import config, redact, settings, validate
 
 SECRET = "s3cr3t-Pass-Phrase"
 OUR_ENV = list(config.ENV_OVERRIDES) + ["OPENCLAW_DISTRIBUTED_CONFIG_DIR", "OPENCLAW_DISTRIBUTED_LOG_DIR"]
 
 
-class ConfigCase(unittest.TestCase):
+class ConfigCase(TempDirCase):
     """A temp config dir, and an environment without any of our variables."""
 
+    tmp_prefix = "dn-config-"
+
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="dn-config-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
-        env = {k: v for k, v in os.environ.items() if k not in OUR_ENV}
-        patcher = mock.patch.dict(os.environ, env, clear=True)
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        super().setUp()
+        self.dir = self.tmp
+        self.patch_env(drop=OUR_ENV)
 
     def write(self, name: str, content, mode: int = 0o600) -> str:
         path = os.path.join(self.dir, name)
@@ -67,9 +60,9 @@ class PrecedenceTest(ConfigCase):
         self.assertEqual(cfg.warnings, [])
 
     def test_every_schema_default_is_valid(self):
-        for (section, key), spec in config.SCHEMA.items():
-            with self.subTest(key="%s.%s" % (section, key)):
-                config._check(spec, spec[1], "%s.%s" % (section, key), config.upper_bound((section, key)))
+        for setting in settings.SETTINGS:
+            with self.subTest(key=setting.name):
+                validate.check(setting, setting.default, setting.name)
 
     def test_default_config_json_is_valid(self):
         shipped = os.path.join(config.DEFAULT_CONFIG_DIR, "config.json")
@@ -346,7 +339,7 @@ class MaskingTest(ConfigCase):
     def test_masked_walks_every_shape(self):
         value = {"a": [{"password": SECRET, "x": [{"api_token": SECRET}]}], "url": "redis://u:%s@h:1/0" % SECRET,
                  "secret": 5, "ok": "plain"}
-        shown = json.dumps(config._masked(value))
+        shown = json.dumps(redact.masked(value))
         self.assertNotIn(SECRET, shown)
         self.assertIn('"ok": "plain"', shown)
         self.assertIn("redis://***@h:1/0", shown)
@@ -382,25 +375,25 @@ class UpperBoundTest(ConfigCase):
     """Issue 13 item 14: every duration has an upper bound, so 1e200 is refused at load time."""
 
     def test_every_duration_is_bounded(self):
-        for (section, key), spec in config.SCHEMA.items():
-            if spec[0] != "num":
+        for (section, key), spec in settings.SCHEMA.items():
+            if spec.kind != "num":
                 continue
             with self.subTest(key="%s.%s" % (section, key)):
                 msg = self.error({section: {key: 1e200}})
                 self.assertIn("%s.%s must be at most" % (section, key), msg)
 
     def test_every_whole_number_is_bounded(self):
-        for (section, key), spec in config.SCHEMA.items():
-            if spec[0] != "int":
+        for (section, key), spec in settings.SCHEMA.items():
+            if spec.kind != "int":
                 continue
             with self.subTest(key="%s.%s" % (section, key)):
                 self.assertIn("%s.%s must be at most" % (section, key), self.error({section: {key: 10 ** 12}}))
         self.assertIn("a whole number with 31 digits", self.error({"redis": {"db": 10 ** 30}}))
 
     def test_the_bounds_themselves_are_accepted(self):
-        self.load({"node": {"heartbeat_interval": 3600, "heartbeat_ttl": config.MAX_DURATION_S},
-                   "election": {"lease_ttl": config.MAX_DURATION_S},
-                   "tasks": {"default_timeout_s": config.upper_bound(("tasks", "default_timeout_s"))}})
+        self.load({"node": {"heartbeat_interval": 3600, "heartbeat_ttl": settings.MAX_DURATION_S},
+                   "election": {"lease_ttl": settings.MAX_DURATION_S},
+                   "tasks": {"default_timeout_s": settings.SCHEMA[("tasks", "default_timeout_s")].high}})
 
     def test_environment_values_are_bounded_too(self):
         self.assertIn("environment REDIS_DB must be at most", self.error({}, REDIS_DB="9" * 5000))
@@ -438,6 +431,97 @@ class TypoBeforeRelationTest(ConfigCase):
         self.assertEqual(proc.returncode, 2)
         self.assertEqual(proc.stdout, "")
         self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
+
+
+class SettingsRecordTest(ConfigCase):
+    """core/settings.py: every setting is a record the loader, the accessors and the docs all read."""
+
+    def test_every_record_has_help_in_both_languages_and_names_its_variable(self):
+        for s in settings.SETTINGS:
+            with self.subTest(key=s.name):
+                self.assertTrue(s.help_en and s.help_zh)
+                if s.env:
+                    self.assertIn("`%s`" % s.env, s.help_en)
+                    self.assertIn("`%s`" % s.env, s.help_zh)
+        self.assertEqual(sorted(settings.ENV_OVERRIDES), sorted(
+            ["REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "REDIS_USERNAME", "OPENCLAW_NODE_ID", "LOG_LEVEL"]))
+
+    def test_every_number_has_both_bounds(self):
+        for s in settings.SETTINGS:
+            if s.kind in ("num", "int"):
+                with self.subTest(key=s.name):
+                    self.assertIsNotNone(s.low)
+                    self.assertIsNotNone(s.high)
+                    self.assertLessEqual(s.low, s.default)
+                    self.assertLessEqual(s.default, s.high)
+
+    def test_a_duration_is_read_in_seconds_by_its_name_or_an_accessor(self):
+        """A seed name without its unit (heartbeat_interval) has a ``_s`` accessor returning the value set."""
+        values = {"node": {"heartbeat_interval": 3, "heartbeat_ttl": 7, "retry_delay": 0.25},
+                  "redis": {"connect_timeout": 1.5, "socket_timeout": 2},
+                  "election": {"lease_ttl": 9, "renew_interval": 2.5}}
+        cfg = self.load(values)
+        suffix = {"s": "_s", "ms": "_ms", "bytes": "_bytes"}
+        for s in settings.SETTINGS:
+            if s.unit not in suffix or s.key.endswith(suffix[s.unit]):
+                continue
+            with self.subTest(key=s.name):
+                self.assertEqual(s.unit, "s", "a %s setting without its unit in the name" % s.unit)
+                self.assertEqual(getattr(cfg, s.key + "_s"), values[s.section][s.key])
+
+    def test_election_accessors_fall_back_to_the_heartbeat(self):
+        cfg = self.load({"node": {"heartbeat_interval": 4, "heartbeat_ttl": 12}})
+        self.assertEqual((cfg.lease_ttl_s, cfg.renew_interval_s), (12, 4))
+
+    def test_validation_reads_the_record(self):
+        """A bound changed in the record is the bound the loader applies and the message names."""
+        setting = settings.SCHEMA[("node", "retry_count")]
+        with mock.patch.object(setting, "high", 7):
+            self.assertIn("node.retry_count must be at most 7, got 8", self.error({"node": {"retry_count": 8}}))
+        with mock.patch.object(setting, "low", 2):
+            self.assertIn("node.retry_count must be 2 or more, got 1", self.error({"node": {"retry_count": 1}}))
+
+    def test_defaults_module_imports_nothing(self):
+        """defaults.py is loaded by every tick through the settings: it must stay constants only."""
+        with open(os.path.join(_SCRIPTS, "distnode", "core", "defaults.py"), encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+        self.assertEqual([node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))], [])
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                with self.subTest(name=node.targets[0].id):
+                    self.assertTrue(node.targets[0].id.isupper())
+
+
+class SettingsDocsTest(unittest.TestCase):
+    """The docs' settings reference is generated from the records (python3 -m distnode.core.settings)."""
+
+    def test_docs_hold_exactly_the_generated_reference(self):
+        for lang in ("en", "zh"):
+            with self.subTest(lang=lang):
+                with open(settings.docs_page(lang), encoding="utf-8") as fh:
+                    text = fh.read()
+                start, end = text.find(settings.BEGIN), text.find(settings.END)
+                self.assertTrue(0 <= start < end, "%s lacks the settings markers" % settings.docs_page(lang))
+                self.assertEqual(text[start + len(settings.BEGIN):end], "\n" + settings.markdown_reference(lang),
+                                 "regenerate: cd scripts && python3 -m distnode.core.settings --update-docs")
+
+    def test_reference_lists_every_setting_with_its_range(self):
+        for lang in ("en", "zh"):
+            text = settings.markdown_reference(lang)
+            for s in settings.SETTINGS:
+                self.assertIn("| `%s` |" % s.name, text)
+            self.assertIn("| `node.heartbeat_interval` | `10` | %s | > 0, <= 86400 |" % ("s" if lang == "en" else "秒"),
+                          text)
+
+    def test_markdown_command(self):
+        proc = subprocess.run([sys.executable, "-m", "distnode.core.settings", "--markdown", "zh"], cwd=_SCRIPTS,
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual((proc.returncode, proc.stderr), (0, ""))
+        self.assertEqual(proc.stdout, settings.markdown_reference("zh"))
+        proc = subprocess.run([sys.executable, "-m", "distnode.core.settings", "--bogus"], cwd=_SCRIPTS,
+                              capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("usage:", proc.stderr)
 
 
 if __name__ == "__main__":

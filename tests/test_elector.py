@@ -6,23 +6,23 @@ import sys
 import tempfile
 import unittest
 
-from support.nodes import SCRIPTS, NodeEnv, processes_using, wait_for, wait_processes_gone
+from support.base import RedisCase  # first: puts scripts/ on sys.path
+from support.nodes import NodeEnv, processes_using, wait_for, wait_processes_gone
 from support.redis_server import RedisServer
 
-sys.path.insert(0, SCRIPTS)
-from distnode.core import config  # noqa: E402
-from distnode.core import local_state  # noqa: E402
-from distnode.core import log as log_mod  # noqa: E402
-from distnode.run import runner  # noqa: E402
-from distnode.cluster.elector import Elector  # noqa: E402
-from distnode.core.errors import NodeIdCollision  # noqa: E402
-from distnode.redis.client import WrongTypeError  # noqa: E402
+from distnode.core import config
+from distnode.core import local_state
+from distnode.core import log as log_mod
+from distnode.run.context import Context
+from distnode.cluster.elector import Elector
+from distnode.core.errors import NodeIdCollision
+from distnode.redis.errors import RedisError, WrongTypeError
 
 ME, OTHER = "n1", "n2"
 LEASE_MS = 3000
 
 
-def make_ctx(base_dir: str, node_id: str, server, extra_config: dict = None) -> runner.Context:
+def make_ctx(base_dir: str, node_id: str, server, extra_config: dict = None) -> Context:
     env = NodeEnv(base_dir, node_id, server, config=extra_config)
     cfg = config.load(env.config_dir, env.log_dir)
     cfg.values["node"]["id"] = node_id
@@ -30,7 +30,7 @@ def make_ctx(base_dir: str, node_id: str, server, extra_config: dict = None) -> 
     # the synthetic records below name instance "x": make it this process's own token
     local_state.atomic_write(os.path.join(cfg.run_dir, node_id + ".instance"), b"x")
     logger = log_mod.Logger("test", node_id, env.log_dir, console=None, use_syslog=False)
-    return runner.Context("test", cfg, logger, {})
+    return Context("test", cfg, logger, {})
 
 
 def remember(elector: Elector, state: dict) -> None:
@@ -200,7 +200,7 @@ class ElectorTable(unittest.TestCase):
         self.server.command("SET", "openclaw:cluster:leader", ME, "PX", LEASE_MS)
         self.server.command("SET", "openclaw:cluster:epoch", 99)
         hold(self.server, ME, 99)
-        self.assertFalse(confused._release_at(2))
+        self.assertFalse(confused.data.release(2))
         self.assertEqual(self.server.command("GET", "openclaw:cluster:leader"), ME)
         ctx.close()
 
@@ -214,6 +214,8 @@ class ElectorTable(unittest.TestCase):
 
 
 class Hooks(unittest.TestCase):
+    """The hooks an election step fires (how a hook runs, its deadline and environment: test_hooks.py)."""
+
     def test_hooks_run_with_node_leader_and_epoch_in_their_environment(self):
         with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "hooks.jsonl")
@@ -270,107 +272,18 @@ class Hooks(unittest.TestCase):
             wait_processes_gone(tmp)
             ctx.close()
 
-    @staticmethod
-    def wait_hooks_done():
-        from distnode.cluster import hooks
-        for proc in list(hooks._started):
-            proc.wait(30)  # the supervisors write into logs/: let them finish before the dir goes
 
-    def test_a_hook_past_its_timeout_loses_its_whole_process_group(self):
-        from distnode.cluster import hooks
-        with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
-            pid_file = os.path.join(tmp, "grandchild")
-            hang = ["sh", "-c", "sleep 60 & echo $! > %s; sleep 60" % pid_file]
-            ctx = make_ctx(tmp, ME, server, {"hooks": {"on_become_leader": hang, "timeout_s": 1}})
-            try:
-                self.assertTrue(hooks.fire(ctx, "on_become_leader", ME, 1))
-                wait_for(lambda: os.path.exists(pid_file) and os.path.getsize(pid_file), 10, message="the hook")
-                with open(pid_file) as fh:
-                    grandchild = int(fh.read())
-                self.wait_hooks_done()
-                from support.nodes import process_alive
-                wait_for(lambda: not process_alive(grandchild), 5, message="the hook's grandchild to be killed")
-            finally:
-                self.wait_hooks_done()
-                ctx.close()
-
-    def test_a_killed_hook_supervisor_s_group_is_killed_by_the_next_hook_fired(self):
-        from distnode.cluster import hooks
-        from support.nodes import process_alive
-        with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
-            pid_file = os.path.join(tmp, "grandchild")
-            hang = ["sh", "-c", "sleep 60 & echo $! > %s; sleep 60" % pid_file]
-            ctx = make_ctx(tmp, ME, server, {"hooks": {"on_become_leader": hang, "on_leader_change": ["true"],
-                                                       "timeout_s": 60}})
-            grandchild = None
-            try:
-                self.assertTrue(hooks.fire(ctx, "on_become_leader", ME, 1))
-                wait_for(lambda: os.path.exists(pid_file) and os.path.getsize(pid_file), 10, message="the hook")
-                with open(pid_file) as fh:
-                    grandchild = int(fh.read())
-                supervisor = hooks._started[-1]
-                try:  # the supervisor notes the hook's group as it starts it (not the guarantee under test)
-                    wait_for(lambda: [n for n in os.listdir(ctx.cfg.run_dir) if n.startswith("hook-child.")], 5)
-                except AssertionError:
-                    pass
-                supervisor.kill()  # kill -9 of the hook supervisor: its hook's leader goes, the group's rest stays
-                supervisor.wait()
-                self.assertTrue(hooks.fire(ctx, "on_leader_change", ME, 1))
-                wait_for(lambda: not process_alive(grandchild), 5, message="the orphaned group to be killed")
-            finally:
-                if grandchild and process_alive(grandchild):
-                    os.kill(grandchild, 9)
-                self.wait_hooks_done()
-                ctx.close()
-
-    def test_a_hook_gets_no_redis_credential_and_its_output_log_is_bounded(self):
-        from distnode.cluster import hooks
-        secret = "pw-%s" % os.urandom(4).hex()
-        with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
-            noisy = ["sh", "-c", "env; yes | head -c 3000000"]
-            ctx = make_ctx(tmp, ME, server, {"hooks": {"on_become_leader": noisy},
-                                             "logging": {"max_bytes": 200000, "backup_count": 1}})
-            saved = os.environ.get("REDIS_PASSWORD")
-            os.environ["REDIS_PASSWORD"] = secret
-            try:
-                for epoch in (1, 2, 3):
-                    self.assertTrue(hooks.fire(ctx, "on_become_leader", ME, epoch))
-                    self.wait_hooks_done()
-            finally:
-                os.environ.pop("REDIS_PASSWORD") if saved is None else os.environ.__setitem__("REDIS_PASSWORD", saved)
-                self.wait_hooks_done()
-                ctx.close()
-            out = os.path.join(ctx.cfg.log_dir, "hooks.log.out")
-            kept = [p for p in (out, out + ".1", out + ".2") if os.path.exists(p)]
-            text = b"".join(open(p, "rb").read() for p in kept)
-            self.assertTrue(b"EPOCH=3" in text, "the last hook's output is kept")
-            self.assertFalse(secret.encode() in text, "a hook saw the Redis password")
-            self.assertFalse(os.path.exists(out + ".2"), "more rotated files than logging.backup_count")
-            for path in kept:
-                self.assertLessEqual(os.path.getsize(path), 2 * 200000, path)
-
-
-class HookTransitions(unittest.TestCase):
+class HookTransitions(RedisCase):
     """Which hooks fire, and with which EPOCH, when one node's processes see its terms out of order."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = RedisServer().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
 
     def setUp(self):
         from distnode.cluster import hooks
-        self.server.flushall()
-        self.tmp = tempfile.TemporaryDirectory()
-        self.addCleanup(self.tmp.cleanup)
+        super().setUp()
         self.fired = []
         real_fire = hooks.fire
         hooks.fire = lambda ctx, name, leader, epoch, **kw: self.fired.append((name, int(epoch))) or True
         self.addCleanup(setattr, hooks, "fire", real_fire)
-        self.ctx = make_ctx(self.tmp.name, ME, self.server)
+        self.ctx = make_ctx(self.tmp, ME, self.server)
         self.addCleanup(self.ctx.close)
         self.server.command("SET", "hb:" + ME, "1", "PX", 60000)
         self.server.command("HSET", "openclaw:cluster:nodes", ME, record())
@@ -384,18 +297,16 @@ class HookTransitions(unittest.TestCase):
     def test_a_step_paused_after_elect_does_not_record_its_stale_view(self):
         first = Elector(self.ctx)
         self.assertEqual(first.try_acquire_or_renew().epoch, 5)
-        from distnode.cluster import elector as elector_mod
-        real = elector_mod.lua.ELECT
+        real = first.store.acquire_or_renew
 
-        def paused(*args, **kw):  # ELECT replied (renewed at 5); the step is paused past the lease
-            reply = real(*args, **kw)
-            elector_mod.lua.ELECT = real
+        def paused():  # the store replied (renewed at 5); the step is paused past the lease
+            obs = real()
+            self.assertEqual((obs.outcome, obs.epoch), ("renewed", 5))
             self.lapse()
             other = Elector(self.ctx)  # meanwhile another process of this node takes a new term
             self.assertEqual((other.try_acquire_or_renew().outcome, other.state["epoch"]), ("acquired", 6))
-            return reply
-        elector_mod.lua.ELECT = paused
-        self.addCleanup(setattr, elector_mod.lua, "ELECT", real)
+            return obs
+        first.store.acquire_or_renew = paused
         del self.fired[:]
         first.try_acquire_or_renew()  # resumes and records what it saw at epoch 5
         memory = local_state.read_json(first.state_path)
@@ -532,8 +443,7 @@ class RedlockLease(unittest.TestCase):
         self.assertEqual(won.outcome, "acquired")
         # an attempt of this node at another epoch (a second job, a stale process) gives up: it must
         # not release the term that won
-        elector._redlock_release(elector._instances(), won.epoch + 1)
-        elector._release_at(won.epoch + 1)
+        elector.store.release(won.epoch + 1)
         self.assertEqual(self.data.command("GET", "openclaw:cluster:leader"), ME)
         self.assertEqual(sum(s.command("GET", "openclaw:cluster:leader") == ME for s in self.instances), 3)
 
@@ -605,7 +515,6 @@ class RedlockDroppedTerm(unittest.TestCase):
 
     def test_a_leader_cut_off_from_the_data_redis_releases_its_claims_and_stays_off(self):
         from chaos.proxy import StallProxy
-        from distnode.redis.client import RedisError
         self.proxy = StallProxy(self.data.host, self.data.port)
         port = self.proxy.add("data")
         ctx = self.ctx(ME)
@@ -643,7 +552,6 @@ class RedlockDroppedTerm(unittest.TestCase):
 
     def test_a_candidate_cut_off_from_the_data_redis_keeps_no_claim(self):
         from chaos.proxy import StallProxy
-        from distnode.redis.client import RedisError
         self.proxy = StallProxy(self.data.host, self.data.port)
         port = self.proxy.add("data")
         ctx = self.ctx(ME)

@@ -17,24 +17,14 @@ and --loop for the restart test). Cases:
 
 import json
 import os
-import shutil
-import sys
-import tempfile
 import time
 import unittest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from support.nodes import RETRYING, SCRIPTS, ClusterView, NodeEnv, merge  # noqa: E402
-from support.redis_server import RedisReplyError, RedisServer, wait_until  # noqa: E402
-
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
-
-from distnode.core import local_state  # noqa: E402
-from distnode.lua import scripts as lua  # noqa: E402
+from support.base import TempDirCase, slow  # first: puts scripts/ on sys.path
+from support.fence import fenced_probe
+from support.nodes import RETRYING, ClusterView, NodeEnv, merge
+from support.redis_server import RedisReplyError, RedisServer, wait_until
+from distnode.core import local_state
 
 EPOCH = "openclaw:cluster:epoch"
 LEADER = "openclaw:cluster:leader"
@@ -56,10 +46,8 @@ def _acked_offset(master) -> int:
     return int(fields["offset"])
 
 
-class EpochTestCase(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="dn-epochs-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+class EpochTestCase(TempDirCase):
+    tmp_prefix = "dn-epochs-"
 
     def server(self, **kw) -> RedisServer:
         server = RedisServer(**kw).start()
@@ -140,7 +128,7 @@ class ReplicaMissedTest(EpochTestCase):
         self.assertEqual((obs["outcome"], obs["leader"]), ("follower", "a"))
         self.assertEqual(obs["epoch"], 7)
         self.assertGreaterEqual(b.memory()["max_epoch"], obs["epoch"])
-        fenced = lua.FENCE + "\nreturn 1"
+        fenced = fenced_probe("return 1")
         token = local_state.instance_token(a.run_dir, "a")
         with self.assertRaises(RedisReplyError) as caught:  # a write of a's old term is refused
             self.replica.command("EVAL", fenced, 3, LEADER, EPOCH, TERM, "a", 6, token)
@@ -199,6 +187,7 @@ class UnconfirmedTermTest(EpochTestCase):
     was promoted by a failover, or died), no term can be confirmed. The nodes must say why in
     ``status`` and ``health``, and not burn an epoch on every tick while nothing can change."""
 
+    @slow("three rounds that each outlast a 3 s lease")
     def test_no_replica_left_is_reported_and_does_not_burn_epochs(self):
         master = self.server(name="master")
         master.command("SET", EPOCH, 5)  # an established cluster: no bootstrap round

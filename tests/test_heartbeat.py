@@ -9,56 +9,30 @@ nodes hash, and that the password shows up nowhere.
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 import unittest
 from unittest import mock
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SCRIPTS = os.path.join(os.path.dirname(_HERE), "scripts")
-for _path in (_HERE, _SCRIPTS):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from distnode.core import config  # noqa: E402
-from distnode.core import keys  # noqa: E402
-from support import fake_servers as fakes  # noqa: E402
-from support.nodes import NodeEnv, wait_for  # noqa: E402
-from support.redis_server import RedisServer, free_port  # noqa: E402
+from support.base import RedisCase, slow  # first: puts scripts/ on sys.path
+from distnode.core import config
+from distnode.core import keys
+from support import fake_servers as fakes
+from support.nodes import NodeEnv, wait_for
+from support.redis_server import RedisServer, free_port
 
 PASSWORD = "hb-Pass-0815-secret"
-SKIP_SLOW = os.environ.get("DN_TEST_SKIP_SLOW", "") not in ("", "0")
-SERVER = None
+SERVER = RedisServer(password=PASSWORD, name="heartbeat")  # the module's; support.base starts and closes it
 
 
-def setUpModule():  # noqa: N802 - unittest API
-    global SERVER
-    SERVER = RedisServer(password=PASSWORD, name="heartbeat").start()
-
-
-def tearDownModule():  # noqa: N802
-    if SERVER is not None:
-        SERVER.close()
-
-
-class HeartbeatCase(unittest.TestCase):
-    def setUp(self):
-        SERVER.flushall()
-        SERVER.command("SCRIPT", "FLUSH")
-        self.base = tempfile.mkdtemp(prefix="dn-hb-")
-        self.addCleanup(shutil.rmtree, self.base, True)
+class HeartbeatCase(RedisCase):
+    shared_server = SERVER
+    flush_scripts = True
+    tmp_prefix = "dn-hb-"
 
     def node(self, node_id: str = "n1", server=None, sub: str = "", **config) -> NodeEnv:
-        # Always a test server: without one the scripts would default to 127.0.0.1:6379.
-        server = server or SERVER
-        assert server is not None and server.port not in (6379, 26379)
-        env = NodeEnv(os.path.join(self.base, sub) if sub else self.base, node_id, server, config)
-        self.addCleanup(env.kill_all)
-        return env
+        return self.new_node(node_id, config, server=server, sub=sub)
 
     def record(self, node_id: str = "n1") -> dict:
         raw = SERVER.command("HGET", keys.nodes(), node_id)
@@ -257,7 +231,7 @@ class AclTest(HeartbeatCase):
 
 
 class ConcurrencyTest(HeartbeatCase):
-    @unittest.skipIf(SKIP_SLOW, "DN_TEST_SKIP_SLOW is set")
+    @slow("retries 0.3 s apart until a late Redis starts")
     def test_retry_then_success_when_redis_starts_late(self):
         port = free_port()
         # 30 retries 0.3 s apart: room for a loaded machine to start the late Redis in the window
@@ -357,15 +331,15 @@ class LoopTest(HeartbeatCase):
     def test_in_process_beat_evalsha_and_noscript(self):
         from distnode.core import log as log_mod
         from distnode.cluster import membership
-        from distnode.run import runner
-        with open(os.path.join(self.base, "config.json"), "w") as fh:
+        from distnode.run.context import Context
+        with open(os.path.join(self.tmp, "config.json"), "w") as fh:
             json.dump({"node": {"id": "inproc", "heartbeat_interval": 1, "heartbeat_ttl": 3},
                        "redis": {"connect_timeout": 1, "socket_timeout": 1}, "logging": {"syslog": False}}, fh)
         env = {"REDIS_HOST": SERVER.host, "REDIS_PORT": str(SERVER.port), "REDIS_PASSWORD": PASSWORD}
         with mock.patch.dict(os.environ, env):
-            cfg = config.load(self.base, os.path.join(self.base, "logs"))
+            cfg = config.load(self.tmp, os.path.join(self.tmp, "logs"))
         log = log_mod.Logger("heartbeat", "inproc", cfg.log_dir, use_syslog=False, console=None)
-        ctx = runner.Context("heartbeat", cfg, log, {"args": []})
+        ctx = Context("heartbeat", cfg, log, {"args": []})
         self.addCleanup(ctx.close)
         self.addCleanup(log.close)
         SERVER.command("CONFIG", "RESETSTAT")

@@ -1,17 +1,12 @@
 """scripts/local_state.py: the node's small local files."""
 
 import os
-import sys
 import tempfile
 import threading
 import unittest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SCRIPTS = os.path.join(os.path.dirname(_HERE), "scripts")
-if _SCRIPTS not in sys.path:
-    sys.path.insert(0, _SCRIPTS)
-
-from distnode.core import local_state  # noqa: E402
+import support.base  # noqa: F401 - first: puts scripts/ on sys.path
+from distnode.core import local_state
 
 
 class InstanceTokenTest(unittest.TestCase):

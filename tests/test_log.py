@@ -4,22 +4,14 @@ import glob
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SCRIPTS = os.path.join(os.path.dirname(_HERE), "scripts")
-for _path in (_HERE, _SCRIPTS):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from distnode.core import log as log_mod  # noqa: E402
+from support.base import SCRIPTS, SKIP_SLOW, TempDirCase  # first: puts scripts/ on sys.path
+from distnode.core import log as log_mod
 
 LINE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) node=(\S+) (\S+): (.*)$")
-SKIP_SLOW = os.environ.get("DN_TEST_SKIP_SLOW", "") not in ("", "0")
 
 # A writer process: N lines "w<k> <i> <padding>" through one Logger each, as separate scripts would.
 WRITER = r"""
@@ -35,21 +27,19 @@ logger.close()
 """
 
 
-class LogCase(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="dn-log-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
+class LogCase(TempDirCase):
+    tmp_prefix = "dn-log-"
 
     def logger(self, **kw) -> log_mod.Logger:
         kw.setdefault("use_syslog", False)
         kw.setdefault("console", None)
-        logger = log_mod.Logger("tick", "n1", self.dir, **kw)
+        logger = log_mod.Logger("tick", "n1", self.tmp, **kw)
         self.addCleanup(logger.close)
         return logger
 
     def files(self, name: str = "tick") -> list:
         """The log and its backups, oldest first."""
-        path = os.path.join(self.dir, name + ".log")
+        path = os.path.join(self.tmp, name + ".log")
         backups = sorted(glob.glob(path + ".[0-9]*"), key=lambda p: -int(p.rsplit(".", 1)[1]))
         return backups + ([path] if os.path.exists(path) else [])
 
@@ -90,7 +80,7 @@ class LoggerTest(LogCase):
 
     def test_file_mode(self):
         self.logger().info("x")
-        self.assertEqual(os.stat(os.path.join(self.dir, "tick.log")).st_mode & 0o777, 0o640)
+        self.assertEqual(os.stat(os.path.join(self.tmp, "tick.log")).st_mode & 0o777, 0o640)
 
     def test_rotation_single_writer(self):
         logger = self.logger(max_bytes=1000, backup_count=3)
@@ -122,13 +112,13 @@ class LoggerTest(LogCase):
     def test_reopens_after_external_rotation(self):
         logger = self.logger()
         logger.info("before")
-        os.rename(os.path.join(self.dir, "tick.log"), os.path.join(self.dir, "tick.log.1"))
+        os.rename(os.path.join(self.tmp, "tick.log"), os.path.join(self.tmp, "tick.log.1"))
         logger.info("after")  # logrotate-style rename: the next line goes to a fresh file
-        with open(os.path.join(self.dir, "tick.log")) as fh:
+        with open(os.path.join(self.tmp, "tick.log")) as fh:
             self.assertTrue(fh.read().rstrip().endswith("after"))
 
     def test_unwritable_log_dir_does_not_raise(self):
-        blocker = os.path.join(self.dir, "not-a-dir")
+        blocker = os.path.join(self.tmp, "not-a-dir")
         with open(blocker, "w"):
             pass
         console = io.StringIO()
@@ -147,7 +137,7 @@ class LoggerTest(LogCase):
             def flush(self):
                 raise ValueError("I/O operation on closed file")
 
-        blocker = os.path.join(self.dir, "not-a-dir")
+        blocker = os.path.join(self.tmp, "not-a-dir")
         with open(blocker, "w"):
             pass
         logger = log_mod.Logger("tick", "n1", blocker, use_syslog=False, console=Broken())
@@ -158,7 +148,7 @@ class LoggerTest(LogCase):
     def test_for_config(self):
         class Cfg(dict):
             node_id = "cfg-node"
-            log_dir = self.dir
+            log_dir = self.tmp
         cfg = Cfg(logging={"level": "WARNING", "max_bytes": 123, "backup_count": 2, "syslog": False})
         logger = log_mod.for_config("tick", cfg, console=None)
         self.addCleanup(logger.close)
@@ -173,7 +163,7 @@ class ConcurrentRotationTest(LogCase):
     """Several processes writing one log while it rotates at a small max_bytes."""
 
     def run_writers(self, writers: int, lines_each: int, max_bytes: int, backup_count: int) -> None:
-        procs = [subprocess.Popen([sys.executable, "-c", WRITER, _SCRIPTS, self.dir, str(k), str(lines_each),
+        procs = [subprocess.Popen([sys.executable, "-c", WRITER, SCRIPTS, self.tmp, str(k), str(lines_each),
                                    str(max_bytes), str(backup_count)], stderr=subprocess.PIPE)
                  for k in range(writers)]
         for proc in procs:
@@ -209,7 +199,7 @@ class ConcurrentRotationTest(LogCase):
 
     def test_backups_never_exceed_backup_count(self):
         self.run_writers(4, 300 if SKIP_SLOW else 800, max_bytes=2048, backup_count=3)
-        names = sorted(os.listdir(self.dir))
+        names = sorted(os.listdir(self.tmp))
         self.assertEqual([n for n in names if n.startswith("shared.log.") and n != "shared.log.lock"],
                          ["shared.log.1", "shared.log.2", "shared.log.3"])
         self.assertTrue(all(n.startswith("shared.log") for n in names), names)

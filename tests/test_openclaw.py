@@ -27,13 +27,10 @@ import unittest
 import urllib.error
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+from support.base import REPO, SKIP_SLOW, TESTS, slow
+from support.redis_server import RedisServer
 
-from support.redis_server import RedisServer  # noqa: E402
-
-INSTALLER = os.path.join(HERE, "support", "install_openclaw.sh")
+INSTALLER = os.path.join(TESTS, "support", "install_openclaw.sh")
 START_NODE = os.path.join(REPO, "start-node.sh")
 SKILL = "distributed-node"
 NODE = "oc-node-1"
@@ -44,7 +41,6 @@ JOBS = ("failover_manager", "heartbeat", "leader_election", "state_sync", "task_
 # test takes well over a minute, so 60 s let leader_election and heartbeat run on their own).
 INTERVAL_S, TTL_S = 600, 1800
 GATEWAY_READY_TIMEOUT_S = 120
-SKIP_SLOW = os.environ.get("DN_TEST_SKIP_SLOW", "") not in ("", "0")
 
 
 def install_cli() -> str:
@@ -309,7 +305,7 @@ class OpenClawTest(unittest.TestCase):
             self.assertRegex(proc.stdout, r"(?m)^\s+(-\w, )?%s\b" % re.escape(flag), "openclaw agent lost %s" % flag)
 
     # -- the cron jobs --
-    @unittest.skipIf(SKIP_SLOW, "DN_TEST_SKIP_SLOW is set (needs a gateway)")
+    @slow("needs a gateway")
     def test_start_node_installs_jobs_once_runs_heartbeat_and_uninstalls(self):
         first = self.start_node()
         self.assertOk(first)
@@ -374,7 +370,7 @@ class OpenClawTest(unittest.TestCase):
         self.assertEqual(record["status"], "left")
         self.assertEqual(self.redis.command("EXISTS", "hb:" + NODE), 0)
 
-    @unittest.skipIf(SKIP_SLOW, "DN_TEST_SKIP_SLOW is set (needs a gateway)")
+    @slow("needs a gateway")
     def test_password_only_in_the_environment_is_refused(self):
         config_dir = self.write_node_config("env-password", password=False)
         proc = self.start_node(env={"REDIS_PASSWORD": PASSWORD, "OPENCLAW_NODE_ID": "oc-env-password"},

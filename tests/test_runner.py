@@ -1,6 +1,7 @@
-"""scripts/runner.py: flags, exit codes, one-line errors, retries, the overlap lock, loop mode.
+"""distnode/run/: flags, exit codes, one-line errors, retries, the overlap lock, loop mode, the job table.
 
-Runs ``runner.main`` in-process with small fake ticks (no Redis needed), so
+Runs ``ticks.main`` and ``commands.main`` in-process with small fake ticks and
+commands (no Redis needed), so
 every exit path is checked without timing; tests/test_heartbeat.py runs the
 same paths end to end as subprocesses against a real Redis.
 """
@@ -10,28 +11,29 @@ import fcntl
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import unittest
 from unittest import mock
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SCRIPTS = os.path.join(os.path.dirname(_HERE), "scripts")
-for _path in (_HERE, _SCRIPTS):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from distnode.core import config  # noqa: E402
-from distnode.redis import client as rc  # noqa: E402
-from distnode.run import runner  # noqa: E402
-from distnode.core.errors import TickError  # noqa: E402
+from support.base import TempDirCase  # first: puts scripts/ on sys.path
+from distnode.core import config
+from distnode.redis import errors as redis_errors
+from distnode.core import errors
+from distnode.run import commands, cron, flags as run_flags, installer, jobs, ticks
+from distnode.run.commands import Command
+from distnode.core.errors import TickError
 
 OUR_ENV = list(config.ENV_OVERRIDES) + ["OPENCLAW_DISTRIBUTED_CONFIG_DIR", "OPENCLAW_DISTRIBUTED_LOG_DIR"]
 
 
+def fake_main(tick, argv) -> int:
+    """``ticks.main`` of a job "faketick" that ticks ``tick``."""
+    return ticks.main(jobs.Job("faketick", ("faketick.py",), "a fake job", lambda cfg: 1.0, tick), "A fake tick.",
+                      argv=argv)
+
+
 class Run:
-    """What one ``runner.main`` call returned and printed."""
+    """What one ``ticks.main`` or ``commands.main`` call returned and printed."""
 
     def __init__(self, code: int, stdout: str, stderr: str, log_text: str):
         self.code, self.stdout, self.stderr, self.log_text = code, stdout, stderr, log_text
@@ -41,18 +43,16 @@ class Run:
         return self.stderr.strip().splitlines()
 
 
-class RunnerCase(unittest.TestCase):
+class RunnerCase(TempDirCase):
+    tmp_prefix = "dn-runner-"
+
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="dn-runner-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
-        self.config_dir = os.path.join(self.dir, "config")
-        self.log_dir = os.path.join(self.dir, "logs")
+        super().setUp()
+        self.config_dir = os.path.join(self.tmp, "config")
+        self.log_dir = os.path.join(self.tmp, "logs")
         os.makedirs(self.config_dir)
         self.write_config({})
-        env = {k: v for k, v in os.environ.items() if k not in OUR_ENV}
-        patcher = mock.patch.dict(os.environ, env, clear=True)
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        self.patch_env(drop=OUR_ENV)
         self.calls = 0
 
     def write_config(self, extra: dict) -> None:
@@ -65,11 +65,18 @@ class RunnerCase(unittest.TestCase):
         with open(os.path.join(self.config_dir, "config.json"), "w") as fh:
             json.dump(cfg, fh)
 
-    def run_main(self, tick, *argv, **kw) -> Run:
+    def run_main(self, tick, *argv, period_s: float = 1.0, on_stop=None, table: dict = None, own_flags=()) -> Run:
+        """Run ``tick`` as the job "faketick" (``ticks.main``), or with ``table`` as a command script."""
         out, err = io.StringIO(), io.StringIO()
         args = list(argv) + ["--config-dir", self.config_dir, "--log-dir", self.log_dir]
+        if on_stop is not None:
+            tick.stop = on_stop  # a tick's stop(ctx) runs when its loop ends
+        job = jobs.Job("faketick", ("faketick.py",), "a fake job", lambda cfg: period_s, tick)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = runner.main("faketick", tick, "A fake tick for tests.", argv=args, **kw)
+            if table is None:
+                code = ticks.main(job, "A fake tick for tests.", argv=args)
+            else:
+                code = commands.main("faketick", "A fake command script.", table, own_flags, argv=args)
         try:
             with open(os.path.join(self.log_dir, "faketick.log")) as fh:
                 log_text = fh.read()
@@ -99,10 +106,10 @@ class RunnerCase(unittest.TestCase):
 
 
 class FlagsTest(unittest.TestCase):
-    FLAGS = [("--name", "N", ""), ("--force", None, "")] + runner.COMMON_FLAGS
+    FLAGS = [("--name", "N", ""), ("--force", None, "")] + run_flags.COMMON_FLAGS
 
     def test_parse(self):
-        parse = lambda *a: runner.parse_flags(list(a), self.FLAGS)  # noqa: E731
+        parse = lambda *a: run_flags.parse_flags(list(a), self.FLAGS)  # noqa: E731
         self.assertEqual(parse(), {"args": []})
         self.assertEqual(parse("a", "--name", "x", "b", "--force"),
                          {"args": ["a", "b"], "--name": "x", "--name*": ["x"], "--force": True})
@@ -121,25 +128,25 @@ class FlagsTest(unittest.TestCase):
                  (["-x"], "unknown option -x (see --help)")]
         for argv, message in cases:
             with self.subTest(argv=argv):
-                with self.assertRaises(runner.UsageError) as ctx:
-                    runner.parse_flags(argv, self.FLAGS)
+                with self.assertRaises(run_flags.UsageError) as ctx:
+                    run_flags.parse_flags(argv, self.FLAGS)
                 self.assertEqual(str(ctx.exception), message)
 
     def test_help_text(self):
-        text = runner.format_help("x.py", "Does x.", self.FLAGS, "[options] WORD")
+        text = run_flags.format_help("x.py", "Does x.", self.FLAGS, "[options] WORD")
         self.assertTrue(text.startswith("usage: x.py [options] WORD\n\nDoes x."))
         for name, _metavar, _help in self.FLAGS:
             self.assertIn(name, text)
-        self.assertIn("exit codes: 0 ok", text)
+        self.assertIn("\nexit codes:\n  0    ok\n", text)
 
     def test_explain(self):
-        self.assertIn("check redis.password", runner.explain(rc.WrongPassError("h:1 refused")))
-        self.assertIn("Redis timed out", runner.explain(rc.RedisTimeoutError("no reply from h:1")))
-        self.assertIn("Redis unreachable", runner.explain(rc.RedisConnectionError("h:1 refused")))
-        self.assertIn("not a Redis server?", runner.explain(rc.ProtocolError("h:1 sent junk")))
-        self.assertIn("Redis ACL refused", runner.explain(rc.NoPermError("NOPERM x")))
-        self.assertIn("Redis refused: WRONGTYPE k", runner.explain(rc.WrongTypeError("WRONGTYPE k")))
-        self.assertEqual(runner.explain(TickError("plain")), "plain")
+        self.assertIn("check redis.password", errors.explain(redis_errors.WrongPassError("h:1 refused")))
+        self.assertIn("Redis timed out", errors.explain(redis_errors.RedisTimeoutError("no reply from h:1")))
+        self.assertIn("Redis unreachable", errors.explain(redis_errors.RedisConnectionError("h:1 refused")))
+        self.assertIn("not a Redis server?", errors.explain(redis_errors.ProtocolError("h:1 sent junk")))
+        self.assertIn("Redis ACL refused", errors.explain(redis_errors.NoPermError("NOPERM x")))
+        self.assertIn("Redis refused: WRONGTYPE k", errors.explain(redis_errors.WrongTypeError("WRONGTYPE k")))
+        self.assertEqual(errors.explain(TickError("plain")), "plain")
 
 
 class MainTest(RunnerCase):
@@ -159,13 +166,13 @@ class MainTest(RunnerCase):
     def test_usage_error_exits_2(self):
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = runner.main("faketick", self.counting({}), "x", argv=["--bogus"])
+            code = fake_main(self.counting({}), argv=["--bogus"])
         self.assertEqual(code, 2)
         self.assertEqual(err.getvalue(), "faketick.py: error: unknown option --bogus (see --help)\n")
         self.assertEqual(self.calls, 0)
 
     def test_usage_error_from_tick_exits_2(self):
-        self.assert_one_line(self.run_main(self.counting(runner.UsageError("give a WORD"))), 2,
+        self.assert_one_line(self.run_main(self.counting(run_flags.UsageError("give a WORD"))), 2,
                              "error: give a WORD")
 
     def test_config_error_exits_2(self):
@@ -191,7 +198,7 @@ class MainTest(RunnerCase):
         self.assertEqual(json.loads(run.stdout), {"partial": True})
 
     def test_connection_faults_are_retried_then_exit_1(self):
-        run = self.run_main(self.counting(rc.RedisConnectionError("cannot connect to h:1: refused")))
+        run = self.run_main(self.counting(redis_errors.RedisConnectionError("cannot connect to h:1: refused")))
         self.assertEqual(self.calls, 3)  # retry_count 2 -> 3 attempts
         self.assertEqual(run.code, 1)
         self.assertIn("attempt 1/3 failed", run.stderr)
@@ -200,20 +207,21 @@ class MainTest(RunnerCase):
         self.assertNotIn("Traceback", run.stderr + run.log_text)
 
     def test_loading_and_readonly_are_retried(self):
-        for exc in (rc.LoadingError("LOADING"), rc.ReadOnlyError("READONLY"), rc.RedisTimeoutError("slow")):
+        for exc in (redis_errors.LoadingError("LOADING"), redis_errors.ReadOnlyError("READONLY"),
+                    redis_errors.RedisTimeoutError("slow")):
             with self.subTest(exc=type(exc).__name__):
                 self.calls = 0
                 run = self.run_main(self.counting(exc, {"ok": 1}), "--json")
                 self.assertEqual((run.code, self.calls), (0, 2), run.stderr)
 
     def test_retry_then_success(self):
-        run = self.run_main(self.counting(rc.RedisConnectionError("x"), rc.RedisConnectionError("y"), {"ok": 1}),
-                            "--json")
+        run = self.run_main(self.counting(redis_errors.RedisConnectionError("x"),
+                                          redis_errors.RedisConnectionError("y"), {"ok": 1}), "--json")
         self.assertEqual((run.code, self.calls, run.stdout), (0, 3, '{"ok": 1}\n'))
 
     def test_response_errors_are_not_retried(self):
-        for exc in (rc.WrongTypeError("WRONGTYPE k"), rc.AuthError("h:1 refused the credentials"),
-                    rc.NoPermError("NOPERM"), rc.ProtocolError("h:1 sent junk")):
+        for exc in (redis_errors.WrongTypeError("WRONGTYPE k"), redis_errors.AuthError("h:1 refused the credentials"),
+                    redis_errors.NoPermError("NOPERM"), redis_errors.ProtocolError("h:1 sent junk")):
             with self.subTest(exc=type(exc).__name__):
                 self.calls = 0
                 run = self.run_main(self.counting(exc))
@@ -222,7 +230,7 @@ class MainTest(RunnerCase):
 
     def test_retry_count_zero(self):
         self.write_config({"node": {"retry_count": 0}})
-        run = self.run_main(self.counting(rc.RedisConnectionError("x")))
+        run = self.run_main(self.counting(redis_errors.RedisConnectionError("x")))
         self.assert_one_line(run, 1)
         self.assertEqual(self.calls, 1)
 
@@ -247,7 +255,8 @@ class MainTest(RunnerCase):
         secret = "Sup3rS3cretPW"
         os.environ["REDIS_PASSWORD"] = secret
         for exc, code in ((TickError("cannot resolve host of default:%s@h:6379" % secret), 1),
-                          (rc.ResponseError("ERR unknown command, with args beginning with: '%s'" % secret), 1),
+                          (redis_errors.ResponseError("ERR unknown command, with args beginning with: '%s'"
+                                                      % secret), 1),
                           (RuntimeError("boom %s" % secret), 3)):
             with self.subTest(exc=type(exc).__name__):
                 run = self.run_main(self.counting(exc))
@@ -269,7 +278,7 @@ class MainTest(RunnerCase):
                 err = io.StringIO()
                 args = ["--json", "--config-dir", self.config_dir, "--log-dir", self.log_dir]
                 with mock.patch.object(sys, "stdout", stream), contextlib.redirect_stderr(err):
-                    code = runner.main("faketick", tick, "A fake tick.", argv=args)
+                    code = fake_main(tick, argv=args)
                 self.assertEqual(code, 0, err.getvalue())
                 self.assertNotIn("Traceback", err.getvalue())
         self.assertEqual(self.calls, 2)
@@ -297,7 +306,8 @@ class MainTest(RunnerCase):
         def tick(ctx):
             seen.update(node=ctx.node_id, args=ctx.args, flags=ctx.flags, loop=ctx.loop,
                         peer=ctx.redis.peer, same=ctx.redis is ctx.redis)
-        run = self.run_main(tick, "word1", "--json", "word2", extra_flags=[("--who", "W", "")])
+        table = {"word1": Command(lambda ctx, words: tick(ctx), "word1 WORD")}
+        run = self.run_main(None, "word1", "--json", "word2", table=table, own_flags=[("--who", "W", "")])
         self.assertEqual(run.code, 0, run.stderr)
         self.assertEqual(seen["node"], "rn1")
         self.assertEqual(seen["args"], ["word1", "word2"])
@@ -324,15 +334,14 @@ class LockTest(RunnerCase):
         self.assertEqual(run.stdout, "")
         self.assertIn("skipping", run.log_text)
 
-    def test_unlocked_script_ignores_the_lock(self):
+    def test_a_command_ignores_the_lock_its_job_takes(self):
         self.hold_lock()
-        self.assertEqual(self.run_main(self.counting({}), locked=False).code, 0)
+        read = self.counting({})
+        table = {"read": Command(lambda ctx, words: read(ctx), "read", words=0)}
+        self.assertEqual(self.run_main(None, "read", table=table).code, 0)
         self.assertEqual(self.calls, 1)
-        wants_lock = lambda ctx: "write" in ctx.args  # noqa: E731
-        self.assertEqual(self.run_main(self.counting({}), "read", locked=wants_lock).code, 0)
-        self.assertEqual(self.calls, 2)
-        run = self.run_main(self.counting({}), "write", locked=wants_lock)
-        self.assertEqual((run.code, self.calls), (0, 2))
+        run = self.run_main(self.counting({}))  # the job itself: skipped while the lock is held
+        self.assertEqual((run.code, self.calls), (0, 1))
         self.assertIn("skipping", run.log_text)
 
     def test_lock_is_per_node(self):
@@ -351,12 +360,12 @@ class LoopTest(RunnerCase):
             if self.calls == 2:
                 raise TickError("one bad tick")
             if self.calls == 3:
-                raise rc.RedisConnectionError("blip")  # retried inside the tick's attempts
+                raise redis_errors.RedisConnectionError("blip")  # retried inside the tick's attempts
             if self.calls >= 5:
                 ctx.stopping = True
             return {"n": self.calls}
 
-        run = self.run_main(tick, "--loop", "--json", interval_s=lambda cfg: 0.01,
+        run = self.run_main(tick, "--loop", "--json", period_s=0.01,
                             on_stop=lambda ctx: stopped.append(ctx.node_id))
         self.assertEqual(run.code, 0, run.stderr)
         self.assertEqual(self.calls, 5)
@@ -380,7 +389,7 @@ class JobSurvivalTest(RunnerCase):
                 ctx.stopping = True
             return {"n": self.calls}
 
-        run = self.run_main(tick, "--loop", "--json", interval_s=lambda cfg: 0.01)
+        run = self.run_main(tick, "--loop", "--json", period_s=0.01)
         self.assertEqual(run.code, 0, run.stderr)
         self.assertEqual(self.calls, 4)
         self.assertEqual([json.loads(line)["n"] for line in run.stdout.splitlines()], [3, 4])
@@ -393,8 +402,8 @@ class JobSurvivalTest(RunnerCase):
         self.assertIn("(2 in a row)", console[1])
 
     def test_bad_usage_still_ends_the_loop_with_exit_2(self):
-        run = self.run_main(self.counting(runner.UsageError("no such command")), "--loop", "--quiet",
-                            interval_s=lambda cfg: 0.01)
+        run = self.run_main(self.counting(run_flags.UsageError("no such command")), "--loop", "--quiet",
+                            period_s=0.01)
         self.assert_one_line(run, 2, "no such command")
         self.assertEqual(self.calls, 1)
 
@@ -410,8 +419,179 @@ class JobSurvivalTest(RunnerCase):
                 ctx.stopping = True
             return {}
 
-        self.run_main(tick, "--loop", "--quiet", interval_s=lambda cfg: 0.01)
+        self.run_main(tick, "--loop", "--quiet", period_s=0.01)
         self.assertEqual(seen, [(0, False), (0, True), (1, True), (2, True)])
+
+
+class LazyTickTest(RunnerCase):
+    """A job's tick class is made at its first tick, inside the loop's protection: a local fault while
+    making it (the elector's instance file where a directory stands) is a failed tick, not the end."""
+
+    def flaky_class(self, fails: int):
+        case = self
+
+        class Flaky:
+            def __init__(self, ctx):
+                case.calls += 1
+                if case.calls <= fails:
+                    raise IsADirectoryError(21, "Is a directory", os.path.join(ctx.cfg.run_dir, "rn1.instance"))
+
+            def __call__(self, ctx):
+                ctx.stopping = True
+                return {"made": case.calls}
+
+            def stop(self, ctx):
+                case.stopped = True
+        return Flaky
+
+    def test_a_loop_survives_a_fault_while_its_tick_is_made(self):
+        self.stopped = False
+        run = self.run_main(self.flaky_class(fails=2), "--loop", "--json", period_s=0.01)
+        self.assertEqual(run.code, 0, run.stderr)
+        self.assertEqual([json.loads(line) for line in run.stdout.splitlines()], [{"made": 3}])
+        self.assertIn("tick failed (2 in a row): log dir %s" % self.log_dir, run.log_text)
+        self.assertIn("Is a directory", run.log_text)
+        self.assertTrue(self.stopped, "the tick made late still gets its stop(ctx)")
+
+    def test_a_one_shot_tick_keeps_its_exit_code(self):
+        run = self.run_main(self.flaky_class(fails=1), "--json")
+        self.assert_one_line(run, 2, "config error: log dir %s" % self.log_dir, "Is a directory")
+        self.assertEqual(run.stdout, "")
+
+    def test_a_loop_stopped_before_its_tick_was_made_stops_nothing(self):
+        def never_made(ctx):
+            raise AssertionError("not made")
+        tick = jobs.Tick(jobs.Job("x", ("x.py",), "", lambda cfg: 1.0, never_made))
+        tick.stop(None)  # nothing made: nothing to stop, no error
+        self.assertIsNone(tick.made)
+
+
+class InstallerTest(RunnerCase):
+    """node_setup.py (run/installer.py) guards its output and refuses bad words as every script does."""
+
+    class Gone(io.StringIO):  # a reader that went away (`--status | head -c0`)
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    def setup_main(self, *argv, stdout=None):
+        out, err = stdout or io.StringIO(), io.StringIO()
+        args = list(argv) + ["--config-dir", self.config_dir, "--log-dir", self.log_dir]
+        with mock.patch.object(sys, "stdout", out), contextlib.redirect_stderr(err):
+            code = installer.main("Sets the node up.", argv=args)
+        return code, (out.getvalue() if stdout is None else ""), err.getvalue()
+
+    def test_a_reader_that_went_away_costs_the_output_only(self):
+        done = mock.Mock(returncode=0)
+        with mock.patch.object(installer.cron, "find_openclaw", return_value=None), \
+                mock.patch.object(installer.subprocess, "run", return_value=done) as status_run:
+            self.assertEqual(self.setup_main("status", stdout=self.Gone())[::2], (0, ""))
+        self.assertEqual(status_run.call_count, 1)
+        self.assertEqual(self.setup_main("--help", stdout=self.Gone())[::2], (0, ""))
+
+    def test_a_bad_word_is_one_usage_line(self):
+        for argv, words in ((["bogus"], ["unknown command 'bogus'", "install, uninstall, status"]),
+                            ([], ["expected a command"]),
+                            (["status", "extra"], ["unexpected word 'extra' after status"])):
+            with self.subTest(argv=argv):
+                code, out, err = self.setup_main(*argv)
+                self.assertEqual((code, out), (2, ""))
+                self.assertEqual(len(err.splitlines()), 1, err)
+                self.assertTrue(err.startswith("start-node.sh: error: "), err)
+                for word in words:
+                    self.assertIn(word, err)
+
+    def test_help_names_no_lock(self):
+        code, out, _err = self.setup_main("--help")
+        self.assertEqual(code, 0)
+        self.assertIn("usage: node_setup.py {install,uninstall,status}", out)
+        self.assertNotIn("lock", out)
+        self.assertEqual(help_codes(out), [0, 1, 2, 3, 130])
+
+
+def help_codes(text: str) -> list:
+    """The exit codes a --help text lists, in order."""
+    lines = text.split("exit codes:\n", 1)[1].splitlines()
+    return [int(line.split()[0]) for line in lines if line.strip()]
+
+
+class StrayWordsAndFlagsTest(RunnerCase):
+    """A word or a flag a script or command does not take is refused (exit 2, one line naming it and
+    the command, nothing done), never silently ignored."""
+
+    def run_script(self, module, *argv) -> Run:
+        out, err = io.StringIO(), io.StringIO()
+        args = list(argv) + ["--config-dir", self.config_dir, "--log-dir", self.log_dir]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = module.main(args)
+        return Run(code, out.getvalue(), err.getvalue(), "")
+
+    def test_a_tick_script_takes_no_words(self):
+        run = self.run_main(self.counting({}), "extra-word")
+        self.assert_one_line(run, 2, "unexpected word 'extra-word'", "faketick.py takes no words")
+        self.assertEqual(self.calls, 0)
+        import heartbeat
+        import leader_election
+        for module, argv, word in ((heartbeat, ["extra-word"], "'extra-word'"),
+                                   (leader_election, ["a", "b", "c"], "'a'")):
+            with self.subTest(script=module.__name__):
+                run = self.run_script(module, *argv)
+                self.assertEqual((run.code, run.stdout), (2, ""), run.stderr)
+                self.assertEqual(run.stderr_lines, ["%s.py: error: unexpected word %s: %s.py takes no words, "
+                                                    "only options (see --help)" % (module.__name__, word,
+                                                                                   module.__name__)])
+
+    def test_a_command_takes_only_its_own_flags(self):
+        import node_manager
+        import state_sync
+        import task_queue
+        for module, argv, words in ((task_queue, ["list", "--type", "x"], "--type does not apply to list"),
+                                    (task_queue, ["submit", "--type", "echo", "--state", "pending"],
+                                     "--state does not apply to submit"),
+                                    (task_queue, ["stats", "--limit", "3"], "--limit does not apply to stats"),
+                                    (node_manager, ["status", "--older-than", "3"],
+                                     "--older-than does not apply to status"),
+                                    (node_manager, ["status", "extra"], "unexpected word 'extra' after status"),
+                                    (state_sync, ["get", "k", "--timeout", "3"], "--timeout does not apply to get")):
+            with self.subTest(argv=argv):
+                run = self.run_script(module, *argv)
+                self.assertEqual((run.code, run.stdout), (2, ""), run.stderr)
+                self.assertEqual(len(run.stderr_lines), 1, run.stderr)
+                self.assertIn(words, run.stderr)
+        table = {"get": Command(lambda ctx, words: {}, "get KEY", words=1)}
+        self.assert_one_line(self.run_main(None, "get", "k", "--who", "me", table=table,
+                                           own_flags=[("--who", "W", "")]), 2, "--who does not apply to get")
+
+    def test_every_own_flag_applies_to_some_command(self):
+        import node_manager
+        import state_sync
+        import task_queue
+        for module in (node_manager, state_sync, task_queue):
+            with self.subTest(script=module.__name__):
+                listed = {flag for row in module.COMMANDS.values() for flag in row.flags}
+                self.assertEqual(listed, {flag for flag, _metavar, _text in module.FLAGS})
+
+
+class HelpCodesTest(RunnerCase):
+    """Each script's --help lists the exit codes it returns, and only those."""
+
+    EXPECTED = {"heartbeat": [0, 1, 2, 3, 130], "leader_election": [0, 1, 2, 3, 130],
+                "failover_manager": [0, 1, 2, 3, 130], "node_manager": [0, 1, 2, 3, 130, 143],
+                "state_sync": [0, 1, 2, 3, 4, 5, 6, 130, 143], "task_queue": [0, 1, 2, 3, 6, 130, 143],
+                "node_setup": [0, 1, 2, 3, 130]}
+
+    def test_each_script_lists_its_codes(self):
+        import importlib
+        for name, codes in self.EXPECTED.items():
+            with self.subTest(script=name):
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out):
+                    self.assertEqual(importlib.import_module(name).main(["--help"]), 0)
+                self.assertEqual(help_codes(out.getvalue()), codes)
+                locked = name not in ("node_manager", "node_setup")  # these run no job under its lock
+                self.assertEqual("still holds the lock" in out.getvalue(), locked)
 
 
 class LogDirTest(RunnerCase):
@@ -458,8 +638,7 @@ class BrokenPipeTest(RunnerCase):
 
         err = io.StringIO()
         with contextlib.redirect_stdout(pipe), contextlib.redirect_stderr(err):
-            code = runner.main("faketick", tick, "A fake tick.", argv=["--json", "--config-dir", self.config_dir,
-                                                                      "--log-dir", self.log_dir])
+            code = fake_main(tick, argv=["--json", "--config-dir", self.config_dir, "--log-dir", self.log_dir])
         self.assertEqual(code, 0, err.getvalue())
         self.assertEqual(err.getvalue(), "")
         self.assertFalse(os.path.exists(os.path.join(self.log_dir, "faketick.log")), "nothing to log")
@@ -479,23 +658,129 @@ class PrintConfigTest(RunnerCase):
 class NumberFlagTest(RunnerCase):
     def test_upper_bound(self):
         ctx = mock.Mock(flags={"--timeout": "1e300"})
-        with self.assertRaises(runner.UsageError) as caught:
-            runner.number_flag(ctx, "--timeout", above=True, maximum=604800)
+        with self.assertRaises(run_flags.UsageError) as caught:
+            run_flags.number_flag(ctx, "--timeout", above=True, maximum=604800)
         self.assertIn("--timeout must be at most 604800", str(caught.exception))
         ctx = mock.Mock(flags={"--limit": "9" * 5000})
-        with self.assertRaises(runner.UsageError):
-            runner.number_flag(ctx, "--limit", int)
+        with self.assertRaises(run_flags.UsageError):
+            run_flags.number_flag(ctx, "--limit", int)
         ctx = mock.Mock(flags={"--timeout": "604800"})
-        self.assertEqual(runner.number_flag(ctx, "--timeout", maximum=604800), 604800)
+        self.assertEqual(run_flags.number_flag(ctx, "--timeout", maximum=604800), 604800)
 
     def test_ascii_digits_only_and_a_short_echo(self):
         for raw in ("\u0663", "\uff13", "1_0", "nan", "inf", "-inf", "9" * 100000):
             for kind in (int, float):
                 with self.subTest(raw=raw[:10], kind=kind.__name__):
-                    with self.assertRaises(runner.UsageError) as caught:
-                        runner.number_flag(mock.Mock(flags={"--n": raw}), "--n", kind)
+                    with self.assertRaises(run_flags.UsageError) as caught:
+                        run_flags.number_flag(mock.Mock(flags={"--n": raw}), "--n", kind)
                     self.assertLess(len(str(caught.exception)), 120)
 
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CommandRetryTest(RunnerCase):
+    """A command prepares once (stdin, a token) and retries only its Redis call."""
+
+    def test_a_dropped_connection_repeats_the_call_not_the_stdin_read(self):
+        reads, sent = [], []
+
+        def put(value):
+            sent.append(value)
+            if len(sent) == 1:
+                raise redis_errors.RedisConnectionError("h:1 dropped the connection")
+            return {"stored": value}
+
+        def cmd_set(ctx, words):
+            value = sys.stdin.read()
+            reads.append(value)
+            return ctx.retried(put, value)
+
+        with mock.patch.object(sys, "stdin", io.StringIO("payload-once")):
+            run = self.run_main(None, "set", "--json", table={"set": Command(cmd_set, "set", words=0)})
+        self.assertEqual(run.code, 0, run.stderr)
+        self.assertEqual(reads, ["payload-once"])
+        self.assertEqual(sent, ["payload-once", "payload-once"])
+        self.assertEqual(json.loads(run.stdout), {"stored": "payload-once"})
+        self.assertIn("attempt 1/3 failed", run.log_text)
+
+    def test_the_runner_never_repeats_a_whole_command(self):
+        def cmd_set(ctx, words):
+            self.calls += 1
+            raise redis_errors.RedisConnectionError("h:1 dropped the connection")  # outside ctx.retried: not repeated
+
+        run = self.run_main(None, "set", table={"set": Command(cmd_set, "set", words=0)})
+        self.assertEqual((run.code, self.calls), (1, 1), run.stderr)
+
+    def test_usage_is_checked_against_the_table(self):
+        table = {"get": Command(lambda ctx, words: {}, "get KEY", words=1)}
+        self.assert_one_line(self.run_main(None, "get", table=table), 2, "expected: get KEY (got 0 arguments")
+        self.assert_one_line(self.run_main(None, "frob", table=table), 2, "unknown command 'frob'")
+        self.assert_one_line(self.run_main(None, "get", "k", "--loop", table=table), 2, "--loop works only with")
+
+
+class JobTableTest(RunnerCase):
+    """One job table: the entry scripts, the cron installer and the foreground runner agree with it."""
+
+    def load_cfg(self):
+        self.write_config({"node": {"heartbeat_interval": 4, "heartbeat_ttl": 12},
+                           "election": {"renew_interval": 3}, "tasks": {"poll_interval_s": 0.5}})
+        return config.load(self.config_dir, self.log_dir)
+
+    def test_periods(self):
+        cfg = self.load_cfg()
+        periods = {job.name: job.period_s(cfg) for job in jobs.JOBS}
+        self.assertEqual(periods, {"heartbeat": 4, "leader_election": 3, "failover_manager": 4, "state_sync": 4,
+                                   "task_queue": 0.5})
+
+    def test_entry_scripts_run_their_job(self):
+        import state_sync
+        import task_queue
+        scripts_dir = os.path.dirname(os.path.dirname(os.path.abspath(jobs.__file__)))
+        scripts_dir = os.path.dirname(scripts_dir)
+        tables = {"state_sync.py": state_sync.COMMANDS, "task_queue.py": task_queue.COMMANDS}
+        for job in jobs.JOBS:
+            with self.subTest(job=job.name):
+                with open(os.path.join(scripts_dir, job.argv[0])) as fh:
+                    source = fh.read()
+                if job.argv[0] in tables:
+                    self.assertEqual(tables[job.argv[0]][job.argv[1]].job, job.name)
+                else:
+                    self.assertEqual(len(job.argv), 1)
+                    self.assertIn('ticks.main(jobs.get("%s")' % job.name, source)
+
+    def test_cron_installer_plans_the_table(self):
+        cfg = self.load_cfg()
+        planned = cron.plan(cfg, {})
+        self.assertEqual([p.name for p in planned], list(jobs.NAMES))
+        for job, cron_job in zip(jobs.JOBS, planned):
+            with self.subTest(job=job.name):
+                self.assertEqual(cron_job.every_s, job.period_s(cfg))
+                self.assertEqual(cron_job.text, job.text)
+                self.assertEqual(os.path.basename(cron_job.argv[1]), job.argv[0])
+                self.assertEqual(cron_job.argv[2:2 + len(job.argv) - 1], list(job.argv[1:]))
+
+    def test_foreground_runs_the_table(self):
+        from distnode.run import foreground
+        started = []
+        # no tick is made before its thread's loop runs it: making one may fail (run_loop survives that)
+        with mock.patch.object(jobs, "Tick", side_effect=lambda job: started.append(job.name) or job), \
+                mock.patch.object(jobs, "load_tick", side_effect=AssertionError("a tick made outside its loop")):
+            with mock.patch.object(foreground.threading, "Thread") as thread, \
+                    mock.patch.object(foreground.membership, "beat"), \
+                    mock.patch.object(foreground.lifecycle, "leave", return_value={}), \
+                    mock.patch.object(foreground.signal, "signal"):
+                stop_now = mock.Mock(wait=mock.Mock(return_value=True))
+                with mock.patch.object(foreground.threading, "Event", return_value=stop_now):
+                    cfg = self.load_cfg()
+                    ctx = mock.Mock(cfg=cfg, node_id=cfg.node_id)
+                    foreground.run(ctx)
+        self.assertEqual(started, list(jobs.NAMES))
+        periods = [call.kwargs["args"][2] for call in thread.call_args_list]
+        self.assertEqual(periods, [job.period_s(cfg) for job in jobs.JOBS])
+
+    def test_every_tick_path_names_a_tick(self):
+        for job in jobs.JOBS:
+            with self.subTest(job=job.name):
+                self.assertTrue(callable(jobs.load_tick(job)))

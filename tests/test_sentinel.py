@@ -10,26 +10,19 @@ within about an interval of the sentinels agreeing, exactly one leader, an
 epoch above every epoch seen before, every node online.
 """
 
-import os
-import shutil
+import socket
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from support.nodes import FAST, RETRYING, SCRIPTS, ClusterView, NodeEnv, merge  # noqa: E402
-from support.redis_server import RedisServer, Sentinel, free_port, wait_until  # noqa: E402
-
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
-
-from distnode.core import keys  # noqa: E402
-from distnode.redis import client as rc  # noqa: E402
+from support.base import RedisCase, TempDirCase, slow  # first: puts scripts/ on sys.path
+from support.nodes import FAST, RETRYING, ClusterView, NodeEnv, merge
+from support.redis_server import RedisServer, Sentinel, free_port, wait_until
+from distnode.core import keys
+from distnode.redis import errors, sentinel
+from distnode.redis.client import Redis
+from support import fake_servers as fakes
 
 NAME = "dnmaster"
 SENTINEL_PW = "s3ntinel-pw"
@@ -82,21 +75,22 @@ def _commands(sentinel) -> int:
     return int(sentinel.info("stats")["total_commands_processed"])
 
 
-class SentinelClientTest(unittest.TestCase):
+class SentinelClientTest(TempDirCase):
     """Discovery, the ROLE check and READONLY handling, with one sentinel."""
 
+    tmp_prefix = "dn-sentinel-"
+
     def setUp(self):
+        super().setUp()
         self.topo = Topology()
         self.addCleanup(self.topo.close)
-        self.tmp = tempfile.mkdtemp(prefix="dn-sentinel-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.sentinel = self.topo.sentinels[0]
 
     def node(self, node_id="n1", secrets=None, **redis) -> NodeEnv:
         return cluster_node(self.tmp, node_id, redis or self.topo.redis_cfg(), secrets=secrets)
 
-    def client(self, **extra) -> rc.Redis:
-        client = rc.Redis.from_settings(dict(self.topo.redis_cfg(**extra), host="127.0.0.1", port=1,
+    def client(self, **extra) -> Redis:
+        client = Redis.from_settings(dict(self.topo.redis_cfg(**extra), host="127.0.0.1", port=1,
                                              connect_timeout=1, socket_timeout=1))
         self.addCleanup(client.close)
         return client
@@ -140,7 +134,7 @@ class SentinelClientTest(unittest.TestCase):
         self.assertIn("Redis Sentinel", proc.stderr)
         self.assertIn("'nope'", proc.stderr)
         self.assertNotIn("Traceback", proc.stderr)
-        with self.assertRaises(rc.MasterNotFoundError):
+        with self.assertRaises(errors.MasterNotFoundError):
             self.client(master_name="nope").execute("PING")
 
     def test_no_sentinel_reachable_names_them_all(self):
@@ -156,7 +150,7 @@ class SentinelClientTest(unittest.TestCase):
         # A sentinel with a stale or wrong view names the replica as the master.
         self.sentinel.command("SENTINEL", "REMOVE", NAME)
         self.sentinel.command("SENTINEL", "MONITOR", NAME, "127.0.0.1", self.topo.replica.port, 1)
-        with self.assertRaises(rc.NotMasterError) as caught:
+        with self.assertRaises(errors.NotMasterError) as caught:
             self.client().execute("PING")
         self.assertIn("127.0.0.1:%d is a replica" % self.topo.replica.port, str(caught.exception))
         proc = self.node().run("heartbeat.py")
@@ -244,14 +238,15 @@ class SentinelClientTest(unittest.TestCase):
         self.assertEqual(self.topo.master.command("ZCARD", keys.task_index("pending")), 2)  # b queued once
 
 
-class SentinelFailoverTest(unittest.TestCase):
+class SentinelFailoverTest(TempDirCase):
     """Three nodes in --loop against a master, a replica and three sentinels; then a failover."""
 
+    tmp_prefix = "dn-failover-"
+
     def setUp(self):
+        super().setUp()
         self.topo = Topology(count=3, quorum=2)
         self.addCleanup(self.topo.close)
-        self.tmp = tempfile.mkdtemp(prefix="dn-failover-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.topo.wait_discovered()
         self.nodes = [cluster_node(self.tmp, "n%d" % i, self.topo.redis_cfg()) for i in (1, 2, 3)]
         for node in self.nodes:
@@ -311,7 +306,7 @@ class SentinelFailoverTest(unittest.TestCase):
         self.failover(self.topo.master.kill)
 
 
-class SentinelTaskQueueTest(unittest.TestCase):
+class SentinelTaskQueueTest(TempDirCase):
     """No confirmed task lost when the master is killed, with election.min_replicas_acked 1.
 
     Three nodes run the usual loops plus ``task_queue.py work --loop``; a
@@ -324,12 +319,12 @@ class SentinelTaskQueueTest(unittest.TestCase):
 
     TASK_CONFIG = {"election": {"min_replicas_acked": 1, "replica_wait_ms": 300},
                    "tasks": {"handlers": {"noop": ["true"]}, "poll_interval_s": 0.1, "backoff_base_s": 0}}
+    tmp_prefix = "dn-failover-tasks-"
 
     def setUp(self):
+        super().setUp()
         self.topo = Topology(count=3, quorum=2)
         self.addCleanup(self.topo.close)
-        self.tmp = tempfile.mkdtemp(prefix="dn-failover-tasks-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.topo.wait_discovered()
         config = merge(RETRYING, self.TASK_CONFIG)
         self.nodes = [NodeEnv(self.tmp, "n%d" % i, redis=self.topo.redis_cfg(), config=config, timeout_s=20)
@@ -357,6 +352,7 @@ class SentinelTaskQueueTest(unittest.TestCase):
             if time.monotonic() > self.deadline:
                 return
 
+    @slow("a Sentinel failover under a stream of submits")
     def test_master_killed_loses_no_confirmed_task(self):
         old, new = self.topo.master, self.topo.replica
         ClusterView(self.nodes).wait_steady(old)
@@ -395,6 +391,62 @@ class SentinelTaskQueueTest(unittest.TestCase):
         print("\n%d tasks confirmed, none lost; %d failed submits retried (%d short of replicas); "
               "duplicates: %d extra task(s), %d extra run(s)"
               % (len(ids), len(self.failures), unconfirmed, len(tasks_on_new), runs), file=sys.stderr)
+
+
+def _sentinel_reply(host: str, port: int) -> bytes:
+    h, p = host.encode(), str(port).encode()
+    return b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(h), h, len(p), p)
+
+
+class SentinelAnswerTest(RedisCase):
+    """Issue 13 items 2 and 3, against fake sentinels: a malformed answer sends the client to the
+    next sentinel, and the sentinels' query counts against the request's one deadline."""
+
+    redis_options = {"name": "named-master"}
+
+    LIES = [b"+OK\r\n", b":5\r\n", b"*1\r\n$9\r\n127.0.0.1\r\n", b"*2\r\n$9\r\n127.0.0.1\r\n$3\r\nabc\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n99999\r\n", b"*2\r\n$9\r\n127.0.0.1\r\n$2\r\n-1\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$1\r\n0\r\n", b"*2\r\n*0\r\n$4\r\n6379\r\n", b"*2\r\n$0\r\n\r\n$4\r\n6379\r\n",
+            b"*3\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n$1\r\nx\r\n", b"*2\r\n+127.0.0.1\r\n:6379\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n 6379\r\n"]
+
+    def test_malformed_sentinel_answer_asks_the_next_sentinel(self):
+        good_reply = _sentinel_reply(self.server.host, self.server.port)
+        for lie in self.LIES:
+            with self.subTest(lie=lie), fakes.FakeServer(fakes.canned(lie)) as bad, \
+                    fakes.FakeServer(fakes.canned(good_reply)) as good:
+                resolver = sentinel.SentinelResolver([{"host": bad.host, "port": bad.port},
+                                                      {"host": good.host, "port": good.port}], "m",
+                                                     connect_timeout_s=2, socket_timeout_s=2)
+                self.assertEqual(resolver.master_address(), (self.server.host, self.server.port))
+                resolver = sentinel.SentinelResolver([{"host": bad.host, "port": bad.port}], "m",
+                                                     connect_timeout_s=2, socket_timeout_s=2)
+                with self.assertRaises(errors.MasterNotFoundError) as ctx:
+                    resolver.master_address()
+                self.assertIn("127.0.0.1:%d" % bad.port, str(ctx.exception))
+
+    def test_sentinel_query_and_resend_count_against_one_request(self):
+        # The sentinel answers in ~0.7 s; it names a replica first, the real master after.
+        # Sentinel, replica, sentinel again: 1.4 s, past connect_timeout + socket_timeout (1.2 s).
+        replica_role = b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:1\r\n$9\r\nconnected\r\n:0\r\n"
+        with fakes.FakeServer(fakes.canned(replica_role)) as replica:
+            answers = [_sentinel_reply(replica.host, replica.port), _sentinel_reply(self.server.host, self.server.port)]
+
+            def slow_sentinel(sock, fake):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                reply = answers[min(fake.connections, 2) - 1]
+                for _command in fakes._each_command(sock, fake):
+                    for i in range(len(reply)):
+                        sock.sendall(reply[i:i + 1])
+                        time.sleep(0.7 / len(reply))
+            with fakes.FakeServer(slow_sentinel) as sent:
+                resolver = sentinel.SentinelResolver([{"host": sent.host, "port": sent.port}], "m",
+                                                     connect_timeout_s=0.2, socket_timeout_s=1)
+                r = Redis("127.0.0.1", 1, sentinel=resolver, connect_timeout_s=0.2, socket_timeout_s=1)
+                self.addCleanup(r.close)
+                with self.assertRaises(errors.RedisConnectionError) as ctx:  # the sentinels' query ran out of time
+                    r.execute("PING")
+        self.assertIn("no complete reply", str(ctx.exception))
 
 
 if __name__ == "__main__":

@@ -4,22 +4,12 @@ Real redis-server processes: a bare master, one with AOF, a replica, and one
 whose CONFIG command is disabled the way hosted Redis services do it.
 """
 
-import os
-import sys
 import unittest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from support.nodes import SCRIPTS  # noqa: E402
-from support.redis_server import RedisServer  # noqa: E402
-
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
-
-from distnode.redis import client as rc  # noqa: E402
-from distnode.redis import server_info  # noqa: E402
+import support.base  # noqa: F401 - first: puts scripts/ on sys.path
+from support.redis_server import RedisServer
+from distnode.redis.client import Redis
+from distnode.redis import server_info
 
 
 def verdicts(server: dict, min_replicas_acked: int = 0) -> dict:
@@ -28,7 +18,7 @@ def verdicts(server: dict, min_replicas_acked: int = 0) -> dict:
 
 class ServerInfoTest(unittest.TestCase):
     def describe(self, server: RedisServer) -> dict:
-        client = rc.Redis(server.host, server.port)
+        client = Redis(server.host, server.port)
         self.addCleanup(client.close)
         before = client.round_trips
         info = server_info.describe(client)

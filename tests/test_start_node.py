@@ -13,16 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-
-from support.nodes import FAST, NodeEnv, merge, wait_for, write_config  # noqa: E402
-from support.redis_server import RedisServer, free_port  # noqa: E402
+from support.base import REPO, RedisCase
+from support.nodes import FAST, merge, wait_for, write_config
+from support.redis_server import free_port
 
 START_NODE = os.path.join(REPO, "start-node.sh")
 DEMO_TIMEOUT_S = 120
@@ -110,10 +106,11 @@ class Demo(unittest.TestCase):
         self.assertEqual(proc.returncode, 2)
 
 
-class WithRedis(unittest.TestCase):
+class WithRedis(RedisCase):
+    tmp_prefix = "dn-start-node-"
+
     def setUp(self):
-        self.server = RedisServer().start()
-        self.tmp = tempfile.mkdtemp(prefix="dn-start-node-")
+        super().setUp()
         self.config_dir = os.path.join(self.tmp, "config")
         self.log_dir = os.path.join(self.tmp, "logs")
         write_config(self.config_dir, merge(FAST, {"redis": {"host": "127.0.0.1", "port": self.server.port}}))
@@ -124,8 +121,6 @@ class WithRedis(unittest.TestCase):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-        self.server.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def start_node(self, *args, node: str = "sn1", **env) -> subprocess.CompletedProcess:
         return subprocess.run([START_NODE, *args, "--config-dir", self.config_dir, "--log-dir", self.log_dir],
@@ -256,21 +251,16 @@ class WithRedis(unittest.TestCase):
         self.assertRegex(proc.stderr.strip(), r"^start-node\.sh: \S+ is Python 3\.8; this skill needs Python 3\.9")
 
 
-class ForegroundFaults(unittest.TestCase):
+class ForegroundFaults(RedisCase):
     """Issue 13 item 11: in --foreground, a job hit by a real fault (not a Redis error: a local file it
     cannot write) logs it and ticks on, the other jobs go on, it recovers once the fault is gone, and
     the worker never claims while the heartbeat job cannot beat."""
 
-    def setUp(self):
-        self.server = RedisServer().start()
-        self.tmp = tempfile.mkdtemp(prefix="dn-fg-faults-")
-        self.node = NodeEnv(self.tmp, "ff1", self.server, {"tasks": {"handlers": {"echo": ["/bin/cat"]}}})
-        self.addCleanup(self.cleanup)
+    tmp_prefix = "dn-fg-faults-"
 
-    def cleanup(self):
-        self.node.kill_all()  # waits for every process it started
-        self.server.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    def setUp(self):
+        super().setUp()
+        self.node = self.new_node("ff1", {"tasks": {"handlers": {"echo": ["/bin/cat"]}}})
 
     def start(self):
         proc = self.node.spawn("node_manager.py", "run", "--quiet")

@@ -12,36 +12,31 @@ nothing.
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 from unittest import mock
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SCRIPTS = os.path.join(os.path.dirname(_HERE), "scripts")
-for _path in (_HERE, _SCRIPTS):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from support.base import SCRIPTS, RedisCase  # first: puts scripts/ on sys.path
+from distnode import lua
+from distnode.core import config
+from distnode.core import keys
+from distnode.core import local_state
+from distnode.core import log as log_mod
+from distnode.cluster import membership
+from distnode.run.context import Context
+from distnode.cluster import shared_state
+from distnode.cluster import cluster_state
+import state_sync
+from distnode.redis.client import Redis
+from support.fake_servers import FakeServer, lose_reply_proxy
+from support.nodes import NodeEnv, wait_for
+from support.redis_server import RedisServer
 
-from distnode.core import config  # noqa: E402
-from distnode.core import keys  # noqa: E402
-from distnode.core import local_state  # noqa: E402
-from distnode.core import log as log_mod  # noqa: E402
-from distnode.cluster import membership  # noqa: E402
-from distnode.run import runner  # noqa: E402
-from distnode.cluster import shared_state  # noqa: E402
-from distnode.cluster import cluster_state  # noqa: E402
-import state_sync  # noqa: E402
-from distnode.redis.client import Redis  # noqa: E402
-from support.nodes import NodeEnv, wait_for  # noqa: E402
-from support.redis_server import RedisServer  # noqa: E402
-
-SERVER = None
+SERVER = RedisServer(name="state-sync")  # the module's; support.base starts and closes it
 # Long heartbeat interval, TTL and lease: nothing expires, and no member turns suspect (1.5 intervals
 # after its beat) while a test runs, however loaded the machine: the snapshot only changes when a
 # test changes the cluster.
@@ -49,26 +44,12 @@ STEADY = {"node": {"heartbeat_interval": 20, "heartbeat_ttl": 60}, "election": {
 EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_TIMEOUT = 4, 5, 6
 
 
-def setUpModule():  # noqa: N802 - unittest API
-    global SERVER
-    SERVER = RedisServer(name="state-sync").start()
-
-
-def tearDownModule():  # noqa: N802
-    if SERVER is not None:
-        SERVER.close()
-
-
-class Case(unittest.TestCase):
-    def setUp(self):
-        SERVER.flushall()
-        self.base = tempfile.mkdtemp(prefix="dn-state-")
-        self.addCleanup(shutil.rmtree, self.base, True)
+class Case(RedisCase):
+    shared_server = SERVER
+    tmp_prefix = "dn-state-"
 
     def node(self, node_id: str, **config) -> NodeEnv:
-        env = NodeEnv(self.base, node_id, SERVER, dict(STEADY, **config))
-        self.addCleanup(env.kill_all)
-        return env
+        return self.new_node(node_id, dict(STEADY, **config))
 
     def sync(self, node: NodeEnv, *args) -> dict:
         return node.run_json("state_sync.py", *args)
@@ -154,7 +135,7 @@ class SnapshotTest(Case):
                     SERVER.command(*command)
                 published, mirror = self.published(), os.stat(self.mirror_of(self.a))
                 with mock.patch.object(cluster_state.membership, "snapshot", lambda client: stale):
-                    result = state_sync.cmd_tick(ctx, [])
+                    result = cluster_state.sync(ctx)  # the state_sync job's tick
                 self.assertEqual(result["role"], "fenced")
                 self.assertEqual(self.published(), published, "a fenced publish writes nothing")
                 self.assertEqual(os.stat(self.mirror_of(self.a)).st_mtime_ns, mirror.st_mtime_ns)
@@ -254,11 +235,11 @@ class SnapshotTest(Case):
         self.assertEqual(self.b.run("state_sync.py", "set", "k", "1").returncode, 0)
         self.assertEqual(self.b.run("state_sync.py", "get", "k").stdout.strip(), "1")
 
-    def ctx(self, node: NodeEnv) -> runner.Context:
+    def ctx(self, node: NodeEnv) -> Context:
         env = dict(os.environ, REDIS_HOST=SERVER.host, REDIS_PORT=str(SERVER.port), OPENCLAW_NODE_ID=node.node_id)
         with mock.patch.dict(os.environ, env):
             cfg = config.load(node.config_dir, node.log_dir)
-        ctx = runner.Context("state_sync", cfg, log_mod.Logger("state_sync", node.node_id, node.log_dir,
+        ctx = Context("state_sync", cfg, log_mod.Logger("state_sync", node.node_id, node.log_dir,
                                                                 console=None, use_syslog=False), {})
         self.addCleanup(ctx.close)
         return ctx
@@ -303,7 +284,7 @@ class KvTest(Case):
         self.assertGreater(again["version"], second["version"], "versions never repeat, even after a delete")
 
     def test_value_sources(self):
-        path = os.path.join(self.base, "value.json")
+        path = os.path.join(self.tmp, "value.json")
         with open(path, "w") as fh:
             fh.write('{\n  "from": "file"\n}\n')
         self.ok("set", "f", "--value-file", path)
@@ -332,11 +313,46 @@ class KvTest(Case):
         self.ok("delete", "lock", "--version", str(moved["version"]))
         self.assertEqual(self.kv("get", "lock").returncode, EXIT_NOT_FOUND)
 
+    def lost_reply(self, script: str, *args):
+        """state_sync.py ``args`` through a proxy that runs the first call of Lua ``script`` but loses
+        its reply (the connection closes), so the command's retry sends it again."""
+        sent = lua.script(script)
+        proxy = FakeServer(lose_reply_proxy(SERVER.host, SERVER.port, {sent.source.encode(), sent.sha.encode()}))
+        self.addCleanup(proxy.stop)
+        result = self.n.run("state_sync.py", *args, env={"REDIS_PORT": str(proxy.start().port)})
+        self.assertEqual(proxy.connections, 2, "the first reply was not lost, so this proved nothing")
+        return result
+
+    def test_a_write_whose_reply_was_lost_runs_once_and_reports_what_it_did(self):
+        self.n.update_config({"node": {"retry_count": 1}})
+        self.ok("set", "k", "0")
+        first = int(SERVER.command("GET", keys.kv_version()))
+        written = self.lost_reply("kv_set", "set", "k", "1", "--json")
+        self.assertEqual((written.returncode, json.loads(written.stdout)["version"]), (0, first + 1), written.stderr)
+        self.assertEqual(int(SERVER.command("GET", keys.kv_version())), first + 1, "the set ran twice")
+        swapped = self.lost_reply("kv_set", "cas", "k", "--version", str(first + 1), "2", "--json")
+        self.assertEqual(swapped.returncode, 0, swapped.stderr)
+        entry = json.loads(self.ok("get", "k", "--json"))
+        self.assertEqual(json.loads(swapped.stdout), {"key": "k", "ok": True, "version": first + 2,
+                                                      "updated": entry["updated"]})
+        self.assertEqual((entry["value"], entry["version"]), (2, first + 2))
+        deleted = self.lost_reply("kv_delete", "delete", "k", "--version", str(first + 2))
+        self.assertEqual((deleted.returncode, deleted.stdout.strip()), (0, "deleted k (was version %d)" % (first + 2)),
+                         deleted.stderr)
+        self.ok("set", "k", "3")
+        deleted = self.lost_reply("kv_delete", "delete", "k")
+        self.assertEqual((deleted.returncode, deleted.stdout.strip()), (0, "deleted k (was version %d)" % (first + 3)),
+                         deleted.stderr)
+        self.assertEqual(self.kv("get", "k").returncode, EXIT_NOT_FOUND)
+        records = SERVER.command("KEYS", keys.kv_op("*"))
+        self.assertEqual(len(records), 6, "one record per write")
+        self.assertTrue(all(0 < SERVER.command("PTTL", key) <= 120000 for key in records), "a record without a TTL")
+
     def test_cas_under_concurrent_writers_loses_no_update(self):
         workers, increments = 4, 40
         self.ok("set", "counter", "0")
-        go = os.path.join(self.base, "go")
-        procs = [subprocess.Popen([sys.executable, "-c", WORKER, _SCRIPTS, go, str(increments)] + self.n.argv("x")[2:],
+        go = os.path.join(self.tmp, "go")
+        procs = [subprocess.Popen([sys.executable, "-c", WORKER, SCRIPTS, go, str(increments)] + self.n.argv("x")[2:],
                                   env=self.n.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
         for proc in procs:  # each says "ready" once imported, so they start together
@@ -392,8 +408,8 @@ class KvTest(Case):
         self.assertEqual(client.round_trips, len(slept) + 1, "one small read per poll")
 
     def test_bad_input_is_one_line_exit_2_and_writes_nothing(self):
-        empty_file = os.path.join(self.base, "empty.json")
-        latin1 = os.path.join(self.base, "latin1.json")
+        empty_file = os.path.join(self.tmp, "empty.json")
+        latin1 = os.path.join(self.tmp, "latin1.json")
         open(empty_file, "w").close()
         with open(latin1, "wb") as fh:
             fh.write(b'"caf\xe9"')
@@ -407,7 +423,7 @@ class KvTest(Case):
             (("set", "k", "NaN"), "NaN is not valid JSON"),
             (("set", "k", "1", "--value-file", empty_file), "expected: set KEY VALUE"),
             (("set", "k", "--value-file", empty_file), "the value is empty"),
-            (("set", "k", "--value-file", os.path.join(self.base, "nope")), "No such file"),
+            (("set", "k", "--value-file", os.path.join(self.tmp, "nope")), "No such file"),
             (("set", "k", "--value-file", latin1), "not UTF-8 (byte 4)"),
             (("set", "k"), "expected: set KEY VALUE"),
             (("cas", "k", "1"), "cas needs --version N"),

@@ -6,16 +6,15 @@ tests/support/redis_bin.py).  Runs in a few seconds.
 
 import os
 import socket
-import sys
+import tempfile
 import time
 import unittest
+from unittest import mock
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from support.redis_bin import find_companion, find_redis_server, redis_version  # noqa: E402
-from support.redis_server import (  # noqa: E402
+import run_all
+from support import base
+from support.redis_bin import find_companion, find_redis_server, redis_version
+from support.redis_server import (
     RedisReplyError,
     RedisServer,
     RedisServerError,
@@ -181,6 +180,103 @@ class ReplicationTest(unittest.TestCase):
                 self.assertIn("master", sentinel.master_state()["flags"])
                 with open(sentinel.conf_path) as handle:  # written back by sentinel
                     self.assertIn("sentinel myid", handle.read())
+
+
+def run_cases(*classes) -> unittest.TestResult:
+    """Run test classes defined inside a test, as the suite runs a module's classes."""
+    suite = unittest.TestSuite(unittest.defaultTestLoader.loadTestsFromTestCase(c) for c in classes)
+    result = unittest.TestResult()
+    suite.run(result)
+    return result
+
+
+class BaseCaseTest(unittest.TestCase):
+    """support/base.py: what every converted test file relies on."""
+
+    def test_each_test_of_a_redis_case_starts_on_an_empty_server_kept_for_the_class(self):
+        seen = []
+
+        class Case(base.RedisCase):
+            def test_1_writes(self):
+                seen.append((self.server, self.server.command("DBSIZE"), os.path.isdir(self.tmp)))
+                self.server.command("SET", "left", "behind")
+                self.new_node("n1")
+
+            def test_2_reads(self):
+                seen.append((self.server, self.server.command("DBSIZE"), os.path.isdir(self.tmp)))
+
+        result = run_cases(Case)
+        self.assertEqual((result.testsRun, result.errors, result.failures), (2, [], []))
+        (first, size_1, dir_1), (second, size_2, dir_2) = seen
+        self.assertIs(first, second, "one server for the class")
+        self.assertEqual((size_1, size_2, dir_1, dir_2), (0, 0, True, True))
+        self.assertFalse(first.is_running, "the class's server is closed after its last test")
+
+    def test_a_shared_server_is_started_once_and_closed_after_the_module(self):
+        shared = RedisServer(binary=BINARY, name="shared")
+        self.addCleanup(shared.close)
+        servers = []
+
+        class One(base.RedisCase):
+            shared_server = shared
+
+            def test_it(self):
+                servers.append(self.server)
+
+        class Two(One):
+            pass
+
+        result = run_cases(One, Two)
+        self.assertEqual((result.testsRun, result.errors, result.failures), (2, [], []))
+        self.assertEqual(servers, [shared, shared])
+        self.assertFalse(shared.is_running, "closed by the module cleanup")
+
+    def test_temp_dirs_go_and_nodes_need_a_server(self):
+        dirs, refused = [], []
+
+        class Case(base.TempDirCase):
+            def test_it(self):
+                dirs.append(self.tmp)
+                with self.assertRaises(ValueError):
+                    self.new_node("n1")  # no server: it would talk to 127.0.0.1:6379
+                refused.append(True)
+
+        result = run_cases(Case)
+        self.assertEqual((result.testsRun, result.errors, result.failures), (1, [], []))
+        self.assertEqual(refused, [True])
+        self.assertFalse(os.path.exists(dirs[0]), "the temp dir is removed after the test")
+
+    def test_slow_skips_only_under_dn_test_skip_slow(self):
+        def case():
+            pass
+        with mock.patch.object(base, "SKIP_SLOW", False):
+            self.assertFalse(getattr(base.slow("x")(case), "__unittest_skip__", False))
+        with mock.patch.object(base, "SKIP_SLOW", True):
+            skipped = base.slow("waits out a lease")(case)
+        self.assertTrue(skipped.__unittest_skip__)
+        self.assertIn("waits out a lease", skipped.__unittest_skip_why__)
+
+
+class RunAllTest(unittest.TestCase):
+    """tests/run_all.py's parallel order: the slowest modules of the last run start first."""
+
+    def test_slowest_first_with_unknown_modules_ahead(self):
+        times = {"test_fast": 1.0, "test_slow": 90.0, "test_mid": 20.0}
+        order = run_all.slowest_first(["test_fast", "test_mid", "test_new", "test_slow"], times)
+        self.assertEqual(order, ["test_new", "test_slow", "test_mid", "test_fast"])
+
+    def test_times_are_merged_into_the_cache_and_survive_a_bad_file(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        cache = os.path.join(tmp.name, "cache")
+        with mock.patch.dict(os.environ, {"DN_CACHE_DIR": cache}):
+            self.assertEqual(run_all.load_times(), {})
+            run_all.save_times({"test_log": 3.0, "test_docs": 5.0, "test_gone_since": 1.0})
+            run_all.save_times({"test_docs": 7.5})
+            self.assertEqual(run_all.load_times(), {"test_log": 3.0, "test_docs": 7.5})
+            with open(run_all.times_path(), "w") as fh:
+                fh.write("[not a dict")
+            self.assertEqual(run_all.load_times(), {}, "a broken cache costs only the order")
 
 
 if __name__ == "__main__":

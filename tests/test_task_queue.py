@@ -3,26 +3,25 @@
 Each node is a NodeEnv (its own config dir, log dir and OPENCLAW_NODE_ID)
 against one private redis-server; the leader's reclaim comes from
 failover_manager.py running in --loop mode with one-second intervals.
-The Redis 5.0 compatibility check lives in test_taskq.py.
+The Redis 5.0 compatibility check lives in test_redis5_tasks.py.
 """
 
 import json
 import os
 import shutil
 import signal
-import sys
-import tempfile
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
-
-from distnode.core import keys  # noqa: E402
-from distnode.run import runner  # noqa: E402
-from distnode.tasks import queue as taskq  # noqa: E402
-from support import tasks  # noqa: E402
-from support.nodes import NodeEnv, process_alive, wait_for  # noqa: E402
+from support.base import RedisCase, slow  # first: puts scripts/ on sys.path
+from distnode.core import keys
+from distnode.run.context import Context
+from distnode.tasks import common
+from distnode.tasks import routes
+from distnode.tasks import submit
+from distnode.tasks import worker
+from support import tasks
+from support.nodes import NodeEnv, process_alive, wait_for
+from support.redis_server import RedisServer
 
 TASKS = {
     "handlers": dict(
@@ -33,22 +32,20 @@ TASKS = {
     "backoff_base_s": 0, "reclaim_grace_s": 1, "tick_budget_s": 2, "poll_interval_s": 0.1,
     "default_timeout_s": 20,
 }
-SERVER = None
+SERVER = RedisServer(name="task-queue")  # the module's; support.base starts and closes it
 
 
-def setUpModule():  # noqa: N802 - unittest API
-    global SERVER
-    SERVER = tasks.start_server("task-queue")
+class Cluster(RedisCase):
+    shared_server = SERVER
+    tmp_prefix = "task-queue-"
 
+    @classmethod
+    def setUpClass(cls):
+        tasks.drop_env_overrides()  # local_ctx()'s in-process Contexts read only their config files
+        super().setUpClass()
 
-def tearDownModule():  # noqa: N802
-    SERVER.close()
-
-
-class Cluster(unittest.TestCase):
     def setUp(self):
-        SERVER.flushall()
-        self.tmp = tempfile.mkdtemp(prefix="task-queue-")
+        super().setUp()
         self.nodes = []
         self.ctxs = []
 
@@ -56,14 +53,13 @@ class Cluster(unittest.TestCase):
         for node in self.nodes:
             node.kill_all()
         tasks.close_contexts(self.ctxs)
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def node(self, node_id: str, **overrides) -> NodeEnv:
         node = NodeEnv(self.tmp, node_id, SERVER, config={"tasks": dict(TASKS, **overrides)})
         self.nodes.append(node)
         return node
 
-    def local_ctx(self, node_id: str) -> runner.Context:
+    def local_ctx(self, node_id: str) -> Context:
         """An in-process Context, for bulk submits and for claims that must not finish."""
         ctx = tasks.local_context(os.path.join(self.tmp, "local-" + node_id), node_id, SERVER, TASKS)
         self.ctxs.append(ctx)
@@ -125,7 +121,7 @@ class UserFacing(Cluster):
             (("status", "no-such-task"), 1, "no task no-such-task"),
             (("retry", "no-such-task"), 1, "no task no-such-task"),
             (("list", "--state", "weird"), 2, "--state must be one of"),
-            (("stats", "--loop"), 2, "--loop goes with work only"),
+            (("stats", "--loop"), 2, "--loop works only with work"),
         ]
         for args, code, text in cases:
             result = n1.run("task_queue.py", *args, input="")
@@ -233,6 +229,7 @@ class UserFacing(Cluster):
 
 
 class Failures(Cluster):
+    @slow("500 tasks through three workers, one killed: about 30 s")
     def test_three_workers_500_tasks_one_killed(self):
         workers = [self.node("w%d" % i) for i in (1, 2, 3)]
         for node in workers:
@@ -243,16 +240,16 @@ class Failures(Cluster):
         for node in workers:
             node.spawn("task_queue.py", "work", "--loop", "--quiet")
         submitter = self.local_ctx("submitter")
-        ids = [taskq.submit(submitter, "true", "{}")["id"] for _ in range(500)]
+        ids = [submit.submit(submitter, "true", "{}")["id"] for _ in range(500)]
         victim = next(n for n in workers if n.node_id != leader)
 
         def victim_busy():
-            summary = SERVER.command("XPENDING", keys.task_stream(), taskq.GROUP)
+            summary = SERVER.command("XPENDING", keys.task_stream(), common.GROUP)
             return int(SERVER.command("ZCARD", keys.task_index("done"))) >= 50 and any(
                 name == victim.node_id for name, _ in summary[3] or [])
         wait_for(victim_busy, 20, interval_s=0.001, message="the victim to work on a task")
         victim.kill_all()
-        in_hand = SERVER.command("XPENDING", keys.task_stream(), taskq.GROUP, "-", "+", 10, victim.node_id)
+        in_hand = SERVER.command("XPENDING", keys.task_stream(), common.GROUP, "-", "+", 10, victim.node_id)
 
         def finished():
             return (SERVER.command("ZCARD", keys.task_index("done"))
@@ -263,7 +260,7 @@ class Failures(Cluster):
         duplicates = sum(int(r["runs"]) - 1 for r in records)
         self.assertLessEqual(duplicates, 1, "one kill can repeat at most the one task it was running")
         self.assertEqual(duplicates, sum(int(r["attempts"]) - 1 for r in records))
-        self.assertEqual(SERVER.command("XPENDING", keys.task_stream(), taskq.GROUP)[0], 0)
+        self.assertEqual(SERVER.command("XPENDING", keys.task_stream(), common.GROUP)[0], 0)
         for entry_id, _consumer, _idle, _count in in_hand:
             task_id = dict(zip(*[iter(SERVER.command("XRANGE", keys.task_stream(), entry_id, entry_id)[0][1])] * 2))
             rec = records[ids.index(task_id["task"])]
@@ -332,7 +329,7 @@ class Failures(Cluster):
             return []
 
     def supervisors_of(self, worker_pid: int) -> list:
-        """The child supervisors (child.py) a worker process started."""
+        """The child supervisors (procs/supervisor.py) a worker process started."""
         found = []
         for name in os.listdir("/proc"):
             try:
@@ -342,7 +339,7 @@ class Failures(Cluster):
                     cmd = fh.read()
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == worker_pid and b"child.py" in cmd:
+            if ppid == worker_pid and b"supervisor.py" in cmd:
                 found.append(int(name))
         return found
 
@@ -363,6 +360,7 @@ class Failures(Cluster):
         self.assertFalse(os.path.exists(os.path.join(copies, "overlaps")), "two copies ran at once")
         self.assertEqual(self.status(n2, task_id)["attempts"], 1)
 
+    @slow("a SIGSTOPped worker waits out its lease and a 12 s handler")
     def test_a_frozen_worker_s_handler_is_killed_before_the_next_attempt_starts(self):
         n1, copies = self.copies_node("n1", 12)
         n2 = self.node("n2", handlers=n1.config["tasks"]["handlers"])
@@ -413,8 +411,8 @@ class Failures(Cluster):
         n2.run("heartbeat.py")
         in_hand = self.local_ctx("n2")
         in_hand.instance_token = json.loads(SERVER.command("HGET", keys.nodes(), "n2"))["instance"]  # n2's own
-        task_id = taskq.submit(in_hand, "echo", '"x"')["id"]
-        taskq._claim(in_hand, taskq.worker_streams(in_hand), read_new=True)
+        task_id = submit.submit(in_hand, "echo", '"x"')["id"]
+        worker.claim(in_hand, routes.worker_streams(in_hand), read_new=True)
         left = n2.run_json("node_manager.py", "deregister")
         self.assertEqual(left["tasks_handed_back"], 1)
         self.assertEqual(self.task_state(task_id), "pending")

@@ -3,50 +3,42 @@
 Real processes against a real redis-server; a replica where a failover matters. Cases:
 
 - ``election.min_replicas_acked``: a term WAIT has not confirmed yet acts nowhere: the
-  elector died between ELECT and WAIT, and the node's failover tick, state sync and task
+  elector died between elect.lua and WAIT, and the node's failover tick, state sync and task
   reclaim, in other processes, find the lease theirs but refuse to act on it;
 - a second process with a taken node id (a copied config on another machine): once the
   owner's heartbeat lapsed it takes the record, but it never renews the owner's lease, never
-  writes through it; stopped or deregistered, it changes nothing; ``--foreground`` with a
-  taken id exits 1 at once with one line;
+  writes through it: it waits the lease out (``predecessor``) and leads at a new epoch, and a
+  stopped owner that resumes exits 1; a live duplicate, stopped or deregistered, changes
+  nothing; ``--foreground`` with a taken id exits 1 at once with one line;
 - a Sentinel-style failover to a replica frozen at an older epoch, where the node that never
   saw the newest epoch steps first: no epoch is led by two nodes.
 """
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import unittest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from support import tasks  # noqa: E402
-from support.nodes import SCRIPTS, NodeEnv  # noqa: E402
-from support.redis_server import RedisServer, wait_until  # noqa: E402
-
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
-
-from distnode.core import config  # noqa: E402
-from distnode.core import keys  # noqa: E402
-from distnode.core import local_state  # noqa: E402
-from distnode.core import log as log_mod  # noqa: E402
-from distnode.lua import scripts as lua  # noqa: E402
-from distnode.cluster import membership  # noqa: E402
-from distnode.run import runner  # noqa: E402
-from distnode.tasks import queue as taskq  # noqa: E402
-from distnode.cluster.elector import Elector  # noqa: E402
-from distnode.redis.client import ResponseError, Script  # noqa: E402
+from support.base import RedisCase, TempDirCase  # first: puts scripts/ on sys.path
+from support.fence import fenced_probe
+from support import tasks
+from support.nodes import NodeEnv
+from support.redis_server import RedisServer, wait_until
+from distnode.core import config
+from distnode.core import keys
+from distnode.core import local_state
+from distnode.core import log as log_mod
+from distnode.cluster import membership
+from distnode.run.context import Context
+from distnode.tasks import admin, reclaim, routes, submit, worker
+from distnode.cluster.elector import Elector
+from distnode.redis.errors import ResponseError
+from distnode.redis.script import Script
 
 # Nothing expires while a test runs, unless the test makes it.
 STEADY = {"node": {"heartbeat_interval": 1, "heartbeat_ttl": 60}, "election": {"lease_ttl": 30}}
-PROBE = Script(lua.FENCE + "\nredis.call('SET', KEYS[4], ARGV[4])\nreturn 1")
+PROBE = Script("probe", fenced_probe("redis.call('SET', KEYS[4], ARGV[4])\nreturn 1"), 4)
 
 
 def fenced_write(client, node_id: str, epoch, token: str) -> str:
@@ -59,12 +51,12 @@ def fenced_write(client, node_id: str, epoch, token: str) -> str:
         return str(exc).split()[0]
 
 
-def in_process(node: NodeEnv, server, script: str = "leader_election") -> runner.Context:
+def in_process(node: NodeEnv, server, script: str = "leader_election") -> Context:
     """A Context for ``node``'s own config and run dir (so its instance token) in this process."""
     cfg = config.load(node.config_dir, node.log_dir)
     cfg.values["node"]["id"] = node.node_id  # the node's processes get these from their environment
     cfg.values["redis"].update(host=server.host, port=server.port)
-    return runner.Context(script, cfg, log_mod.for_config(script, cfg, console=None), {})
+    return Context(script, cfg, log_mod.for_config(script, cfg, console=None), {})
 
 
 def record_of(server, node_id: str) -> dict:
@@ -83,27 +75,16 @@ def leaders_by_epoch(*nodes) -> dict:
     return found
 
 
-class OneServer(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.server = RedisServer().start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
+class OneServer(RedisCase):
+    tmp_prefix = "dn-term-"
 
     def setUp(self):
-        self.server.flushall()
+        super().setUp()
         self.server.command("SET", keys.epoch(), 5)  # an established cluster: no bootstrap round
-        self.tmp = tempfile.mkdtemp(prefix="dn-term-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def node(self, node_id: str, machine: str = "m1", **config) -> NodeEnv:
         """A node on ``machine`` (its own dir, so its own instance token for a node id)."""
-        env = NodeEnv(os.path.join(self.tmp, machine), node_id, self.server,
-                      config=dict(STEADY, **config), timeout_s=40)
-        self.addCleanup(env.kill_all)
-        return env
+        return self.new_node(node_id, dict(STEADY, **config), sub=machine, timeout_s=40)
 
 
 class UnconfirmedTerm(OneServer):
@@ -115,8 +96,8 @@ class UnconfirmedTerm(OneServer):
                                    {"handlers": {"noop": ["true"]}, "reclaim_grace_s": 0})
         self.addCleanup(tasks.close_contexts, [gone])
         membership.beat(gone)
-        task_id = taskq.submit(gone, "noop", "{}")["id"]
-        claimed, _, _ = taskq._claim(gone, taskq.worker_streams(gone), read_new=True)
+        task_id = submit.submit(gone, "noop", "{}")["id"]
+        claimed, _, _ = worker.claim(gone, routes.worker_streams(gone), read_new=True)
         self.assertEqual(claimed.id, task_id)
         self.server.command("DEL", keys.heartbeat("gone"))
 
@@ -140,11 +121,11 @@ class UnconfirmedTerm(OneServer):
         sweep = a.run("failover_manager.py", "--json", "--quiet")
         self.assertNotEqual(sweep.returncode, 3, sweep.stderr)
         self.assertEqual(record_of(self.server, "gone")["status"], "online", "an unconfirmed term marked a member")
-        self.assertEqual(taskq.status(gone, task_id)["state"], "running", "an unconfirmed term reclaimed a task")
+        self.assertEqual(admin.status(gone, task_id)["state"], "running", "an unconfirmed term reclaimed a task")
         reclaimer = in_process(a, self.server, "task_queue")
         self.addCleanup(tasks.close_contexts, [reclaimer])
-        self.assertEqual(taskq.reclaim(reclaimer, epoch), 0)
-        self.assertEqual(taskq.status(gone, task_id)["state"], "running")
+        self.assertEqual(reclaim.reclaim(reclaimer, epoch), 0)
+        self.assertEqual(admin.status(gone, task_id)["state"], "running")
         state = a.run("state_sync.py", "--json", "--quiet")
         self.assertNotEqual(state.returncode, 3, state.stderr)
         self.assertEqual(self.server.command("EXISTS", keys.state()), 0, "an unconfirmed term published state")
@@ -162,12 +143,17 @@ class DuplicateNodeId(OneServer):
         return owner, self.node("a", "m2", **config), obs["epoch"]  # the duplicate: a copied config elsewhere
 
     def test_a_duplicate_never_renews_or_writes_through_the_owners_lease(self):
+        """The owner's heartbeat lapsed (a pause, or it died) and the duplicate took the record: its election
+        step waits the owner's lease out (``predecessor``, exit 0: its --loop goes on), renewing nothing."""
         owner, dup, epoch = self.owner_leads()
         self.server.command("PEXPIRE", keys.leader(), 20000)
         self.server.command("DEL", keys.heartbeat("a"))  # the owner's heartbeat lapsed (a pause)
-        self.assertEqual(dup.run("heartbeat.py").returncode, 0)  # the duplicate now owns the record
-        elect = dup.run("leader_election.py", "--json", "--quiet")
-        self.assertEqual(elect.returncode, 1, elect.stdout + elect.stderr)
+        for beat in ("before", "after"):  # the duplicate's first heartbeat, which takes the record over
+            if beat == "after":
+                self.assertEqual(dup.run("heartbeat.py").returncode, 0)
+            obs = dup.run_json("leader_election.py")
+            self.assertEqual((obs["outcome"], obs["leader"], obs["epoch"], obs["is_leader"]),
+                             ("predecessor", "a", epoch, False), beat)
         self.assertLessEqual(int(self.server.command("PTTL", keys.leader())), 20000, "the duplicate renewed")
         self.assertEqual(self.server.command("GET", keys.epoch()), str(epoch))
         sweep = dup.run("failover_manager.py", "--json", "--quiet")
@@ -179,6 +165,74 @@ class DuplicateNodeId(OneServer):
         self.assertEqual(self.server.command("GET", keys.leader()), "a")
         # the owner's own term still writes (it holds the lease until it lapses)
         self.assertEqual(fenced_write(ctx.redis, "a", epoch, local_state.instance_token(owner.run_dir, "a")), "ok")
+
+    def test_a_successor_stepping_before_its_first_heartbeat_is_no_duplicate(self):
+        """The id's previous process died (its heartbeat and lease lapsed; its record stays): a successor's
+        election or failover step that runs before its first heartbeat (three --loops start in any order)
+        is ineligible, not refused as a duplicate (exit 1 would end its --loop for good); after its beat it
+        leads. With the previous process's heartbeat live, the same step is refused (exit 1)."""
+        owner, successor, epoch = self.owner_leads()
+        dup = self.node("a", "m3")
+        for script in ("leader_election.py", "failover_manager.py"):
+            refused = dup.run(script, "--json", "--quiet")  # the owner's heartbeat is live: a duplicate
+            self.assertEqual(refused.returncode, 1, refused.stdout + refused.stderr)
+        owner.kill_all()
+        self.server.command("DEL", keys.heartbeat("a"), keys.leader(), keys.term())  # both lapsed
+        for script in ("leader_election.py", "failover_manager.py"):
+            step = successor.run(script, "--json", "--quiet")
+            self.assertEqual(step.returncode, 0, step.stdout + step.stderr)
+        self.assertEqual(successor.run_json("leader_election.py")["outcome"], "ineligible")
+        successor.run_json("heartbeat.py")
+        obs = successor.run_json("leader_election.py")
+        self.assertEqual((obs["outcome"], obs["epoch"]), ("acquired", epoch + 1))
+
+    def test_a_successor_waits_out_a_killed_or_stopped_leaders_lease_then_leads(self):
+        """The id's leading process (all three --loops) is SIGKILLed, or SIGSTOPped past heartbeat_ttl; a
+        successor with the id (another machine: another instance token) starts its --loops while the old
+        lease still lives. Its election loop waits (``predecessor``) instead of exiting 1, and leads at a
+        new epoch once the lease lapsed; a stopped owner that resumes then finds the id taken: exit 1."""
+        timing = {"node": {"heartbeat_interval": 1, "heartbeat_ttl": 2},
+                  "election": {"lease_ttl": 6, "renew_interval": 1}, "logging": {"level": "DEBUG"}}
+        for sig in (signal.SIGKILL, signal.SIGSTOP):
+            with self.subTest(signal=sig.name):
+                self.server.flushall()
+                self.server.command("SET", keys.epoch(), 5)
+                owner = self.node("a", "m1-" + sig.name, **timing)
+                successor = self.node("a", "m2-" + sig.name, **timing)
+                token = local_state.instance_token(successor.run_dir, "a")
+                owner_loops = owner.spawn_all()
+                wait_until(lambda: self.server.command("HGET", keys.term(), "epoch"), 20, message="the owner leads")
+                epoch = int(self.server.command("HGET", keys.term(), "epoch"))
+                owner.signal_all(sig)
+                wait_until(lambda: self.server.command("EXISTS", keys.heartbeat("a")) == 0, 10,
+                           message="the owner's heartbeat lapses")
+                self.assertGreater(int(self.server.command("PTTL", keys.leader())), 1500, "too slow to test anything")
+                loops = successor.spawn_all()
+                wait_until(lambda: self.server.command("HGET", keys.term(), "instance") == token
+                           or any(p.poll() is not None for p in loops), 30, message="the successor leads")
+                self.assertEqual([p.poll() for p in loops], [None] * 3, successor.log_text(tail_chars=1500))
+                self.assertIn("election: predecessor (leader a, epoch %d)" % epoch,
+                              successor.log_text("leader_election"), "the successor never saw the old lease")
+                self.assertGreater(int(self.server.command("HGET", keys.term(), "epoch")), epoch)
+                if sig == signal.SIGSTOP:
+                    owner.signal_all(signal.SIGCONT)
+                    for proc in owner_loops:
+                        self.assertEqual(proc.wait(20), 1, owner.log_text(tail_chars=1500))
+                    self.assertEqual(self.server.command("HGET", keys.term(), "instance"), token)
+                    self.assertEqual([p.poll() for p in loops], [None] * 3, successor.log_text(tail_chars=1500))
+                successor.stop_all()
+                owner.kill_all()
+
+    def test_a_duplicate_finding_the_owners_record_gone_while_it_beats_is_refused(self):
+        """The owner leads and beats but its record is gone (an operator's HDEL): the term names another
+        instance while the id's heartbeat lives, so the duplicate's step is refused (exit 1), renewing nothing."""
+        owner, dup, epoch = self.owner_leads()
+        self.server.command("HDEL", keys.nodes(), "a")
+        self.server.command("PEXPIRE", keys.leader(), 20000)
+        elect = dup.run("leader_election.py", "--json", "--quiet")
+        self.assertEqual(elect.returncode, 1, elect.stdout + elect.stderr)
+        self.assertLessEqual(int(self.server.command("PTTL", keys.leader())), 20000, "the duplicate renewed")
+        self.assertEqual(owner.run_json("leader_election.py")["outcome"], "renewed")
 
     def test_a_duplicate_that_deregisters_changes_nothing(self):
         owner, dup, epoch = self.owner_leads()
@@ -214,13 +268,13 @@ class DuplicateNodeId(OneServer):
         owner, dup, epoch = self.owner_leads(tasks={"handlers": {"noop": ["true"]}})
         ctx = in_process(owner, self.server, "task_queue")
         self.addCleanup(tasks.close_contexts, [ctx])
-        task_id = taskq.submit(ctx, "noop", "{}")["id"]
-        claimed, _, _ = taskq._claim(ctx, taskq.worker_streams(ctx), read_new=True)
+        task_id = submit.submit(ctx, "noop", "{}")["id"]
+        claimed, _, _ = worker.claim(ctx, routes.worker_streams(ctx), read_new=True)
         self.assertEqual(claimed.id, task_id)
         self.server.command("HDEL", keys.nodes(), "a")
         gone = dup.run("node_manager.py", "deregister")
         self.assertNotIn("Traceback", gone.stderr)
-        self.assertEqual(taskq.status(ctx, task_id)["state"], "running", "the owner's running task was handed back")
+        self.assertEqual(admin.status(ctx, task_id)["state"], "running", "the owner's running task was handed back")
         self.assertEqual(self.server.command("EXISTS", keys.heartbeat("a")), 1, "the owner's heartbeat was deleted")
         self.assertEqual(self.server.command("GET", keys.leader()), "a")
         self.assertEqual(owner.run_json("leader_election.py")["outcome"], "renewed")
@@ -298,12 +352,13 @@ class HugeEpochs(OneServer):
                 self.assertTrue(isinstance(raw, int) and 0 <= raw < local_state.EPOCH_LIMIT, "remembered %r" % raw)
 
 
-class LaggingReplica(unittest.TestCase):
+class LaggingReplica(TempDirCase):
     """A failover to a replica frozen at an older epoch; the node that never saw the newest one steps first."""
 
+    tmp_prefix = "dn-term-"
+
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="dn-term-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        super().setUp()
         self.master = RedisServer(name="master").start()
         self.addCleanup(self.master.close)
         self.replica = RedisServer(replicaof=self.master, name="replica").start()
@@ -312,10 +367,7 @@ class LaggingReplica(unittest.TestCase):
         self.master.command("SET", keys.epoch(), 5)
 
     def node(self, node_id: str) -> NodeEnv:
-        env = NodeEnv(self.tmp, node_id, config=STEADY, timeout_s=40,
-                      redis={"host": self.master.host, "port": self.master.port})
-        self.addCleanup(env.kill_all)
-        return env
+        return self.new_node(node_id, STEADY, timeout_s=40, redis={"host": self.master.host, "port": self.master.port})
 
     def fail_over(self, nodes) -> None:
         self.master.kill()

@@ -12,12 +12,12 @@ import json
 import math
 
 import benchlib
-from distnode.core import keys
+from distnode.core import defaults, keys
 
 SIZES = (100, 1000, 10000)
 LEADER = "scale-leader"
 POPULATE_BATCH = 1000
-PAGE_SIZE = 2000  # scripts/failover.py PAGE_SIZE: members per sweep call
+PAGE_SIZE = defaults.FAILOVER_PAGE_MEMBERS  # members per sweep call
 
 
 def member_record(i: int, now_s: float) -> str:

@@ -2,7 +2,7 @@
 
 Ours: K processes of ``task_queue.py work --loop`` (default config, handler
 ``echo`` = ``cat``: the payload comes back as the result), tasks submitted
-through the project's own ``taskq.submit`` in the bench process so that
+through the project's own ``submit.submit`` in the bench process so that
 submitting is not what is measured. Throughput is the number of tasks over
 the span from the first start to the last finish (Redis's clock, from the
 task records), so an idle worker's first poll does not count. Latency is
@@ -32,14 +32,14 @@ def _context(workdir: str, port: int):
     import json
     from distnode.core import config
     from distnode.core import log as log_mod
-    from distnode.run import runner
+    from distnode.run.context import Context
     cfg_dir = os.path.join(workdir, "submitter", "config")
     os.makedirs(cfg_dir, exist_ok=True)
     with open(os.path.join(cfg_dir, "config.json"), "w") as fh:
         json.dump({"node": {"id": "bench-submitter"}, "redis": {"host": "127.0.0.1", "port": port},
                    "tasks": {"handlers": HANDLER}, "logging": {"syslog": False}}, fh)
     cfg = config.load(cfg_dir, os.path.join(workdir, "submitter", "logs"))
-    return runner.Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {})
+    return Context("task_queue", cfg, log_mod.for_config("task_queue", cfg, console=None), {})
 
 
 def _done_count(client) -> int:
@@ -61,7 +61,7 @@ def _wait(client, target: int, timeout_s: float) -> None:
 
 
 def run_ours(server, workdir: str, python: str, workers: int, tasks: int, samples: int) -> dict:
-    from distnode.tasks import queue as taskq
+    from distnode.tasks import submit
     server.flushall()
     ctx = _context(workdir, server.port)
     nodes = [benchlib.Node(workdir, "tw%d" % i, server.port, {"tasks": {"handlers": HANDLER}}, python)
@@ -73,10 +73,10 @@ def run_ours(server, workdir: str, python: str, workers: int, tasks: int, sample
     poll_s = ctx.cfg["tasks"]["poll_interval_s"]
     try:
         for _ in range(workers):  # warm: every worker up and polling
-            taskq.submit(ctx, "echo", "{}")
+            submit.submit(ctx, "echo", "{}")
         _wait(client, workers, 60)
         base = _done_count(client)
-        ids = [taskq.submit(ctx, "echo", '{"i": %d}' % i)["id"] for i in range(tasks)]
+        ids = [submit.submit(ctx, "echo", '{"i": %d}' % i)["id"] for i in range(tasks)]
         _wait(client, base + tasks, 600)
         times = _times(client, ids)
         span_s = max(t[2] for t in times) - min(t[1] for t in times)
@@ -84,7 +84,7 @@ def run_ours(server, workdir: str, python: str, workers: int, tasks: int, sample
         for _ in range(samples):
             time.sleep(random.uniform(0, poll_s))
             done = _done_count(client)
-            tid = taskq.submit(ctx, "echo", "{}")["id"]
+            tid = submit.submit(ctx, "echo", "{}")["id"]
             _wait(client, done + 1, 60)
             created, _started, finished = _times(client, [tid])[0]
             latency.append(finished - created)

@@ -116,7 +116,7 @@ def import_breakdown(server, workdir: str, python: str, peer_python: str, repeat
         if name == "floor":
             continue
         extra = {m: us for m, us in mods.items() if m not in floor}
-        ours = {m: us for m, us in extra.items() if os.path.exists(os.path.join(benchlib.SCRIPTS, m + ".py"))}
+        ours = {m: us for m, us in extra.items() if benchlib.is_project_module(m)}
         out[name] = {"total_us": sum(mods.values()), "extra_us": sum(extra.values()),
                      "project_us": sum(ours.values()),
                      "top_extra": sorted(extra.items(), key=lambda kv: -kv[1])[:6]}

@@ -34,6 +34,13 @@ for _path in (TESTS_DIR, SCRIPTS):
 from distnode.redis import client as redis_client  # noqa: E402  (the project's client: the bench's own probes use it too)
 
 
+def is_project_module(name: str) -> bool:
+    """Whether module ``name`` (as ``-X importtime`` names it) is the project's own: an entry script
+    in scripts/ (``heartbeat``) or a module or package of the library beneath it (``distnode.core.config``)."""
+    path = os.path.join(SCRIPTS, *name.split("."))
+    return os.path.isfile(path + ".py") or os.path.isfile(os.path.join(path, "__init__.py"))
+
+
 def real_python() -> str:
     """The interpreter binary running this suite, with symlinks and shims resolved."""
     return os.path.realpath(sys.executable)
@@ -76,7 +83,7 @@ def ratios(a: list, b: list) -> list:
 
 
 def table(headers: list, rows: list) -> str:
-    """A Markdown table (what the README keeps), columns padded for the terminal."""
+    """A Markdown table (what docs/*/performance.md keeps), columns padded for the terminal."""
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731

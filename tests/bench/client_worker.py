@@ -20,10 +20,10 @@ WARMUP_S = 0.1
 
 
 def ours(port: int):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                    "scripts"))
-    from distnode.redis import client as redis_client
-    client = redis_client.Redis("127.0.0.1", port)
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path[:0] = [tests, os.path.join(os.path.dirname(tests), "scripts")]
+    from support.redis_extras import Redis  # the product's client with the tests' command helpers
+    client = Redis("127.0.0.1", port)
 
     def run(op: str, names: list):
         if len(names) == 1:

@@ -19,9 +19,9 @@ def main() -> int:
     script = os.path.abspath(sys.argv[1])
     sys.argv = sys.argv[1:]
     sys.path.insert(0, os.path.dirname(script))
-    from distnode.redis import client as redis_client
+    from distnode.redis import connection
     trips, sent = [0], [0]
-    request, round_trip = redis_client.Connection.request, redis_client.Connection._round_trip
+    request, round_trip = connection.Connection.request, connection.Connection._round_trip
 
     def counted(self, commands, *args, **kwargs):
         commands = list(commands)
@@ -32,8 +32,8 @@ def main() -> int:
         trips[0] += 1
         return round_trip(self, commands, *args, **kwargs)
 
-    redis_client.Connection.request = counted
-    redis_client.Connection._round_trip = counted_trip
+    connection.Connection.request = counted
+    connection.Connection._round_trip = counted_trip
     code = 0
     try:
         runpy.run_path(script, run_name="__main__")

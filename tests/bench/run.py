@@ -7,8 +7,9 @@
 
 Sections: 1 tick cost, 2 round trips per tick, 3 client throughput, 4 failover
 times, 5 scale (failover tick and status with 100 to 10,000 members; task
-throughput and latency beside rq). Prints Markdown tables (kept in the READMEs
-under "Performance") and writes the raw runs as JSON under tests/bench/results/.
+throughput and latency beside rq). Prints Markdown tables (kept under "Latest
+results" in docs/en/performance.md and docs/zh/performance.md, pasted by hand) and
+writes the raw runs as JSON under tests/bench/results/.
 
 Peers (redis-py, hiredis, rq) are installed by the suite into a throwaway
 venv of the same interpreter, never into the project; a peer that cannot be

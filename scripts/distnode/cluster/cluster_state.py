@@ -11,10 +11,10 @@ import os
 
 from distnode.core import keys
 from distnode.core import local_state
-from distnode.lua import scripts as lua
+from distnode import lua
 from distnode.cluster import membership
 from distnode.core.errors import TickError
-from distnode.redis.client import ResponseError
+from distnode.redis.errors import FencedError, StaleError
 
 SNAPSHOT_FORMAT = 1
 NODE_FIELDS = ("host", "labels", "capabilities", "version", "started_at", "offline_at", "left_at")
@@ -42,7 +42,7 @@ def snapshot_content(snap: dict) -> str:
 
 
 def publish(ctx, known: tuple) -> tuple:
-    """Leader: gather the members (2 round trips), publish fenced (1). Returns (role, reply or None).
+    """Leader: gather the members (2 round trips), publish fenced (1). Returns (role, PublishState or None).
 
     The epoch it writes at is the one Redis showed with this node holding the lease;
     if the lease moved since, the script refuses (role ``fenced``) and nothing changes.
@@ -51,12 +51,10 @@ def publish(ctx, known: tuple) -> tuple:
     if snap["leader"] != ctx.node_id:
         return "follower", None
     try:
-        reply = lua.PUBLISH_STATE(ctx.redis, (keys.leader(), keys.epoch(), keys.term(), keys.state()),
-                                  (ctx.node_id, snap["epoch"], local_state.instance_token(ctx.cfg.run_dir, ctx.node_id),
-                                   snapshot_content(snap)) + known)
-    except ResponseError as exc:
-        if not str(exc).startswith(("FENCED", "STALE")):
-            raise
+        reply = lua.run(ctx.redis, "publish_state", (keys.leader(), keys.epoch(), keys.term(), keys.state()),
+                        (ctx.node_id, snap["epoch"], local_state.instance_token(ctx.cfg.run_dir, ctx.node_id),
+                         snapshot_content(snap)) + known)
+    except (FencedError, StaleError) as exc:
         ctx.log.warning("snapshot not published: %s", exc)
         return "fenced", None
     return "leader", reply
@@ -65,15 +63,16 @@ def publish(ctx, known: tuple) -> tuple:
 def exchange(ctx, known: tuple, thinks_leader: bool) -> tuple:
     """(role, reply): the leader publishes, anyone else reads (1 round trip).
 
-    reply is [outcome or leader, epoch, version, doc or None (None: the mirror is current)].
+    reply is a PublishState (role ``leader``) or a StateRead (lua/results.py): both carry
+    epoch, version and doc (None: the mirror is current).
     """
     role = "follower"
     if thinks_leader:
         role, reply = publish(ctx, known)
         if reply is not None:
             return role, reply
-    reply = lua.STATE_READ(ctx.redis, (keys.leader(), keys.state()), known)
-    if not thinks_leader and reply[0] == ctx.node_id.encode():
+    reply = lua.run(ctx.redis, "state_read", (keys.leader(), keys.state()), known)
+    if not thinks_leader and reply.leader == ctx.node_id:
         role, published = publish(ctx, known)  # this node leads but its elector's memory lags
         reply = published or reply
     return role, reply
@@ -123,11 +122,12 @@ def sync(ctx) -> dict:
     path = mirror_path(ctx.cfg)
     thinks_leader, floor_epoch = _election_memory(ctx.cfg)
     trips = ctx.redis.round_trips
-    role, (head, epoch, version, doc) = exchange(ctx, _mirrored_version(path), thinks_leader)
+    role, reply = exchange(ctx, _mirrored_version(path), thinks_leader)
+    epoch, version, doc = reply.epoch, reply.version, reply.doc
     result = {"node": ctx.node_id, "role": role, "epoch": epoch, "version": version,
               "mirror_file": path, "mirrored": False}
     if role == "leader":
-        result["published"] = head == b"published"
+        result["published"] = reply.outcome == "published"
         if result["published"]:
             ctx.log.info("published cluster snapshot version %d (epoch %d)", version, epoch)
     if doc is not None:

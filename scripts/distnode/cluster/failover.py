@@ -4,43 +4,46 @@ Used by failover_manager.py (one tick) and by the foreground runner. Every
 write goes through a Lua script that checks the lease and epoch in Redis.
 """
 
+from distnode import lua
 from distnode.cluster import hooks
+from distnode.core import defaults
 from distnode.core import keys
 from distnode.core import local_state
-from distnode.lua import scripts as lua
 from distnode.core.errors import NodeIdCollision
 
-PAGE_SIZE = 2000
-
-
 def sweep(ctx, epoch: str = ""):
-    """Run the fenced sweep over all pages; return (outcome, epoch, newly offline ids, round trips)."""
+    """Run the fenced sweep over all pages; return (outcome, epoch or detail, newly offline ids, round trips).
+
+    Each page is one ``failover_scan`` script that acts only as the process holding the lease in a
+    confirmed term at Redis's epoch; from the second page on it also requires the epoch the first page
+    saw, so a sweep whose term ended between pages stops (``fenced``) instead of marking more.
+    """
     cursor, marked, trips = "0", [], 0
+    token = local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)
     while True:
-        reply = lua.FAILOVER_SCAN(ctx.redis, (keys.leader(), keys.epoch(), keys.nodes(), keys.events(),
-                                              keys.heartbeat(ctx.node_id), keys.term()),
-                                  (ctx.node_id, epoch, cursor, PAGE_SIZE, ctx.cfg["cluster"]["events_maxlen"],
-                                   local_state.instance_token(ctx.cfg.run_dir, ctx.node_id)))
+        page = lua.run(ctx.redis, "failover_scan",
+                       (keys.leader(), keys.epoch(), keys.nodes(), keys.events(), keys.heartbeat(ctx.node_id),
+                        keys.term()),
+                       (ctx.node_id, epoch, cursor, defaults.FAILOVER_PAGE_MEMBERS,
+                        ctx.cfg["cluster"]["events_maxlen"], token))
         trips += 1
-        outcome = reply[0].decode()
-        if outcome == "collision":
+        if page.outcome == "collision":
             raise NodeIdCollision(
                 "node id %r is used by another live process (host %s, pid %s) that holds its record; this one "
                 "does not act as leader: give this node its own node.id / OPENCLAW_NODE_ID, or stop the other one"
-                % (ctx.node_id, reply[1].decode("utf-8", "replace"), reply[2].decode("utf-8", "replace")))
-        if outcome != "leader":
-            detail = reply[1].decode() if len(reply) > 1 else ""
-            return outcome, detail, marked, trips
-        epoch, cursor = reply[1].decode(), reply[2].decode()
-        marked += [m.decode() for m in reply[3]]
+                % (ctx.node_id, page.host, page.pid))
+        if page.outcome != "leader":
+            return page.outcome, page.leader or page.epoch, marked, trips
+        epoch, cursor = page.epoch, page.cursor
+        marked += page.marked
         if cursor == "0":
             return "leader", epoch, marked, trips
 
 
 def reclaim_tasks(ctx, epoch: int) -> int:
     """Hand the work of dead or stuck workers back to the queue (fenced)."""
-    from distnode.tasks import queue as taskq  # only the leader pays for importing the task queue
-    return taskq.reclaim(ctx, epoch)
+    from distnode.tasks import reclaim  # only the leader pays for importing the sweep (~2 ms)
+    return reclaim.reclaim(ctx, epoch)
 
 
 def step(ctx) -> dict:
@@ -48,6 +51,8 @@ def step(ctx) -> dict:
     outcome, detail, marked, trips = sweep(ctx)
     elected = None
     if outcome == "vacant":
+        # deferred for start-up cost: a tick that finds the lease held never elects; the elector
+        # module costs ~1.5-3 ms to import on top of this one (python -X importtime, 2 cores)
         from distnode.cluster.elector import Elector
         obs = Elector(ctx).try_acquire_or_renew()
         elected = obs.outcome

@@ -1,6 +1,6 @@
 """The agents' shared key-value store in Redis: small JSON values, versioned, written atomically.
 
-An entry is the hash ``openclaw:cluster:kv:<name>`` {value, version, updated, op}; its
+An entry is the hash ``openclaw:cluster:kv:<name>`` {value, version, updated}; its
 name is also in ``openclaw:cluster:kv-index`` (for ``list``), and every change is
 announced on the pub/sub channel ``openclaw:cluster:kv-changes`` (message: the name).
 
@@ -12,6 +12,10 @@ Guarantees:
   compare-and-set at the version a reader saw succeeds only if nobody wrote in
   between, so read-modify-write loops lose no update;
 - ``updated`` is Redis's clock (seconds, 3 decimals), not the writer's;
+- a write sent again with the same operation (a retry after its reply was lost)
+  returns what the first one did and changes nothing: the script records its
+  outcome under the operation's token (``openclaw:cluster:kv-op:<token>``, for
+  the operation's ``record_ttl_ms``);
 - nothing is written unless the name and the value are valid.
 
 Not guaranteed: values are as durable as Redis's persistence; ``watch`` reports that an
@@ -20,23 +24,14 @@ agents' writes and are not fenced by the leader's lease.
 """
 
 import json
-import os
 import time
 
 from distnode.core import keys
-from distnode.lua import scripts as lua
-from distnode.core.errors import TickError
-from distnode.redis.client import WrongTypeError
-
-MAX_KEY_CHARS = 200
-MAX_VALUE_BYTES = 1024 * 1024
-DEFAULT_LIST_LIMIT = 1000
-POLL_FIRST_S = 0.05
-POLL_MAX_S = 1.0
-
-
-class BadInput(ValueError):
-    """A name or value the store refuses; the message says what and why."""
+from distnode import lua
+from distnode.core.defaults import (STATE_KEY_MAX_CHARS, STATE_LIST_LIMIT, STATE_VALUE_MAX_BYTES, WAIT_POLL_FIRST_S,
+                                    WAIT_POLL_MAX_S)
+from distnode.core.errors import BadInput, TickError  # noqa: F401 - BadInput: raised here, caught as shared_state.BadInput
+from distnode.redis.errors import WrongTypeError
 
 
 # -- validation --------------------------------------------------------------
@@ -61,13 +56,13 @@ def _bad_char(ch: str):
 
 def check_name(name: str, what: str = "key", allow_empty: bool = False) -> str:
     """Return ``name`` if it is 1-200 characters without spaces or control characters."""
-    if len(name) > MAX_KEY_CHARS or (not name and not allow_empty):
-        raise BadInput("%s must be 1 to %d characters, got %d" % (what, MAX_KEY_CHARS, len(name)))
+    if len(name) > STATE_KEY_MAX_CHARS or (not name and not allow_empty):
+        raise BadInput("%s must be 1 to %d characters, got %d" % (what, STATE_KEY_MAX_CHARS, len(name)))
     for pos, ch in enumerate(name, 1):
         problem = _bad_char(ch)
         if problem:
             raise BadInput("%s %s has %s at character %d; names are 1-%d characters without spaces or "
-                           "control characters" % (what, _shown(name), problem, pos, MAX_KEY_CHARS))
+                           "control characters" % (what, _shown(name), problem, pos, STATE_KEY_MAX_CHARS))
     return name
 
 
@@ -81,8 +76,8 @@ def parse_value(text: str) -> str:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise BadInput("the value is not valid UTF-8") from None
-    if size > MAX_VALUE_BYTES:
-        raise BadInput("the value is %d bytes; the most is %d" % (size, MAX_VALUE_BYTES))
+    if size > STATE_VALUE_MAX_BYTES:
+        raise BadInput("the value is %d bytes; the most is %d" % (size, STATE_VALUE_MAX_BYTES))
     if not text.strip():
         raise BadInput("the value is empty; give a JSON value such as 42, '\"text\"' or '{\"a\": 1}'")
     try:
@@ -130,40 +125,41 @@ def get(client, name: str):
     return {"key": name, "value": value, "version": int(version), "updated": _float(updated)}
 
 
-def put(client, name: str, value_text: str, expected=None, token: str = "") -> dict:
+def put(client, name: str, value_text: str, op, expected=None) -> dict:
     """Write an entry (a JSON text, checked and stored compactly); with ``expected``
     (0: must not exist) only if the entry is at that version.
 
     Returns {key, ok, version, updated}: on a conflict ``ok`` is False and ``version``
-    is the entry's current one (0: missing). ``token`` names this operation, so that a
-    retry after a lost reply recognises its own earlier write as a success.
+    is the entry's current one (0: missing). ``op`` (run.context.Operation: token,
+    record_ttl_ms) names this write: sent again with the same ``op``, it returns the
+    first one's {ok: True, version, updated} and writes nothing.
     """
     check_name(name)
     value_json = parse_value(value_text)
-    status, version, updated = lua.KV_SET(
-        client, (keys.kv(name), keys.kv_index(), keys.kv_version()),
-        (name, value_json, "" if expected is None else int(expected), token or os.urandom(8).hex(),
-         keys.kv_channel()))
-    return {"key": name, "ok": status == b"ok", "version": int(version), "updated": _float(updated)}
+    result = lua.run(client, "kv_set", (keys.kv(name), keys.kv_index(), keys.kv_version(), keys.kv_op(op.token)),
+                     (name, value_json, "" if expected is None else int(expected), op.record_ttl_ms,
+                      keys.kv_channel()))
+    return {"key": name, "ok": result.ok, "version": result.version, "updated": result.updated_s or 0.0}
 
 
-def delete(client, name: str, expected=None) -> dict:
+def delete(client, name: str, op, expected=None) -> dict:
     """Delete an entry (only at version ``expected``, if given).
 
     Returns {key, outcome: deleted|missing|conflict, version: the old or current version}.
+    Sent again with the same ``op`` (as in ``put``) after it deleted, it returns that
+    deletion, not 'missing' or a conflict.
     """
     check_name(name)
-    outcome, version = lua.KV_DELETE(client, (keys.kv(name), keys.kv_index()),
-                                     (name, "" if expected is None else int(expected), keys.kv_channel()))
-    return {"key": name, "outcome": outcome.decode(), "version": int(version)}
+    result = lua.run(client, "kv_delete", (keys.kv(name), keys.kv_index(), keys.kv_op(op.token)),
+                     (name, "" if expected is None else int(expected), keys.kv_channel(), op.record_ttl_ms))
+    return {"key": name, "outcome": result.outcome, "version": result.version}
 
 
-def list_entries(client, prefix: str = "", limit: int = DEFAULT_LIST_LIMIT) -> tuple:
+def list_entries(client, prefix: str = "", limit: int = STATE_LIST_LIMIT) -> tuple:
     """([{key, version, updated}...] in name order, truncated: bool), in one round trip."""
     low, high = lex_range(check_name(prefix, "prefix", allow_empty=True))
-    flat = lua.KV_LIST(client, (keys.kv_index(),), (low, high, limit + 1, keys.kv("")))
-    entries = [{"key": flat[i].decode("utf-8", "replace"), "version": int(flat[i + 1]),
-                "updated": _float(flat[i + 2])} for i in range(0, len(flat), 3)]
+    entries = [{"key": entry.name, "version": entry.version, "updated": entry.updated_s or 0.0}
+               for entry in lua.run(client, "kv_list", (keys.kv_index(),), (low, high, limit + 1, keys.kv("")))]
     return entries[:limit], len(entries) > limit
 
 
@@ -174,7 +170,7 @@ def watch(client, name: str, baseline: int, deadline_s=None, clock=time.monotoni
     second. ``deadline_s`` is a ``clock()`` value, None for no deadline. Returns
     (changed, entry or None): the entry as it is now (None: deleted or missing).
     """
-    delay_s = POLL_FIRST_S
+    delay_s = WAIT_POLL_FIRST_S
     while True:
         entry = get(client, name)
         if (entry["version"] if entry else 0) != baseline:
@@ -183,4 +179,4 @@ def watch(client, name: str, baseline: int, deadline_s=None, clock=time.monotoni
         if left_s is not None and left_s <= 0:
             return False, entry
         sleep(delay_s if left_s is None else min(delay_s, left_s))
-        delay_s = min(delay_s * 2, POLL_MAX_S)
+        delay_s = min(delay_s * 2, WAIT_POLL_MAX_S)

@@ -50,7 +50,7 @@ def redlock_claim() -> str:
 def server() -> str:
     """String: the run_id of the Redis server the last election step ran on. Replicated like any
     key, so on a promoted replica, or a server restarted from its files, it names another server:
-    the master changed, and the election holds a bootstrap round (see lua.ELECT)."""
+    the master changed, and the election holds a bootstrap round (see lua/elect.lua)."""
     return CLUSTER + "server"
 
 
@@ -93,6 +93,12 @@ def kv_version() -> str:
 def kv_channel() -> str:
     """Pub/sub channel announcing kv changes (message: the entry name)."""
     return CLUSTER + "kv-changes"
+
+
+def kv_op(token: str) -> str:
+    """String with a PX TTL: what one kv write (set, cas, delete) did, under the writer's operation
+    token, so that the write sent again after a lost reply returns that instead of running twice."""
+    return CLUSTER + "kv-op:" + token
 
 
 def task_stream(node_id: str = "") -> str:
@@ -155,6 +161,12 @@ def task_routes() -> str:
     """Set of the requirements (as in ``task_route``) that have a stream: workers look here for
     the routes their labels qualify them for."""
     return TASKS + "routes"
+
+
+def task_op(token: str) -> str:
+    """String with a PX TTL: the task id one ``task_queue.py retry`` put back in the queue, under its
+    operation token, so that the retry sent again after a lost reply reports that instead of refusing."""
+    return TASKS + "op:" + token
 
 
 TASK_GROUP = "workers"

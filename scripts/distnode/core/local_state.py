@@ -8,6 +8,8 @@ the new one, never half of one.
 import json
 import os
 
+from distnode.core.errors import InputError  # noqa: F401 - raised here; importers catch local_state.InputError
+
 
 def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     folder = os.path.dirname(path) or "."
@@ -30,10 +32,6 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         if exc.filename is None:  # os.write/fsync name no file: name it, for the caller's one line
             raise OSError(exc.errno, exc.strerror, path) from None
         raise
-
-
-class InputError(ValueError):
-    """An input file (or stdin) that cannot be taken in; the message is the one line to show."""
 
 
 def read_input(source: str, cap: int, where: str = "", refuse_over: bool = True) -> bytes:

@@ -9,7 +9,8 @@ refused is reported as unknown, with the server's reason, and never fails the
 command. Nothing here writes.
 """
 
-from distnode.redis.client import RedisError, ResponseError, text
+from distnode.redis.errors import RedisError, ResponseError
+from distnode.redis.resp import text
 
 MIN_SENTINELS = 3  # fewer cannot keep a majority through the loss of one
 
@@ -144,7 +145,7 @@ def _replica_check(server: dict, min_replicas_acked: int) -> tuple:
                 % (online, min_replicas_acked, " (%s)" % listed if listed else ""))
     if online == 0:
         return ("replicas", "warn", "none: if this Redis is lost, so are the lease, the epoch and the members "
-                                    "(add a replica and Sentinel, see the README's production section)")
+                                    "(add a replica and Sentinel, see docs/en/production.md)")
     if min_replicas_acked and online == min_replicas_acked:
         # a failover promotes one replica and leaves one fewer; losing one replica does the same
         return ("replicas", "warn", "%d online and election.min_replicas_acked is %d: after a failover (or the loss "

@@ -9,9 +9,11 @@ released, heartbeat deleted, record marked ``left``.
 
 No job dies silently: every exception a tick raises (a full disk under the
 log dir, a bug) is logged with its traceback and the job ticks on
-(``runner.run_loop``). The task worker claims only while this process's
+(``ticks.run_loop``). The jobs and their periods are ``run/jobs.py``'s, the
+same a cron install runs (a job's tick is imported here, not by reading the
+table). The task worker claims only while this process's
 heartbeat job works: it skips its tick until the first beat succeeded, and
-after ``HEARTBEAT_FAILURES_BEFORE_PAUSE`` failed beats in a row or no good
+after ``defaults.HEARTBEAT_FAILURES_BEFORE_PAUSE`` failed beats in a row or no good
 beat for ``node.heartbeat_ttl`` (the cluster then sees this node offline),
 until a beat succeeds again. A busy worker tick already under way finishes
 first (it ends within ``tasks.tick_budget_s``).
@@ -21,27 +23,27 @@ import signal
 import threading
 import time
 
-from distnode.cluster import failover
-from distnode.core import log as log_mod
+from distnode.cluster import lifecycle
 from distnode.cluster import membership
-from distnode.run import runner
-from distnode.cluster.elector import Elector
+from distnode.core import defaults
+from distnode.core import log as log_mod
 from distnode.core.errors import NodeIdCollision, TickError
-from distnode.redis.client import RedisError
+from distnode.redis.errors import RedisError
+from distnode.run import jobs, lock, ticks
+from distnode.run.context import Context
 
 
-HEARTBEAT_FAILURES_BEFORE_PAUSE = 2  # failed beats in a row (attempts, retries included) that stop the worker
-FIRST_BEAT_WAIT_S = 5.0  # the worker's first tick waits this long for the first beat rather than skip
-
-
-def _heartbeat(ctx) -> dict:
-    try:
-        return {"time": membership.beat(ctx)}
-    except NodeIdCollision:
-        # another live process took this node id (this one was paused past its heartbeat):
-        # stop every job; leaving then refuses (the record is not ours) and the process exits 1
-        ctx.stop_event.set()
-        raise
+def _stops_on_collision(tick):
+    """The heartbeat's ``tick`` that, when another live process took this node id (this one was
+    paused past its heartbeat), stops every job; leaving then refuses (the record is not ours)
+    and the process exits 1."""
+    def beat(ctx):
+        try:
+            return tick(ctx)
+        except NodeIdCollision:
+            ctx.stop_event.set()
+            raise
+    return beat
 
 
 class BeatWatch:
@@ -70,7 +72,7 @@ class BeatWatch:
         """None while the heartbeat works; else why the worker must not claim."""
         if self.last_ok_s is None:
             return "no heartbeat has succeeded yet"
-        if self.failures_in_a_row >= HEARTBEAT_FAILURES_BEFORE_PAUSE:
+        if self.failures_in_a_row >= defaults.HEARTBEAT_FAILURES_BEFORE_PAUSE:
             return "the heartbeat job failed %d times in a row" % self.failures_in_a_row
         age_s = self.clock() - self.last_ok_s
         if age_s > self.ttl_s:
@@ -83,7 +85,7 @@ class BeatWatch:
 
         def work(ctx):
             if self.last_ok_s is None:
-                self.first_beat.wait(FIRST_BEAT_WAIT_S)
+                self.first_beat.wait(defaults.FIRST_BEAT_WAIT_S)
             why = self.why_paused()
             if why is not None:
                 if not state["paused"]:
@@ -98,18 +100,12 @@ class BeatWatch:
         return work
 
 
-def _election(ctx) -> dict:
-    if not hasattr(ctx, "elector"):
-        ctx.elector = Elector(ctx)
-    return ctx.elector.try_acquire_or_renew().as_dict()
-
-
 def _job(ctx, tick, period_s: float) -> None:
-    """One job's thread: ``runner.run_loop`` (which survives every tick's exception), restarted should
+    """One job's thread: ``ticks.run_loop`` (which survives every tick's exception), restarted should
     the loop itself ever raise, so a job never ends before the process is told to stop."""
     while not ctx.stopping:
         try:
-            runner.run_loop(ctx, tick, period_s)
+            ticks.run_loop(ctx, tick, period_s)
         except BaseException as exc:  # the top of a long-running job
             try:
                 ctx.log.error("job loop failed: %s: %s; restarting it", type(exc).__name__, exc)
@@ -118,41 +114,35 @@ def _job(ctx, tick, period_s: float) -> None:
             ctx.sleep(period_s)
 
 
-def jobs(cfg) -> list:
-    """(script name, tick, period in seconds) for every job of this node."""
-    beat_s = cfg["node"]["heartbeat_interval"]
-    out = [("heartbeat", _heartbeat, beat_s),
-           ("leader_election", _election, cfg.renew_interval_s),
-           ("failover_manager", failover.step, beat_s)]
-    from distnode.cluster import cluster_state
-    from distnode.tasks import queue as taskq
-    out.append(("state_sync", cluster_state.sync, beat_s))
-    out.append(("task_queue", taskq.work_tick, min(beat_s, 2.0)))
-    return out
+def _guarded(job: jobs.Job, tick, watch: BeatWatch):
+    """``tick`` as this process runs it: the heartbeat watched (and stopping all on a collision),
+    the worker gated on it."""
+    if job.name == "heartbeat":
+        return watch.watched(_stops_on_collision(tick))
+    if job.name == "task_queue":
+        return watch.gated(tick)
+    return tick
 
 
 def run(ctx) -> dict:
     """Run every job until a signal; then leave the cluster. Returns what leaving did."""
     cfg, stop = ctx.cfg, threading.Event()
     threads = []
-    watch = BeatWatch(cfg["node"]["heartbeat_ttl"])
+    watch = BeatWatch(cfg.heartbeat_ttl_s)
     try:  # a node id another live process holds: NodeIdCollision, one line, exit 1, nothing started
         membership.beat(ctx)
     except RedisError as exc:
         ctx.log.warning("first heartbeat failed (the heartbeat job retries): %s", exc)
-    for script, tick, period_s in jobs(cfg):
-        if script == "heartbeat":
-            tick = watch.watched(tick)
-        elif script == "task_queue":
-            tick = watch.gated(tick)
-        if runner.acquire_lock(cfg, script, long_lived=True) is None:
+    for job in jobs.JOBS:
+        if lock.acquire(cfg, job.name, long_lived=True) is None:
             stop.set()
             raise TickError("%s for node %s is already running (a cron job or another loop): remove the cron "
-                            "jobs first (./start-node.sh --uninstall)" % (script, cfg.node_id))
-        job_ctx = runner.Context(script, cfg, log_mod.for_config(script, cfg, console=ctx.log.console),
-                                 {"--loop": True})
+                            "jobs first (./start-node.sh --uninstall)" % (job.name, cfg.node_id))
+        job_ctx = Context(job.name, cfg, log_mod.for_config(job.name, cfg, console=ctx.log.console),
+                          {"--loop": True})
         job_ctx.stop_event = stop
-        thread = threading.Thread(target=_job, args=(job_ctx, tick, period_s), name=script, daemon=True)
+        tick = _guarded(job, jobs.Tick(job), watch)  # made at its first call, inside run_loop's protection
+        thread = threading.Thread(target=_job, args=(job_ctx, tick, job.period_s(cfg)), name=job.name, daemon=True)
         threads.append((thread, job_ctx))
 
     def on_signal(signum, _frame):
@@ -164,10 +154,10 @@ def run(ctx) -> dict:
     for thread, _ in threads:
         thread.start()
     ctx.log.info("node %s running %d jobs in the foreground; stop with Ctrl-C or SIGTERM", ctx.node_id, len(threads))
-    while not stop.wait(0.5):
+    while not stop.wait(defaults.SIGNAL_POLL_S):
         pass
     for thread, job_ctx in threads:
-        thread.join(cfg["tasks"]["tick_budget_s"] + cfg["redis"]["socket_timeout"] + 5)
+        thread.join(cfg["tasks"]["tick_budget_s"] + cfg.socket_timeout_s + defaults.JOB_STOP_SLACK_S)
         job_ctx.close()
         job_ctx.log.close()
-    return membership.leave(ctx)
+    return lifecycle.leave(ctx)

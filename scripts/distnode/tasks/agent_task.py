@@ -20,11 +20,13 @@ CLI's error message. At the timeout the CLI gets SIGTERM (it then aborts the
 run on the Gateway) and SIGKILL ``TERM_GRACE_S`` later.
 
 Only nodes with the ``agent`` capability (the CLI found on PATH, published
-with the heartbeat) are routed ``agent`` tasks (taskq.requirement).
+with the heartbeat) are routed ``agent`` tasks (routes.requirement).
 """
 
 import json
 import os
+
+from distnode.procs import spawn
 
 TASK_TYPE = "agent"
 CAPABILITY = "agent"          # what membership.capabilities() publishes when the CLI is here
@@ -107,20 +109,19 @@ def argv(cfg, request: dict, message_path: str) -> list:
 
 
 def run(ctx, task, env: dict, lease=None, record: str = None):
-    """Run the agent turn of ``task`` through child.run; a child.Outcome, as taskq.run_handler returns.
+    """Run the agent turn of ``task`` through spawn.run; a spawn.Outcome, as handler.run_handler returns.
 
-    ``lease`` and ``record``: the attempt lease and the handler record (see child.run).
+    ``lease`` and ``record``: the attempt lease and the handler record (see spawn.run).
 
     The CLI's output is read up to ``tasks.max_output_bytes`` (JSON to parse;
     the result is capped after); the rest is read and dropped.
     """
-    import shutil
+    import shutil  # deferred with tempfile: only agent turns pay for them (~20 ms in a bare interpreter)
     import tempfile
-    from distnode.procs import child
     try:
         request = parse_request(task.payload)
     except ValueError as exc:
-        return child.Outcome(False, b"", str(exc))
+        return spawn.Outcome(False, b"", str(exc))
     folder = tempfile.mkdtemp(prefix="openclaw-agent-")  # 0700
     try:
         path = os.path.join(folder, "message.txt")
@@ -128,18 +129,18 @@ def run(ctx, task, env: dict, lease=None, record: str = None):
         with os.fdopen(fd, "wb") as fh:
             fh.write(request["message"].encode("utf-8"))
         call = argv(ctx.cfg, request, path)
-        ran = child.run(call, b"", env, task.timeout_s, ctx.cfg["tasks"]["max_output_bytes"], TERM_GRACE_S,
+        ran = spawn.run(call, b"", env, task.timeout_s, ctx.cfg["tasks"]["max_output_bytes"], TERM_GRACE_S,
                         should_stop=lambda: ctx.stopping, lease=lease, record=record)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     response = _json_or_none(ran.output)
     if not ran.ok:
-        return child.Outcome(False, b"", _failure(ran.error, response), ran.out_bytes, ran.stopped)
+        return spawn.Outcome(False, b"", _failure(ran.error, response), ran.out_bytes, ran.reason, ran.code)
     text = reply_text(response)
     if text is None:
         text = ran.output.decode("utf-8", "replace").strip() if response is None else ""
     doc = result_document(text, agent_id(ctx.cfg, request), response, ctx.cfg["tasks"]["result_max_bytes"])
-    return child.Outcome(True, doc, "", ran.out_bytes if ran.dropped_bytes else len(doc))
+    return spawn.Outcome(True, doc, "", ran.out_bytes if ran.dropped_bytes else len(doc), code=ran.code)
 
 
 def _json_or_none(output: bytes):
