@@ -28,6 +28,7 @@ from distnode.redis.errors import ProtocolError
 from support import fake_servers as fakes
 from support.nodes import NodeEnv, wait_for
 from support.redis5 import find_redis5, missing_reason
+from support.redis_extras import parse_all
 from support.redis_server import RedisServer
 
 H = "test_heartbeat."
@@ -825,17 +826,7 @@ class ParserFuzz(unittest.TestCase):
         return bytes(data)
 
     def feed(self, data: bytes, rng) -> list:
-        parser, out, pos = resp.Parser("fuzz:1"), [], 0
-        while pos < len(data):
-            step = rng.randrange(1, 9)
-            parser.feed(data[pos:pos + step])
-            pos += step
-            while True:
-                reply = parser.gets()
-                if reply is resp.NOT_READY:
-                    break
-                out.append(reply)
-        return out
+        return parse_all(data, rng=rng)
 
     def test_random_bytes(self):
         rng = random.Random(self.SEED)

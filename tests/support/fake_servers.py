@@ -294,12 +294,7 @@ def dribble_proxy(host: str, port: int, delay_s: float = 0.0):
                 upstream.sendall(data)
         finally:
             done.set()
-            try:
-                upstream.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            upstream.close()
-            back.join(2)
+            _close_upstream(upstream, back)
     return handler
 
 
@@ -351,13 +346,18 @@ def lose_reply_proxy(host: str, port: int, markers, times: int = 1):
                     ran.wait(5)
                     return  # FakeServer closes the client's socket
         finally:
-            try:
-                upstream.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            upstream.close()
-            back.join(2)
+            _close_upstream(upstream, back)
     return handler
+
+
+def _close_upstream(upstream: socket.socket, relay: threading.Thread) -> None:
+    """End a proxy's upstream connection and wait briefly for its reply relay to finish."""
+    try:
+        upstream.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    upstream.close()
+    relay.join(2)
 
 
 def drip(reply: bytes, delay_s: float):

@@ -17,11 +17,12 @@ from distnode.redis.errors import ResponseError
 __all__ = ["Redis", "Pipeline", "parse_all"]
 
 
-def parse_all(data: bytes, step: int = 0, **parser_kwargs) -> list:
-    """Feed ``data`` (all at once, or ``step`` bytes at a time) and collect every reply."""
+def parse_all(data: bytes, step: int = 0, rng=None, **parser_kwargs) -> list:
+    """Feed ``data`` (all at once, ``step`` bytes at a time, or 1 to 8 bytes at a time drawn from
+    ``rng``) and collect every reply."""
     parser = resp.Parser("test:1", **parser_kwargs)
     out = []
-    chunks = [data] if not step else [data[i:i + step] for i in range(0, len(data), step)]
+    chunks = [data] if not (step or rng) else list(_chunks(data, step, rng))
     for chunk in chunks:
         parser.feed(chunk)
         while True:
@@ -30,6 +31,14 @@ def parse_all(data: bytes, step: int = 0, **parser_kwargs) -> list:
                 break
             out.append(reply)
     return out
+
+
+def _chunks(data: bytes, step: int, rng):
+    pos = 0
+    while pos < len(data):
+        size = step or rng.randrange(1, 9)
+        yield data[pos:pos + size]
+        pos += size
 
 
 class Redis(client.Redis):
