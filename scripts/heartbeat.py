@@ -12,9 +12,13 @@ Run it every ``heartbeat_interval`` seconds from OpenClaw cron, or with
 taken by another live machine, 2 bad config.
 """
 
+import gc
 import sys
 
-from distnode.run import jobs, ticks
+if __name__ == "__main__":
+    gc.disable()  # a one-shot tick runs without the cyclic collector; --loop turns it on (run/ticks.py)
+
+from distnode.run import jobs, ticks  # noqa: E402 - imported with the collector off
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ from distnode.core import defaults
 from distnode.core import exits
 from distnode.core import local_state
 from distnode.core import settings
-from distnode.run import commands, flags
+from distnode.run import cli, commands
 from distnode.run.commands import Command
 from distnode.cluster import shared_state
 from distnode.core.errors import BadInput, InputError, UsageError
@@ -94,7 +94,7 @@ def cmd_set(ctx, words) -> dict:
 
 def cmd_cas(ctx, words) -> dict:
     name, text = _key_and_value(ctx, words, "cas KEY --version N VALUE")
-    expected = flags.number_flag(ctx, "--version", int)
+    expected = cli.number_flag(ctx, "--version", int)
     if expected is None:
         raise UsageError("cas needs --version N (the version you read; 0: the key must not exist)")
     result = ctx.retried(shared_state.put, ctx.redis, name, text, ctx.operation(), expected=expected)
@@ -106,7 +106,7 @@ def cmd_cas(ctx, words) -> dict:
 
 def cmd_delete(ctx, words) -> dict:
     name = words[0]
-    expected = flags.number_flag(ctx, "--version", int)
+    expected = cli.number_flag(ctx, "--version", int)
     result = ctx.retried(shared_state.delete, ctx.redis, name, ctx.operation(), expected=expected)
     if result["outcome"] == "conflict":
         message = "delete: %s; nothing deleted" % _conflict(name, result["version"], expected)
@@ -118,7 +118,7 @@ def cmd_delete(ctx, words) -> dict:
 
 
 def cmd_list(ctx, _words) -> dict:
-    limit = flags.number_flag(ctx, "--limit", int, minimum=1, default=defaults.STATE_LIST_LIMIT)
+    limit = cli.number_flag(ctx, "--limit", int, minimum=1, default=defaults.STATE_LIST_LIMIT)
     prefix = ctx.flags.get("--prefix", "")
     entries, truncated = ctx.retried(shared_state.list_entries, ctx.redis, prefix, limit)
     if truncated:
@@ -132,14 +132,16 @@ def cmd_list(ctx, _words) -> dict:
 
 def cmd_watch(ctx, words) -> dict:
     name = shared_state.check_name(words[0])
-    timeout_s = flags.number_flag(ctx, "--timeout", default=defaults.STATE_WATCH_TIMEOUT_S,
+    timeout_s = cli.number_flag(ctx, "--timeout", default=defaults.STATE_WATCH_TIMEOUT_S,
                                   maximum=settings.MAX_TASK_DURATION_S)
     deadline_s = time.monotonic() + timeout_s if timeout_s else None  # fixed once: a retry goes on, not over
-    baseline = flags.number_flag(ctx, "--version", int)
+    baseline = cli.number_flag(ctx, "--version", int)
     if baseline is None:
         entry = ctx.retried(shared_state.get, ctx.redis, name)
         baseline = entry["version"] if entry else 0
-    changed, entry = ctx.retried(shared_state.watch, ctx.redis, name, baseline, deadline_s, sleep=ctx.sleep)
+    # each poll retried on its own: a fault costs the retries of that poll, so a watch without a limit
+    # outlives Redis restarting every few seconds (the retry budget is for faults in a row)
+    changed, entry = shared_state.watch(ctx.redis, name, baseline, deadline_s, sleep=ctx.sleep, retried=ctx.retried)
     result = dict(entry or {"key": name, "version": 0}, changed=changed, previous_version=baseline)
     if not changed:
         return _outcome(ctx, exits.TIMED_OUT, "watch: %s did not change in time (version %d)" % (name, baseline), result)

@@ -44,7 +44,7 @@ from distnode.core import exits
 from distnode.core import local_state
 from distnode.core import settings
 from distnode.core.errors import Terminated, TickError, UsageError
-from distnode.run import commands, flags
+from distnode.run import cli, commands
 from distnode.run.commands import Command
 from distnode.tasks import admin
 from distnode.tasks import agent_task
@@ -85,7 +85,7 @@ def _name(value: str, what: str) -> str:
     """common.check_name as a usage error, its echo of the value cut short (a 100 KB --type is one short line)."""
     if not value or len(value) > common.MAX_NAME_LEN or any(ch not in common.NAME_CHARS for ch in value):
         raise UsageError("%s must be 1 to %d characters of letters, digits, '.', '_' and '-', got %s"
-                         % (what, common.MAX_NAME_LEN, flags.shown(value)))
+                         % (what, common.MAX_NAME_LEN, cli.shown(value)))
     return value
 
 
@@ -160,9 +160,9 @@ def _submit_request(ctx) -> dict:
     if "--key" in ctx.flags and not 0 < len(key) <= submit.MAX_KEY_LEN:
         raise UsageError("--key must be 1 to %d characters" % submit.MAX_KEY_LEN)
     req = {"type": task_type, "target": target, "key": key, "needs": needs,
-           "max_attempts": flags.number_flag(ctx, "--max-attempts", int, above=True),
-           "timeout_s": flags.number_flag(ctx, "--timeout", above=True, maximum=MAX_TIMEOUT_S),
-           "wait_timeout_s": flags.number_flag(ctx, "--wait-timeout", maximum=MAX_TIMEOUT_S),
+           "max_attempts": cli.number_flag(ctx, "--max-attempts", int, above=True),
+           "timeout_s": cli.number_flag(ctx, "--timeout", above=True, maximum=MAX_TIMEOUT_S),
+           "wait_timeout_s": cli.number_flag(ctx, "--wait-timeout", maximum=MAX_TIMEOUT_S),
            "payload": _payload(ctx)}
     if req["wait_timeout_s"] is not None and not ctx.flags.get("--wait"):
         raise UsageError("--wait-timeout goes with --wait")
@@ -286,7 +286,7 @@ def cmd_list(ctx, _words) -> dict:
     state = ctx.flags.get("--state", "")
     if state and state not in common.STATES:
         raise UsageError("--state must be one of %s, got %r" % (", ".join(common.STATES), state))
-    limit = flags.number_flag(ctx, "--limit", int, above=True, default=50)
+    limit = cli.number_flag(ctx, "--limit", int, above=True, default=50)
     tasks = ctx.retried(admin.list_tasks, ctx, state, limit)
     if not ctx.flags.get("--json"):
         print(format_table(tasks))
@@ -321,8 +321,8 @@ def cmd_retry(ctx, _words) -> dict:
 def cmd_purge(ctx, _words) -> dict:
     if len(ctx.args) != 1:
         raise UsageError("purge takes no arguments")
-    done_s = flags.number_flag(ctx, "--done-older-than")
-    dead_s = flags.number_flag(ctx, "--dead-older-than")
+    done_s = cli.number_flag(ctx, "--done-older-than")
+    dead_s = cli.number_flag(ctx, "--dead-older-than")
     if done_s is None and dead_s is None:
         raise UsageError("purge needs --done-older-than S and/or --dead-older-than S")
     result = {"done": ctx.retried(admin.purge, ctx, "done", done_s) if done_s is not None else 0,

@@ -6,6 +6,7 @@ interval", is 4 s here.
 """
 
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -14,7 +15,7 @@ import unittest
 
 from support.base import RedisCase  # first: puts scripts/ on sys.path
 from support.fence import fenced_probe
-from support.nodes import wait_for
+from support.nodes import ClusterView, wait_for
 from support.redis_server import RedisServer
 from test_elector import make_ctx, record
 from distnode.core import local_state
@@ -83,16 +84,20 @@ class ThreeNodes(RedisCase):
         self.assertEqual([e["node"] for e in released], [first])
 
     def test_paused_leader_changes_nothing_and_steps_down(self):
-        first = self.wait_leader()
-        stale_epoch = self.epoch()
+        # pause a leader that knows it leads: Redis names the leader as soon as its elect script ran,
+        # before that node's process has read the reply and recorded it; paused in between, the node
+        # never believed it led (its late view is dropped as stale), so it has nothing to step down from
+        first, stale_epoch = ClusterView(self.nodes.values()).wait_steady(self.server)
         self.nodes[first].signal_all(signal.SIGSTOP)  # a long GC pause, a frozen VM
         second = self.wait_leader(not_in=(first, None), timeout_s=10)
         new_epoch = self.epoch()
         self.assertGreater(new_epoch, stale_epoch)
         self.nodes[first].signal_all(signal.SIGCONT)
         # the woken leader's in-flight writes carry its old epoch: every fenced script refuses them
-        token = local_state.instance_token(self.nodes[first].run_dir, first)  # make_ctx writes another one
-        ctx = make_ctx(self.tmp, first, self.server)
+        token = local_state.instance_token(self.nodes[first].run_dir, first)
+        # a dir of its own: make_ctx writes its instance token "x", which in the node's run dir would make
+        # the woken node's own processes collide with each other
+        ctx = make_ctx(os.path.join(self.tmp, "probe"), first, self.server)
         sweep = lua.run(ctx.redis, "failover_scan", ("openclaw:cluster:leader", "openclaw:cluster:epoch",
                                                      "openclaw:cluster:nodes", "openclaw:cluster:events", "hb:" + first,
                                                      "openclaw:cluster:term"),
@@ -140,6 +145,94 @@ class ThreeNodes(RedisCase):
             if fields["type"] == kind:
                 out.append(fields)
         return out
+
+
+def unique_keys(pairs) -> dict:
+    keys_seen = [key for key, _ in pairs]
+    assert len(keys_seen) == len(set(keys_seen)), "a key given twice: %s" % keys_seen
+    return dict(pairs)
+
+
+class Membership(RedisCase):
+    """node_manager.py register, deregister, status, health and prune against what another program, or a
+    cron tick of the node itself, left in the way."""
+
+    def record(self, node_id: str = "m1") -> dict:
+        return json.loads(self.server.command("HGET", "openclaw:cluster:nodes", node_id), object_pairs_hook=unique_keys)
+
+    def test_deregister_waits_for_the_cron_worker_tick_to_finish_its_task(self):
+        node = self.new_node("m1", {"tasks": {"handlers": {"nap": ["sleep", "4"]}}})
+        node.run_json("node_manager.py", "register")
+        task = node.run_json("task_queue.py", "submit", "--type", "nap", "--node", "m1")["id"]
+        node.spawn("task_queue.py", "work", "--quiet")  # one cron tick: it holds the worker's lock till the task ends
+        wait_for(lambda: node.run_json("task_queue.py", "status", task)["state"] == "running", 15,
+                 message="the cron tick to run the task")
+        gone = node.run("node_manager.py", "deregister", "--json", "--quiet", timeout=120)
+        self.assertEqual(gone.returncode, 0, gone.stderr)
+        self.assertEqual(node.run_json("task_queue.py", "status", task)["state"], "done", "it was finished first")
+        self.assertEqual(self.record()["status"], "left")
+
+    def test_a_cron_tick_past_its_bound_is_named_with_a_way_out(self):
+        # a task submitted with a longer --timeout than tasks.default_timeout_s keeps the tick past its bound
+        node = self.new_node("m1", {"tasks": {"handlers": {"long": ["sleep", "30"]}, "default_timeout_s": 1,
+                                              "tick_budget_s": 1}, "node": {"retry_count": 0}})
+        node.run_json("node_manager.py", "register")
+        task = node.run_json("task_queue.py", "submit", "--type", "long", "--node", "m1", "--timeout", "60")["id"]
+        tick = node.spawn("task_queue.py", "work", "--quiet")
+        wait_for(lambda: node.run_json("task_queue.py", "status", task)["state"] == "running", 15,
+                 message="the cron tick to run the task")
+        refused = node.run("node_manager.py", "deregister", "--quiet", timeout=120)
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        lines = refused.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, refused.stderr)
+        for fragment in ("task_queue.py work cron tick (process %d) still runs a task" % tick.pid,
+                         "nothing was changed; run this command again once the task ends",
+                         "kill -TERM %d" % tick.pid):
+            self.assertIn(fragment, lines[0])
+        self.assertNotIn("--uninstall", lines[0], "the way out must not be the command that led here")
+        self.assertNotEqual(self.record()["status"], "left")
+        self.assertIsNone(tick.poll(), "the tick was left alone")
+
+    def test_a_repeated_deregister_keeps_one_left_at(self):
+        node = self.new_node("m1")
+        node.run_json("node_manager.py", "register")
+        for _ in range(3):
+            node.run_json("node_manager.py", "deregister")
+        record = self.record()
+        self.assertEqual((record["status"], record["id"]), ("left", "m1"))
+        self.assertIsInstance(record["left_at"], float)
+        self.server.command("HSET", "openclaw:cluster:nodes", "m1", "[1, 2]")  # not an object: made one again
+        node.run_json("node_manager.py", "deregister")
+        self.assertEqual(sorted(self.record()), ["id", "left_at", "status"])
+
+    def test_foreign_values_are_shown_safely_and_named_in_one_line_each(self):
+        node = self.new_node("m1", {"node": {"heartbeat_ttl": 60, "heartbeat_interval": 20}})
+        node.run_json("node_manager.py", "register")
+        self.server.command("SET", "openclaw:cluster:leader", b"\xff\xfe")
+        self.server.command("SET", "openclaw:cluster:epoch", "abc")
+        self.server.command("HSET", "openclaw:cluster:nodes", "junk", "not json {", "arr", "[1]",
+                            b"bell\x07", "null", "live", "[2]")
+        self.server.command("SET", "hb:live", "1", "EX", 60)
+        status = node.run("node_manager.py", "status", "--quiet")
+        self.assertEqual(status.returncode, 0, status.stderr)
+        self.assertIn("leader: ?  epoch: ?  members: 4 invalid, 1 online", status.stdout)
+        self.assertIn('openclaw:cluster:leader holds "\\xff\\xfe", not a node id', status.stdout)
+        self.assertIn('openclaw:cluster:epoch holds "abc", not an epoch', status.stdout)
+        self.assertIn("4 member records in openclaw:cluster:nodes are not JSON objects", status.stdout)
+        self.assertIn("`node_manager.py prune --invalid` forgets them", status.stdout)
+        self.assertIn("bell\\x07", status.stdout)
+        self.assertNotIn("\x07", status.stdout, "a control character reached the terminal")
+        snap = json.loads(node.run("node_manager.py", "status", "--json", "--quiet").stdout)
+        self.assertEqual((snap["leader"], snap["epoch"], sorted(snap["foreign"])), (None, 0, ["epoch", "leader",
+                                                                                              "records"]))
+        health = node.run("node_manager.py", "health", "--quiet")
+        self.assertEqual(health.returncode, 1, health.stderr)
+        self.assertEqual(health.stderr, "")
+        self.assertRegex(health.stdout, r'(?m)^leader\s+fail\s+openclaw:cluster:leader holds "\\xff\\xfe"')
+        self.assertEqual(node.run_json("node_manager.py", "prune", "--older-than", "0")["pruned"], [])
+        pruned = node.run_json("node_manager.py", "prune", "--invalid")["pruned"]
+        self.assertEqual(sorted(pruned), ["arr", "bell\x07", "junk"], "not live: its hb key exists")
+        self.assertEqual(sorted(self.server.command("HKEYS", "openclaw:cluster:nodes")), ["live", "m1"])
 
 
 class Redlock(unittest.TestCase):

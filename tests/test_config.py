@@ -13,6 +13,7 @@ from distnode.core import config, redact, settings, validate
 
 SECRET = "s3cr3t-Pass-Phrase"
 OUR_ENV = list(config.ENV_OVERRIDES) + ["OPENCLAW_DISTRIBUTED_CONFIG_DIR", "OPENCLAW_DISTRIBUTED_LOG_DIR"]
+MIB = 1024 * 1024
 
 
 class ConfigCase(TempDirCase):
@@ -223,6 +224,24 @@ class ValueErrorTest(ConfigCase):
                       self.error({"node": {"heartbeat_interval": 1, "heartbeat_ttl": 4},
                                   "redis": {"connect_timeout": 2, "socket_timeout": 1}}))
         self.load({"redis": {"socket_timeout": 14.9}})
+
+    def test_a_task_record_must_fit_in_one_reply(self):
+        # a claim and a `status` carry the payload and the result in one reply; with 64 KiB to spare
+        msg = self.error({"redis": {"max_reply_bytes": 2 * MIB}, "tasks": {"max_payload_bytes": 2 * MIB - 65536}})
+        for fragment in ("redis.max_reply_bytes (2097152) must be at least tasks.max_payload_bytes (2031616) + "
+                         "tasks.result_max_bytes (65536) + 65536 for a task record's other fields = 2162688",
+                         "a claim or a `status`"):
+            self.assertIn(fragment, msg)
+        self.assertIn("tasks.result_max_bytes (3145728)", self.error({"redis": {"max_reply_bytes": 4 * MIB},
+                                                                      "tasks": {"result_max_bytes": 3 * MIB}}))
+        edge = 2 * MIB - 2 * 65536  # exactly fits
+        self.assertEqual(self.load({"redis": {"max_reply_bytes": 2 * MIB},
+                                    "tasks": {"max_payload_bytes": edge}})["tasks"]["max_payload_bytes"], edge)
+        self.load({"tasks": {"max_payload_bytes": settings.MAX_PAYLOAD_BYTES}})  # the largest, at the default bound
+
+    def test_the_reply_bound_holds_a_shared_state_value(self):
+        self.assertIn("redis.max_reply_bytes must be 2097152 or more, got 1048576",
+                      self.error({"redis": {"max_reply_bytes": MIB}, "tasks": {"max_payload_bytes": 1000}}))
 
     def test_sentinels_need_master_name(self):
         self.assertIn("redis.sentinels and redis.master_name go together",

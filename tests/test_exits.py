@@ -21,7 +21,8 @@ from support.base import REPO, SCRIPTS, RedisCase, TempDirCase  # first: puts sc
 from distnode.cluster import shared_state  # noqa: E402
 from distnode.core import config, errors, exits, local_state  # noqa: E402
 from distnode.redis import errors as redis_errors  # noqa: E402
-from distnode.run import flags as run_flags  # noqa: E402
+from distnode.redis import sentinel  # noqa: E402
+from distnode.run import cli  # noqa: E402
 from support.nodes import wait_for  # noqa: E402
 from support.redis_server import free_port  # noqa: E402
 
@@ -109,13 +110,13 @@ class CodesTest(unittest.TestCase):
             exits.with_table("no markers", "en")
 
     def test_help_names_the_common_codes(self):
-        text = run_flags.format_help("x.py", "Does x.", [])
+        text = cli.format_help("x.py", "Does x.", [])
         for code in exits.COMMON:
             self.assertRegex(text, r"\n  %d +(ok|failed: Redis unreachable|bad config|unexpected|interrupted)" % code)
         self.assertNotIn("lock", text)  # only a script that runs a job under its lock says a run may be skipped
         self.assertIn("0    ok (or skipped: a previous run still holds the lock)",
-                      run_flags.format_help("x.py", "Does x.", [], locked=True))
-        more = run_flags.format_help("x.py", "Does x.", [], codes=exits.COMMON + (exits.TIMED_OUT, exits.TERMINATED))
+                      cli.format_help("x.py", "Does x.", [], locked=True))
+        more = cli.format_help("x.py", "Does x.", [], codes=exits.COMMON + (exits.TIMED_OUT, exits.TERMINATED))
         self.assertRegex(more, r"\n  6 +a wait ran out\n  130 +interrupted \(Ctrl-C\)\n  143 +stopped by SIGTERM$")
 
 
@@ -162,7 +163,7 @@ class AppErrorTest(unittest.TestCase):
     def test_one_root(self):
         # the old homes still name the same classes, so `except config.ConfigError` keeps working
         self.assertIs(config.ConfigError, errors.ConfigError)
-        self.assertIs(run_flags.UsageError, errors.UsageError)
+        self.assertIs(cli.UsageError, errors.UsageError)
         self.assertIs(local_state.InputError, errors.InputError)
         self.assertIs(shared_state.BadInput, errors.BadInput)
         self.assertTrue(issubclass(errors.BadInput, ValueError))
@@ -200,8 +201,8 @@ class AppErrorTest(unittest.TestCase):
 
 class RedisHintsTest(unittest.TestCase):
     CASES = [  # (fault, words its line must hold): the most specific class wins
-        (redis_errors.MasterNotFoundError("no sentinel answered"), "Redis Sentinel: no sentinel answered"),
-        (redis_errors.SentinelAuthError("refused"), "check redis.sentinels"),
+        (sentinel.MasterNotFoundError("no sentinel answered"), "Redis Sentinel: no sentinel answered"),
+        (sentinel.SentinelAuthError("refused"), "check redis.sentinels"),
         (redis_errors.WrongPassError("h:1 refused"), "check redis.password"),
         (redis_errors.NoAuthError("NOAUTH"), "check redis.password"),
         (redis_errors.RedisTimeoutError("no reply from h:1"), "Redis timed out: no reply from h:1"),

@@ -8,18 +8,21 @@ same paths end to end as subprocesses against a real Redis.
 
 import contextlib
 import fcntl
+import gc
 import io
 import json
 import os
+import runpy
+import subprocess
 import sys
 import unittest
 from unittest import mock
 
-from support.base import TempDirCase  # first: puts scripts/ on sys.path
+from support.base import SCRIPTS, TempDirCase  # first: puts scripts/ on sys.path
 from distnode.core import config
 from distnode.redis import errors as redis_errors
 from distnode.core import errors
-from distnode.run import commands, cron, flags as run_flags, installer, jobs, ticks
+from distnode.run import cli, commands, cron, installer, jobs, ticks
 from distnode.run.commands import Command
 from distnode.core.errors import TickError
 
@@ -106,10 +109,10 @@ class RunnerCase(TempDirCase):
 
 
 class FlagsTest(unittest.TestCase):
-    FLAGS = [("--name", "N", ""), ("--force", None, "")] + run_flags.COMMON_FLAGS
+    FLAGS = [("--name", "N", ""), ("--force", None, "")] + cli.COMMON_FLAGS
 
     def test_parse(self):
-        parse = lambda *a: run_flags.parse_flags(list(a), self.FLAGS)  # noqa: E731
+        parse = lambda *a: cli.parse_flags(list(a), self.FLAGS)  # noqa: E731
         self.assertEqual(parse(), {"args": []})
         self.assertEqual(parse("a", "--name", "x", "b", "--force"),
                          {"args": ["a", "b"], "--name": "x", "--name*": ["x"], "--force": True})
@@ -128,12 +131,12 @@ class FlagsTest(unittest.TestCase):
                  (["-x"], "unknown option -x (see --help)")]
         for argv, message in cases:
             with self.subTest(argv=argv):
-                with self.assertRaises(run_flags.UsageError) as ctx:
-                    run_flags.parse_flags(argv, self.FLAGS)
+                with self.assertRaises(cli.UsageError) as ctx:
+                    cli.parse_flags(argv, self.FLAGS)
                 self.assertEqual(str(ctx.exception), message)
 
     def test_help_text(self):
-        text = run_flags.format_help("x.py", "Does x.", self.FLAGS, "[options] WORD")
+        text = cli.format_help("x.py", "Does x.", self.FLAGS, "[options] WORD")
         self.assertTrue(text.startswith("usage: x.py [options] WORD\n\nDoes x."))
         for name, _metavar, _help in self.FLAGS:
             self.assertIn(name, text)
@@ -172,7 +175,7 @@ class MainTest(RunnerCase):
         self.assertEqual(self.calls, 0)
 
     def test_usage_error_from_tick_exits_2(self):
-        self.assert_one_line(self.run_main(self.counting(run_flags.UsageError("give a WORD"))), 2,
+        self.assert_one_line(self.run_main(self.counting(cli.UsageError("give a WORD"))), 2,
                              "error: give a WORD")
 
     def test_config_error_exits_2(self):
@@ -402,7 +405,7 @@ class JobSurvivalTest(RunnerCase):
         self.assertIn("(2 in a row)", console[1])
 
     def test_bad_usage_still_ends_the_loop_with_exit_2(self):
-        run = self.run_main(self.counting(run_flags.UsageError("no such command")), "--loop", "--quiet",
+        run = self.run_main(self.counting(cli.UsageError("no such command")), "--loop", "--quiet",
                             period_s=0.01)
         self.assert_one_line(run, 2, "no such command")
         self.assertEqual(self.calls, 1)
@@ -421,6 +424,43 @@ class JobSurvivalTest(RunnerCase):
 
         self.run_main(tick, "--loop", "--quiet", period_s=0.01)
         self.assertEqual(seen, [(0, False), (0, True), (1, True), (2, True)])
+
+
+class CollectorTest(RunnerCase):
+    """A tick script run as a program starts with the cyclic garbage collector off (a one-shot tick frees
+    nothing with it: run/ticks.py says why); a loop turns it back on; importing a script changes nothing."""
+
+    TICK_SCRIPTS = ("heartbeat.py", "leader_election.py", "failover_manager.py")
+
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(gc.enable)
+
+    def test_a_tick_script_run_as_a_program_starts_without_it(self):
+        probe = ("import gc, os, runpy, sys\nsys.argv = [sys.argv[1], '--help']\n"
+                 "sys.path.insert(0, os.path.dirname(sys.argv[0]))\ntry:\n"
+                 "    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass\n"
+                 "sys.stderr.write('collector %s\\n' % gc.isenabled())\n")
+        for script in self.TICK_SCRIPTS:
+            with self.subTest(script=script):
+                proc = subprocess.run([sys.executable, "-c", probe, os.path.join(SCRIPTS, script)],
+                                      capture_output=True, text=True, timeout=60)
+                self.assertIn("collector False", proc.stderr)
+                runpy.run_path(os.path.join(SCRIPTS, script), run_name="imported")  # not run as a program
+                self.assertTrue(gc.isenabled())
+
+    def test_a_loop_turns_it_back_on_and_a_one_shot_tick_leaves_it_off(self):
+        seen = []
+
+        def tick(ctx):
+            seen.append(gc.isenabled())
+            ctx.stopping = True
+            return {}
+
+        gc.disable()
+        self.run_main(tick, "--quiet")
+        self.run_main(tick, "--loop", "--quiet", period_s=0.01)
+        self.assertEqual(seen, [False, True])
 
 
 class LazyTickTest(RunnerCase):
@@ -658,21 +698,21 @@ class PrintConfigTest(RunnerCase):
 class NumberFlagTest(RunnerCase):
     def test_upper_bound(self):
         ctx = mock.Mock(flags={"--timeout": "1e300"})
-        with self.assertRaises(run_flags.UsageError) as caught:
-            run_flags.number_flag(ctx, "--timeout", above=True, maximum=604800)
+        with self.assertRaises(cli.UsageError) as caught:
+            cli.number_flag(ctx, "--timeout", above=True, maximum=604800)
         self.assertIn("--timeout must be at most 604800", str(caught.exception))
         ctx = mock.Mock(flags={"--limit": "9" * 5000})
-        with self.assertRaises(run_flags.UsageError):
-            run_flags.number_flag(ctx, "--limit", int)
+        with self.assertRaises(cli.UsageError):
+            cli.number_flag(ctx, "--limit", int)
         ctx = mock.Mock(flags={"--timeout": "604800"})
-        self.assertEqual(run_flags.number_flag(ctx, "--timeout", maximum=604800), 604800)
+        self.assertEqual(cli.number_flag(ctx, "--timeout", maximum=604800), 604800)
 
     def test_ascii_digits_only_and_a_short_echo(self):
         for raw in ("\u0663", "\uff13", "1_0", "nan", "inf", "-inf", "9" * 100000):
             for kind in (int, float):
                 with self.subTest(raw=raw[:10], kind=kind.__name__):
-                    with self.assertRaises(run_flags.UsageError) as caught:
-                        run_flags.number_flag(mock.Mock(flags={"--n": raw}), "--n", kind)
+                    with self.assertRaises(cli.UsageError) as caught:
+                        cli.number_flag(mock.Mock(flags={"--n": raw}), "--n", kind)
                     self.assertLess(len(str(caught.exception)), 120)
 
 

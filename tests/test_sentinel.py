@@ -134,7 +134,7 @@ class SentinelClientTest(TempDirCase):
         self.assertIn("Redis Sentinel", proc.stderr)
         self.assertIn("'nope'", proc.stderr)
         self.assertNotIn("Traceback", proc.stderr)
-        with self.assertRaises(errors.MasterNotFoundError):
+        with self.assertRaises(sentinel.MasterNotFoundError):
             self.client(master_name="nope").execute("PING")
 
     def test_no_sentinel_reachable_names_them_all(self):
@@ -421,7 +421,7 @@ class SentinelAnswerTest(RedisCase):
                 self.assertEqual(resolver.master_address(), (self.server.host, self.server.port))
                 resolver = sentinel.SentinelResolver([{"host": bad.host, "port": bad.port}], "m",
                                                      connect_timeout_s=2, socket_timeout_s=2)
-                with self.assertRaises(errors.MasterNotFoundError) as ctx:
+                with self.assertRaises(sentinel.MasterNotFoundError) as ctx:
                     resolver.master_address()
                 self.assertIn("127.0.0.1:%d" % bad.port, str(ctx.exception))
 

@@ -297,5 +297,62 @@ class ForegroundFaults(RedisCase):
         self.assertIsNone(proc.poll())
 
 
+class ForegroundLeave(RedisCase):
+    """SIGTERM ends a --foreground node with a graceful leave however long it ran: its main connection,
+    idle since the first beat, may be gone (the server's idle-client timeout, a Redis restart)."""
+
+    tmp_prefix = "dn-fg-leave-"
+
+    def setUp(self):
+        super().setUp()
+        self.node = self.new_node("fl1", {"node": {"retry_count": 1, "retry_delay": 0.2},
+                                          "tasks": {"handlers": {"sleep": ["sleep", "30"]}, "poll_interval_s": 0.2}})
+        self.output = os.path.join(self.tmp, "run.out")
+
+    def start(self) -> subprocess.Popen:
+        with open(self.output, "wb") as out:
+            proc = subprocess.Popen(self.node.argv("node_manager.py", "run", "--json"), env=self.node.env,
+                                    stdout=out, stderr=subprocess.DEVNULL)
+        self.node.procs.append(proc)
+        wait_for(lambda: self.server.command("GET", "openclaw:cluster:leader") == "fl1" or proc.poll() is not None,
+                 20, message="fl1 to lead")
+        self.assertIsNone(proc.poll(), self.node.log_text(tail_chars=2000))
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> dict:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        self.assertEqual(proc.returncode, 0, self.node.log_text("node_manager", tail_chars=2000))
+        self.assertEqual(json.loads(self.server.command("HGET", "openclaw:cluster:nodes", "fl1"))["status"], "left")
+        self.assertEqual(self.server.command("EXISTS", "hb:fl1"), 0)
+        self.assertIsNone(self.server.command("GET", "openclaw:cluster:leader"), "the lease is released")
+        with open(self.output) as fh:
+            return json.loads(fh.read().strip().splitlines()[-1])
+
+    def test_it_leaves_after_the_server_dropped_its_idle_connection(self):
+        self.server.command("CONFIG", "SET", "timeout", "1")
+        self.addCleanup(self.server.command, "CONFIG", "SET", "timeout", "0")
+        proc = self.start()
+        time.sleep(3)  # past the idle timeout: the main connection, used only to start and to leave, is gone
+        self.assertEqual(self.stop(proc)["left"], True)
+
+    def test_it_leaves_after_redis_restarted(self):
+        proc = self.start()
+        self.server.restart(keep_data=False)
+        wait_for(lambda: self.server.command("GET", "openclaw:cluster:leader") == "fl1", 20,
+                 message="fl1 to lead the restarted Redis")
+        self.assertEqual(self.stop(proc)["left"], True)
+
+    def test_the_leave_counts_the_task_its_worker_handed_back(self):
+        proc = self.start()
+        task = self.node.run_json("task_queue.py", "submit", "--type", "sleep", "--node", "fl1")["id"]
+        wait_for(lambda: self.node.run_json("task_queue.py", "status", task)["state"] == "running", 20,
+                 message="the task to run")
+        left = self.stop(proc)
+        self.assertEqual(left["tasks_handed_back"], 1, left)
+        self.assertEqual(self.node.run_json("task_queue.py", "status", task)["state"], "pending")
+        self.assertIn("tasks handed back: 1)", self.node.log_text("node_manager"))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -393,6 +393,40 @@ class KvTest(Case):
         self.assertEqual((deleted.returncode, json.loads(out)["version"]), (0, 0), err)
         self.assertIn("was deleted", err)
 
+    def test_a_value_is_stored_as_given_and_bounded_as_stored(self):
+        self.ok("set", "u", '[ "caf\u00e9",  "\\u00e9\\ud83d\\ude00" ]')
+        self.assertEqual(SERVER.command("HGET", keys.kv("u"), "value"), '["caf\u00e9","\u00e9\U0001f600"]')
+        self.assertEqual(json.loads(self.ok("get", "u")), ["caf\u00e9", "\u00e9\U0001f600"])
+        grown = self.kv("set", "n", "-", input="[" + "1e15," * 120000 + "1]")  # 600 KB given, 2.3 MB as stored
+        self.assertEqual(grown.returncode, 2, grown.stderr)
+        self.assertIn("as stored", grown.stderr)
+        self.assertEqual(self.kv("get", "n").returncode, EXIT_NOT_FOUND)
+
+    def test_a_value_at_its_bound_is_read_back_at_the_least_reply_bound(self):
+        self.n.update_config({"redis": {"max_reply_bytes": 2 * 1024 * 1024}, "tasks": {"max_payload_bytes": 1000}})
+        big = '"%s"' % ("\u00e9" * ((1024 * 1024 - 2) // 2))  # 1 MiB of UTF-8, given and stored
+        self.ok("set", "big", "-", input=big)
+        self.assertEqual(len(json.loads(self.ok("get", "big"))), (1024 * 1024 - 2) // 2)
+
+    def test_watch_without_a_limit_outlives_redis_restarts(self):
+        # the retry budget (node.retry_count) is for faults in a row: each poll is retried on its own
+        server = RedisServer(name="watch-restarts").start()
+        self.addCleanup(server.close)
+        node = self.new_node("w1", dict(STEADY, node={"retry_count": 2, "retry_delay": 0.3}), server=server)
+        watcher = subprocess.Popen(node.argv("state_sync.py", "watch", "k", "--timeout", "0", "--json"),
+                                   env=node.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: watcher.poll() is None and watcher.kill())
+        time.sleep(1.0)
+        for _ in range(4):  # each one costs the watch's pooled connection: a fault on its next poll
+            server.restart(keep_data=False)
+            time.sleep(1.5)
+            self.assertIsNone(watcher.poll(), watcher.poll() is not None and watcher.communicate()[1])
+        node.run_json("state_sync.py", "set", "k", "7")
+        out, err = watcher.communicate(timeout=20)
+        self.assertEqual(watcher.returncode, 0, err)
+        self.assertEqual((json.loads(out)["value"], json.loads(out)["changed"]), (7, True))
+        self.assertIn("retrying", err, "no fault reached the watch, so this proved nothing")
+
     def test_watch_backs_off_and_stops_at_the_deadline(self):
         client = Redis(SERVER.host, SERVER.port)
         self.addCleanup(client.close)
@@ -420,7 +454,14 @@ class KvTest(Case):
             (("set", "", "1"), "1 to 200 characters, got 0"),
             (("set", "k", "{"), "not valid JSON: Expecting property name"),
             (("set", "k", "hello"), "quoted JSON string"),
-            (("set", "k", "NaN"), "NaN is not valid JSON"),
+            (("set", "k", "NaN"), "the value is not valid JSON: NaN is not JSON"),
+            # JSON as every reader takes it, as task payloads are (config.parse_data)
+            (("set", "k", "1e999"), "the value is not valid JSON: 1e999 is not a finite number"),
+            (("set", "k", "[1e999,-1e400]"), "1e999 is not a finite number"),
+            (("set", "k", '"\\ud800"'), "a string holds a lone surrogate"),
+            (("set", "k", '{"a": "x\\udc00y"}'), "a string holds a lone surrogate"),
+            (("set", "k", '{"a": 1, "a": 2}'), "duplicate key 'a'"),
+            (("set", "k", "1" * 30), "a whole number with 30 digits"),
             (("set", "k", "1", "--value-file", empty_file), "expected: set KEY VALUE"),
             (("set", "k", "--value-file", empty_file), "the value is empty"),
             (("set", "k", "--value-file", os.path.join(self.tmp, "nope")), "No such file"),

@@ -28,6 +28,9 @@ TASKS = {
         tasks.HANDLERS,
         slow=["sh", "-c", 'sleep 0.5; echo "$NODE_ID"'],
         hang=["sh", "-c", 'sleep 60 & echo $! > "$PID_DIR/$TASK_ID"; wait'],
+        # says it started, then waits until the test opens the gate
+        gated=["sh", "-c", 'touch "$GATE_DIR/started.$NODE_ID"; '
+                           'while [ ! -e "$GATE_DIR/open" ]; do sleep 0.05; done; echo "$NODE_ID"'],
     ),
     "backoff_base_s": 0, "reclaim_grace_s": 1, "tick_budget_s": 2, "poll_interval_s": 0.1,
     "default_timeout_s": 20,
@@ -291,12 +294,18 @@ class Failures(Cluster):
         self.wait_leader("lead")
         for node in (w1, w2):
             node.spawn("heartbeat.py", "--loop", "--quiet")
-        worker = w1.spawn("task_queue.py", "work", "--loop", "--quiet")
-        task_id = lead.run("task_queue.py", "submit", "--type", "slow", "--timeout", "1").stdout.strip()
-        wait_for(lambda: self.task_state(task_id) == "running", 10, interval_s=0.01, message="w1 to start it")
+        gate = {"GATE_DIR": self.tmp}
+        worker = w1.spawn("task_queue.py", "work", "--loop", "--quiet", env=gate)
+        task_id = lead.run("task_queue.py", "submit", "--type", "gated", "--timeout", "1").stdout.strip()
+        # Freeze w1 once its handler runs, not once Redis says "running": frozen between its claim and the
+        # claim's reply, w1 wakes past the request's deadline, takes the reply as lost, never runs that
+        # attempt (it is gone when the claim is sent again) and has no late result to drop.
+        wait_for(lambda: os.path.exists(os.path.join(self.tmp, "started.w1")), 10, interval_s=0.01,
+                 message="w1 to start it")
         os.killpg(worker.pid, signal.SIGSTOP)  # the worker hangs; its heartbeat goes on
+        open(os.path.join(self.tmp, "open"), "w").close()  # its handler ends meanwhile: its result comes late
         try:
-            w2.spawn("task_queue.py", "work", "--loop", "--quiet")
+            w2.spawn("task_queue.py", "work", "--loop", "--quiet", env=gate)
             wait_for(lambda: self.task_state(task_id) == "done", 20, interval_s=0.05, message="w2 to do it")
         finally:
             os.killpg(worker.pid, signal.SIGCONT)

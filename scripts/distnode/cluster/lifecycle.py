@@ -26,8 +26,11 @@ def register(ctx) -> dict:
     return {"node": ctx.node_id, "registered": True, "time": now_s}
 
 
-def leave(ctx) -> dict:
+def leave(ctx, handed_back_before: int = 0) -> dict:
     """Leave gracefully: hand back pending tasks, release the lease, delete hb, mark ``left``.
+
+    ``handed_back_before``: tasks this process already gave back while stopping (a ``--foreground``
+    worker whose running handler it killed); the count reported is theirs plus those handed back here.
 
     Only as the process that owns this node id's record (its instance token):
     a second process with the same id (a copied config) that stops or
@@ -44,7 +47,7 @@ def leave(ctx) -> dict:
     if other is False:
         ctx.log.warning("node %s has no record in the cluster (pruned or deleted): no task handed back, its "
                         "heartbeat key left to lapse", ctx.node_id)
-    handed_back = 0 if other is False else worker.hand_back(ctx)
+    handed_back = handed_back_before + (0 if other is False else worker.hand_back(ctx))
     result = lua.run(ctx.redis, "leave", (keys.leader(), keys.epoch(), keys.heartbeat(ctx.node_id), keys.nodes(),
                                           keys.events(), keys.term()),
                      (ctx.node_id, ctx.cfg["cluster"]["events_maxlen"],

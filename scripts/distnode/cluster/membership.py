@@ -18,7 +18,10 @@ from distnode import lua
 from distnode.core.config import VERSION
 from distnode.core.defaults import SUSPECT_AFTER_INTERVALS
 from distnode.core.errors import NodeIdCollision
+from distnode.core.validate import MAX_NODE_ID_LEN, NODE_ID_CHARS
 from distnode.redis.errors import WrongTypeError
+
+SHOWN_BYTES = 32  # of a foreign value: enough to recognise it, never a flood on one line
 
 
 def node_state(record, hb_pttl_ms: int, now_s: float) -> str:
@@ -49,7 +52,11 @@ def parse_record(raw):
 def snapshot(client) -> dict:
     """Members with their states, the leader and the epoch, in two round trips.
 
-    Returns {"time", "leader", "epoch", "nodes": [{"id", "state", "age_s", "record"}...]}.
+    Returns {"time", "leader", "epoch", "nodes": [{"id", "state", "age_s", "record"}...], "foreign"}.
+    Another program's values never raise: a leader key that is not a node id reads as no leader, an
+    epoch key that is not an epoch as 0, a record that is not a JSON object as state ``invalid``;
+    ``foreign`` maps each of "leader", "epoch", "records" that holds such a value to one line (the
+    value shown safely, and what to do about it).
     """
     now, leader, epoch, flat = client.request([("TIME",), ("GET", keys.leader()), ("GET", keys.epoch()),
                                                ("HGETALL", keys.nodes())])
@@ -74,8 +81,56 @@ def snapshot(client) -> dict:
             "record": record if record is not None else {"raw": raw.decode("utf-8", "replace")[:200]},
         })
     nodes.sort(key=lambda n: n["id"])
-    return {"time": now_s, "leader": leader.decode() if leader else None,
-            "epoch": int(epoch) if epoch else 0, "nodes": nodes}
+    leader_id, leader_fault = read_leader(leader)
+    epoch_n, epoch_fault = _read_epoch(epoch)
+    foreign = {what: line for what, line in (("leader", leader_fault), ("epoch", epoch_fault),
+                                              ("records", _invalid_records(nodes))) if line}
+    return {"time": now_s, "leader": leader_id, "epoch": epoch_n, "nodes": nodes, "foreign": foreign}
+
+
+def shown_bytes(raw: bytes) -> str:
+    """A value from Redis as one printable, quoted line: UTF-8 as text, any other byte and every control
+    character escaped (\\xNN), cut after SHOWN_BYTES bytes."""
+    text = raw[:SHOWN_BYTES].decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else "\\x%02x" % ord(c) if ord(c) < 256 else "\\u%04x" % ord(c)
+                   for c in text)
+    return '"%s"%s' % (text, "..." if len(raw) > SHOWN_BYTES else "")
+
+
+def read_leader(raw):
+    """(the leader's node id or None, None) from the leader key's value; (None, one line naming the
+    value) when it is not a node id (another program wrote there)."""
+    if raw is None:
+        return None, None
+    text = raw.decode("utf-8", "replace")
+    if 0 < len(raw) <= MAX_NODE_ID_LEN and all(ch in NODE_ID_CHARS for ch in text):
+        return text, None
+    return None, ("%s holds %s, not a node id (another program wrote there): delete it and the election "
+                  "elects a leader again" % (keys.leader(), shown_bytes(raw)))
+
+
+def _read_epoch(raw):
+    """(the epoch, None); (0, one line naming the value) when the epoch key holds something that is not
+    an epoch (the rule elect.lua's epoch_guard applies: a plain integer below 10^13)."""
+    if raw is None:
+        return 0, None
+    if raw == b"0" or (len(raw) <= 13 and raw[:1] in b"123456789" and raw.isdigit()):
+        return int(raw), None
+    return 0, ("%s holds %s, not an epoch (a plain integer below 10^13): set it to the last epoch the "
+               "cluster used, or delete it and let the nodes restore it" % (keys.epoch(), shown_bytes(raw)))
+
+
+def _invalid_records(nodes: list):
+    """One line naming the members whose record is not a JSON object, and how to forget them; or None."""
+    bad = [node["id"] for node in nodes if node["state"] == "invalid"]
+    if not bad:
+        return None
+    names = ", ".join(shown_bytes(name.encode("utf-8", "replace")) for name in bad[:10])
+    one = len(bad) == 1
+    return ("%d member record%s in %s %s (%s%s; another program wrote there): `node_manager.py prune "
+            "--invalid` forgets %s (not one whose hb:<id> key exists)" % (
+                len(bad), "" if one else "s", keys.nodes(), "is not a JSON object" if one else "are not JSON objects",
+                names, ", ..." if len(bad) > 10 else "", "it" if one else "them"))
 
 
 def capabilities(cfg) -> list:

@@ -26,6 +26,7 @@ agents' writes and are not fenced by the leader's lease.
 import json
 import time
 
+from distnode.core import config
 from distnode.core import keys
 from distnode import lua
 from distnode.core.defaults import (STATE_KEY_MAX_CHARS, STATE_LIST_LIMIT, STATE_VALUE_MAX_BYTES, WAIT_POLL_FIRST_S,
@@ -66,12 +67,12 @@ def check_name(name: str, what: str = "key", allow_empty: bool = False) -> str:
     return name
 
 
-def _no_constants(word: str):
-    raise ValueError("%s is not valid JSON" % word)
-
-
 def parse_value(text: str) -> str:
-    """Validate a JSON value given as text; return it in compact form (what is stored)."""
+    """Validate a JSON value given as text; return it in compact form (what is stored).
+
+    Taken as task payloads are (``config.parse_data``: JSON as every reader takes it, no NaN,
+    Infinity, 1e999, key given twice or lone surrogate), and at most STATE_VALUE_MAX_BYTES both
+    as given and as stored (compact), so a ``get`` always fits in a reply (redis.max_reply_bytes)."""
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
@@ -81,18 +82,19 @@ def parse_value(text: str) -> str:
     if not text.strip():
         raise BadInput("the value is empty; give a JSON value such as 42, '\"text\"' or '{\"a\": 1}'")
     try:
-        value = json.loads(text, parse_constant=_no_constants)
-    except json.JSONDecodeError as exc:
-        hint = " (text must be a quoted JSON string, e.g. '\"hello\"')" if exc.pos == 0 else ""
-        raise BadInput("the value is not valid JSON: %s%s" % (exc, hint)) from None
+        value = config.parse_data(text, "the value")
     except ValueError as exc:
-        raise BadInput("the value is not valid JSON: %s" % exc) from None
-    except RecursionError:
-        raise BadInput("the value is not valid JSON: arrays or objects nested too deep") from None
-    try:
-        return json.dumps(value, separators=(",", ":"))
-    except RecursionError:  # parsed just below the interpreter's limit, but too deep to write back
-        raise BadInput("the value is not valid JSON: arrays or objects nested too deep") from None
+        hint = " (text must be a quoted JSON string, e.g. '\"hello\"')" if str(exc).endswith(
+            "(line 1, column 1)") else ""
+        raise BadInput("%s%s" % (exc, hint)) from None
+    # UTF-8 as given (no lone surrogate is left to escape): a value is never stored larger for its
+    # non-ASCII text; a number may be (1e15 is stored as 1000000000000000.0), hence the second check
+    stored = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    stored_bytes = len(stored.encode("utf-8"))
+    if stored_bytes > STATE_VALUE_MAX_BYTES:
+        raise BadInput("the value is %d bytes as stored (compact JSON: numbers as Python writes them); the most "
+                       "is %d" % (stored_bytes, STATE_VALUE_MAX_BYTES))
+    return stored
 
 
 def lex_range(prefix: str) -> tuple:
@@ -163,16 +165,23 @@ def list_entries(client, prefix: str = "", limit: int = STATE_LIST_LIMIT) -> tup
     return entries[:limit], len(entries) > limit
 
 
-def watch(client, name: str, baseline: int, deadline_s=None, clock=time.monotonic, sleep=time.sleep):
+def _once(call, *args):
+    return call(*args)
+
+
+def watch(client, name: str, baseline: int, deadline_s=None, clock=time.monotonic, sleep=time.sleep, retried=_once):
     """Wait until the entry's version differs from ``baseline`` (0: missing) or the deadline.
 
     Polls with backoff (50 ms doubling to 1 s), so a change is seen within about a
-    second. ``deadline_s`` is a ``clock()`` value, None for no deadline. Returns
-    (changed, entry or None): the entry as it is now (None: deleted or missing).
+    second. ``deadline_s`` is a ``clock()`` value, None for no deadline. Each poll runs
+    as ``retried(get, client, name)`` (``Context.retried``: a fault is retried per poll,
+    so its budget is for faults in a row, and a watch without a deadline outlives any
+    number of Redis restarts). Returns (changed, entry or None): the entry as it is now
+    (None: deleted or missing).
     """
     delay_s = WAIT_POLL_FIRST_S
     while True:
-        entry = get(client, name)
+        entry = retried(get, client, name)
         if (entry["version"] if entry else 0) != baseline:
             return True, entry
         left_s = None if deadline_s is None else deadline_s - clock()

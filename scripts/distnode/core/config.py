@@ -14,16 +14,17 @@ relations between settings at the end of the load, naming the relation that
 failed. Unknown keys are warnings (a typo should not stop a node), returned in
 ``Config.warnings``, and named first in a relation error they may have caused.
 A password never shows in a message, whatever the shape of the value around it
-(``redact``).
+(``redact``, imported only when a message about a failure or ``--print-config``
+needs it: a tick that succeeds skips it, 0.45 M instructions, cachegrind).
 """
 
 import json
 import os
 
 from distnode.core import local_state
-from distnode.core.defaults import CONFIG_MAX_BYTES, JSON_MAX_DEPTH, JSON_MAX_INT_DIGITS, SECRET_MIN_CHARS
+from distnode.core.defaults import (CONFIG_MAX_BYTES, JSON_DATA_MAX_DEPTH, JSON_MAX_DEPTH, JSON_MAX_INT_DIGITS,
+                                    TASK_RECORD_OTHER_BYTES)
 from distnode.core.errors import ConfigError  # noqa: F401 - raised here; importers catch config.ConfigError
-from distnode.core.redact import masked, scrub, secrets_in
 from distnode.core.settings import ENV_OVERRIDES, SCHEMA
 from distnode.core.validate import MAX_NODE_ID_LEN, check, check_node_id, env_value, shown
 
@@ -41,12 +42,18 @@ class Config:
     the heartbeat" defaults. Settings whose names carry their unit are read as they are.
     """
 
-    def __init__(self, values: dict, sources: dict, config_dir: str, log_dir: str, warnings: list):
+    def __init__(self, values: dict, sources: dict, config_dir: str, log_dir: str, warnings: list, read=()):
         self.values, self.sources = values, sources
         self.config_dir, self.log_dir, self.warnings = config_dir, log_dir, warnings
         self.run_dir = os.path.join(log_dir, "run")
         self.relation_error = None  # load(check_relations=False): the relation error not raised, for --print-config
-        self.secrets = set()  # every secret string load() saw: cut out of any text shown (see redact.scrub)
+        self._read = read  # what load() read that may hold secrets: the parsed files, REDIS_PASSWORD
+
+    @property
+    def secrets(self) -> set:
+        """Every secret string load() saw, to cut out of any text shown (``redact.scrub``); collected
+        when asked for, since only a message about a failure and ``--print-config`` need them."""
+        return _secrets_in(self._read)
 
     def __getitem__(self, section: str) -> dict:
         return self.values[section]
@@ -123,11 +130,12 @@ class Config:
 
     def describe(self) -> str:
         """The effective config, one ``section.key = value  (source)`` a line, password masked."""
-        lines = []
+        from distnode.core.redact import masked, scrub  # deferred: see the module docstring
+        lines, secrets = [], self.secrets
         for setting in SCHEMA.values():
             value = self.values[setting.section][setting.key]
             text = ("***" if value else "''") if setting.kind == "secret" else scrub(json.dumps(masked(value)),
-                                                                                     self.secrets)
+                                                                                     secrets)
             lines.append("%s = %s  (%s)" % (setting.name, text, self.sources[setting.name]))
         return "\n".join(lines)
 
@@ -191,14 +199,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def parse_json(text: str, where: str, max_depth: int = JSON_MAX_DEPTH, finite_only: bool = False):
+def parse_json(text: str, where: str, max_depth: int = JSON_MAX_DEPTH, strict: bool = False):
     """Parse JSON text; any fault is one ConfigError naming ``where`` (never a crash or a traceback).
 
     Refused besides broken JSON: a key given twice in one object, an integer of more than
-    ``JSON_MAX_INT_DIGITS`` digits, nesting deeper than ``max_depth``; with ``finite_only`` also
-    NaN, Infinity and numbers beyond a double (1e999), which other JSON readers refuse.
+    ``JSON_MAX_INT_DIGITS`` digits, nesting deeper than ``max_depth``; with ``strict`` also what
+    other JSON readers refuse: NaN, Infinity, numbers beyond a double (1e999), and a string that
+    holds a lone surrogate (\\ud800 unpaired: not UTF-8).
     """
-    extra = {"parse_constant": _no_constant, "parse_float": _finite_float} if finite_only else {}
+    extra = {"parse_constant": _no_constant, "parse_float": _finite_float} if strict else {}
     try:
         data = json.loads(text, object_pairs_hook=_unique_object, parse_int=_bounded_int, **extra)
     except json.JSONDecodeError as exc:
@@ -212,7 +221,47 @@ def parse_json(text: str, where: str, max_depth: int = JSON_MAX_DEPTH, finite_on
             where, max_depth)) from None
     if _too_deep(data, max_depth):
         raise ConfigError("%s: invalid JSON: arrays or objects nested deeper than %d levels" % (where, max_depth))
+    if strict and _lone_surrogate(text, data):
+        raise ConfigError("%s: invalid JSON: a string holds a lone surrogate (\\ud800-\\udfff unpaired), which "
+                          "is not UTF-8" % where)
     return data
+
+
+def parse_data(text: str, where: str, max_depth: int = JSON_DATA_MAX_DEPTH):
+    """Data a user hands over as JSON text (a task payload, a kv value), parsed as every JSON reader
+    takes it (``parse_json`` with ``strict``); else ValueError "<where> is not valid JSON: why
+    (line L, column C)", one line."""
+    try:
+        return parse_json(text, "", max_depth=max_depth, strict=True)
+    except ConfigError as exc:  # ":LINE:COL: invalid JSON: why", or ": why"
+        head, _sep, why = str(exc).partition(": invalid JSON: ") if ": invalid JSON: " in str(exc) else (
+            "", "", str(exc)[2:])
+        at = " (line %s, column %s)" % tuple(head.split(":")[1:3]) if head.count(":") == 2 else ""
+        raise ValueError("%s is not valid JSON: %s%s" % (where, why, at)) from None
+
+
+def _lone_surrogate(text: str, data) -> bool:
+    """Whether a string in ``data`` (parsed from ``text``) holds a lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True  # a raw one: json.loads takes it only inside a string
+    if "\\u" not in text:
+        return False  # nor an escaped one
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _too_deep(data, max_depth: int) -> bool:
@@ -264,8 +313,22 @@ def _check_relations(cfg: Config) -> None:
     if election["min_replicas_acked"] and election["replica_wait_ms"] >= cfg.socket_timeout_s * 1000:
         raise ConfigError("election.replica_wait_ms (%dms) must be below redis.socket_timeout (%gs), or WAIT "
                           "outlasts the socket timeout" % (election["replica_wait_ms"], cfg.socket_timeout_s))
+    _check_reply_room(cfg)
     if bool(redis["sentinels"]) != bool(redis["master_name"]):
         raise ConfigError("redis.sentinels and redis.master_name go together: set both or neither")
+
+
+def _check_reply_room(cfg: Config) -> None:
+    """A task's claim and its ``status`` carry its payload and its result in one reply: both at their
+    bounds, with TASK_RECORD_OTHER_BYTES for the other fields, must fit in redis.max_reply_bytes."""
+    tasks, reply_bytes = cfg["tasks"], cfg["redis"]["max_reply_bytes"]
+    needed_bytes = tasks["max_payload_bytes"] + tasks["result_max_bytes"] + TASK_RECORD_OTHER_BYTES
+    if needed_bytes > reply_bytes:
+        raise ConfigError("redis.max_reply_bytes (%d) must be at least tasks.max_payload_bytes (%d) + "
+                          "tasks.result_max_bytes (%d) + %d for a task record's other fields = %d, or a claim or "
+                          "a `status` of a task at those sizes does not fit in one reply: raise the first or "
+                          "lower the others" % (reply_bytes, tasks["max_payload_bytes"], tasks["result_max_bytes"],
+                                                TASK_RECORD_OTHER_BYTES, needed_bytes))
 
 
 def load(config_dir: str = "", log_dir: str = "", check_relations: bool = True) -> Config:
@@ -274,14 +337,24 @@ def load(config_dir: str = "", log_dir: str = "", check_relations: bool = True) 
     ``check_relations`` False (for --print-config): a failed relation between settings is kept in
     ``cfg.relation_error`` instead of raised, so the user can see the values that broke it.
     """
-    secrets_seen = set()
+    read = []  # what _load read that may hold secrets, as it reads it: no error may show them
     try:
-        return _load(config_dir, log_dir, check_relations, secrets_seen)
+        return _load(config_dir, log_dir, check_relations, read)
     except ConfigError as exc:
-        raise ConfigError(scrub(str(exc), secrets_seen)) from None
+        from distnode.core.redact import scrub  # deferred: see the module docstring
+        raise ConfigError(scrub(str(exc), _secrets_in(read))) from None
 
 
-def _load(config_dir: str, log_dir: str, check_relations: bool, secrets_seen: set) -> Config:
+def _secrets_in(read) -> set:
+    """Every secret string in ``read`` (parsed JSON documents): see ``redact.secrets_in``."""
+    from distnode.core.redact import secrets_in  # deferred: see the module docstring
+    found = set()
+    for document in read:
+        secrets_in(document, found)
+    return found
+
+
+def _load(config_dir: str, log_dir: str, check_relations: bool, read: list) -> Config:
     config_dir = config_dir or os.environ.get("OPENCLAW_DISTRIBUTED_CONFIG_DIR") or DEFAULT_CONFIG_DIR
     log_dir = log_dir or os.environ.get("OPENCLAW_DISTRIBUTED_LOG_DIR") or DEFAULT_LOG_DIR
     values, sources, warnings = {}, {}, []
@@ -292,12 +365,11 @@ def _load(config_dir: str, log_dir: str, check_relations: bool, secrets_seen: se
         sources[setting.name] = "default"
     config_path = os.path.join(config_dir, "config.json")
     secrets_path = os.path.join(config_dir, "secrets.json")
-    if os.environ.get("REDIS_PASSWORD", "") and len(os.environ["REDIS_PASSWORD"]) >= SECRET_MIN_CHARS:
-        secrets_seen.add(os.environ["REDIS_PASSWORD"])
+    read.append({"REDIS_PASSWORD": os.environ.get("REDIS_PASSWORD", "")})  # a secret-named key, as in a file
     data = _read_json(config_path, True)
+    read.append(data)
     secrets = _read_json(secrets_path, False)
-    for parsed in (data, secrets):
-        secrets_in(parsed, secrets_seen)  # before any value is checked: its error must not show them
+    read.append(secrets)  # both read before any value is checked: its error must not show them
     _merge_file(data, config_path, values, sources, warnings, "config.json")
     if secrets is not None:
         _warn_if_exposed(secrets_path, warnings)
@@ -314,8 +386,7 @@ def _load(config_dir: str, log_dir: str, check_relations: bool, secrets_seen: se
         host = values["node"]["host"].split(".")[0]
         values["node"]["id"] = check_node_id(host[:MAX_NODE_ID_LEN], "node.id (from the host name %r)" % host)
         sources["node.id"] = "host name"
-    cfg = Config(values, sources, config_dir, log_dir, warnings)
-    cfg.secrets = secrets_seen
+    cfg = Config(values, sources, config_dir, log_dir, warnings, read)
     try:
         _check_relations(cfg)
     except ConfigError as exc:

@@ -10,10 +10,14 @@ through the settings).
 # -- Redis client --
 REDIS_TIMEOUT_S = 5  # connect and socket timeout when nobody names one (also the settings' default)
 REDIS_MAX_REPLY_BYTES = 64 * 1024 * 1024  # what one reply may cost (also redis.max_reply_bytes' default)
+# a task record's fields besides its payload and result (error text, ids, times: ~16 KiB at most):
+# redis.max_reply_bytes keeps this much room above tasks.max_payload_bytes + tasks.result_max_bytes
+TASK_RECORD_OTHER_BYTES = 64 * 1024
 
 # -- reading config.json and secrets.json (hostile files are refused, never crash) --
 CONFIG_MAX_BYTES = 1 << 20  # larger files are refused unread (no real one is 20 KB)
 JSON_MAX_DEPTH = 32  # objects/arrays nested deeper are refused (no setting needs 4)
+JSON_DATA_MAX_DEPTH = 100  # the same for data a user hands over: a task payload, a kv value
 JSON_MAX_INT_DIGITS = 20  # longer JSON integers are refused before Python converts them
 SECRET_MIN_CHARS = 4  # a secret string at least this long is also cut out of any message text
 
@@ -59,6 +63,7 @@ STATE_WATCH_TIMEOUT_S = 60.0  # `state_sync.py watch` gives up after this unless
 # -- runners --
 RETRY_JITTER_FRACTION = 0.5  # a retry waits node.retry_delay plus up to this fraction of it again
 REQUESTS_PER_ATTEMPT = 2  # a script call's attempt may send two requests: EVALSHA, then EVAL on NOSCRIPT
+TICK_MAX_REQUESTS = 8  # requests one attempt of a Redis-only tick sends (failover's sweep and reclaims: most)
 OP_RECORD_SLACK_S = 60.0  # a write's record (keys.kv_op, keys.task_op) outlives its command's retries by this
 JOB_STOP_SLACK_S = 5.0  # a stopping job may take tick_budget_s + socket_timeout + this to end
 SIGNAL_POLL_S = 0.5  # how often the foreground runner's main thread looks for a stop request
@@ -69,8 +74,10 @@ FIRST_BEAT_WAIT_S = 5.0  # the worker's first tick waits this long for the first
 
 # -- node_manager.py --
 CLOCK_SKEW_WARN_S = 1.0  # `check` warns when this machine's clock is further than this from Redis's
-DEREGISTER_LOCK_WAIT_S = 2.0  # a cron tick holding a job lock ends within this; a --loop process does not
-LOCK_POLL_S = 0.1  # how often deregister looks again for a job lock held by a cron tick
+# a --loop or --foreground process holding a job lock never ends by itself, but may be on its way out:
+# deregister gives it this long (a cron tick gets its job's run_max_s, run/jobs.py)
+DEREGISTER_LOCK_WAIT_S = 2.0
+LOCK_POLL_S = 0.1  # how often deregister looks again for a job lock held by another process
 
 # -- ./start-node.sh (run/installer.py, run/cron.py) --
 OPENCLAW_CLI_TIMEOUT_S = 90.0  # one call of the openclaw CLI (cron add, list, rm)

@@ -3,6 +3,9 @@
 Two nets: ``masked`` hides values by shape (anything under a key named like a secret,
 any URL's ``user:password@``), and ``scrub`` cuts out every secret string the loader
 saw (``secrets_in``) wherever it appears in a text, also cut short by an ellipsis.
+
+Only a message about a failure and ``--print-config`` need this module: its users import
+it when they build one, so a tick that succeeds never loads it.
 """
 
 import json

@@ -22,8 +22,11 @@ from distnode.core import defaults
 MAX_DURATION_S = 86400  # a day: the most any duration setting may be, unless its record says otherwise
 MAX_TASK_DURATION_S = 7 * 86400  # a week: a handler's timeout, the longest retry delay
 MAX_RETENTION_S = 366 * 86400  # a year: how long finished task records are kept
-# a quarter of the client's reply bound, so a claim or a status that carries a payload always fits
+# a quarter of the client's default reply bound (a smaller redis.max_reply_bytes lowers it: config's relations)
 MAX_PAYLOAD_BYTES = defaults.REDIS_MAX_REPLY_BYTES // 4
+# the least redis.max_reply_bytes: a kv value (STATE_VALUE_MAX_BYTES) with its fields always fits, and
+# so does a task record with the default payload and result bounds (config's relations check those)
+MIN_REPLY_BYTES = 2 * defaults.STATE_VALUE_MAX_BYTES
 MAX_WHOLE = 2 ** 31 - 1  # the most any whole-number setting may be, unless its record says otherwise
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _KIND_MAX = {"num": MAX_DURATION_S, "int": MAX_WHOLE}
@@ -111,10 +114,13 @@ SETTINGS = (
       en="seconds a request may take as a whole (its write and all its replies, not each `recv`); below half the "
          "lease",
       zh="一个请求整体（写出及其全部回复，而不是每次 `recv`）最多用的秒数；小于租约的一半"),
-    S("redis", "max_reply_bytes", "int", defaults.REDIS_MAX_REPLY_BYTES, "bytes", at_least=1024 * 1024,
+    S("redis", "max_reply_bytes", "int", defaults.REDIS_MAX_REPLY_BYTES, "bytes", at_least=MIN_REPLY_BYTES,
       en="what one reply may cost (64 MiB): its bulk strings' bytes, each line's (`+`, `-`, `:`) bytes, 64 per "
-         "array element, at any depth; more is a protocol error. At least 1 MiB (1048576)",
-      zh="一个回复最多占用的量（64 MiB）：bulk 字符串的字节数、每一行（`+`、`-`、`:`）的字节数，加上每个数组元素 64 字节，任意嵌套深度都计入；超过即协议错误。至少 1 MiB（1048576）"),
+         "array element, at any depth; more is a protocol error. At least 2 MiB (2097152), so a shared-state value "
+         "(1 MiB at most) always fits; and at least `tasks.max_payload_bytes` + `tasks.result_max_bytes` + 64 KiB "
+         "(65536), so a task's claim or `status` always fits",
+      zh="一个回复最多占用的量（64 MiB）：bulk 字符串的字节数、每一行（`+`、`-`、`:`）的字节数，加上每个数组元素 64 字节，任意嵌套深度都计入；超过即协议错误。至少 2 MiB（2097152），"
+         "这样共享状态的值（最多 1 MiB）总能放得下；并且至少为 `tasks.max_payload_bytes` + `tasks.result_max_bytes` + 64 KiB（65536），这样领取任务和 `status` 的回复总能放得下"),
     S("redis", "instances", "endpoints", [],
       en='independent Redis masters for a Redlock lease: `[{"host", "port", "password", "username", "db"}]`; only '
          "the lease and epoch live there (see [Production](production.md))",
@@ -203,16 +209,18 @@ SETTINGS = (
       en="extra seconds past a task's timeout before the leader takes it from a live but silent worker",
       zh="任务超过超时时间后再等多少秒，leader 才从仍在线但没有回应的 worker 手中收回它"),
     S("tasks", "result_max_bytes", "int", 65536, "bytes", above=0,
-      en="bytes of stdout kept as the result (`status` says when it was cut)",
-      zh="作为结果保存的标准输出字节数（被截断时 `status` 会注明）"),
+      en="bytes of stdout kept as the result (`status` says when it was cut); with `tasks.max_payload_bytes` and "
+         "64 KiB at most `redis.max_reply_bytes`",
+      zh="作为结果保存的标准输出字节数（被截断时 `status` 会注明）；它加上 `tasks.max_payload_bytes` 和 64 KiB 不超过 `redis.max_reply_bytes`"),
     S("tasks", "max_payload_bytes", "int", 1048576, "bytes", above=0, at_most=MAX_PAYLOAD_BYTES,
       en="largest task payload `submit` takes (`--payload`, `--payload-file`, stdin, agent messages): a larger one "
-         "is refused with one line, exit 2, nothing queued. At most 16 MiB, a quarter of the client's 64 MiB reply "
-         "bound, so a claim or a `status` always fits. 1 MiB by default because a payload stays in Redis memory "
+         "is refused with one line, exit 2, nothing queued. At most 16 MiB, and with `tasks.result_max_bytes` and "
+         "64 KiB at most `redis.max_reply_bytes`, so a claim or a `status` always fits. 1 MiB by default because a "
+         "payload stays in Redis memory "
          "(and on every replica) until `tasks.done_ttl_s` and travels with every claim: pass large data by "
          "reference (a path or URL)",
-      zh="`submit` 接受的最大任务 payload（`--payload`、`--payload-file`、标准输入、agent 消息）：更大的被拒绝，打印一行，退出码 2，不入队。最多 16 MiB，即客户端 "
-         "64 MiB 回复上限的四分之一，这样领取任务和 `status` 的回复总能放得下。默认 1 MiB，因为 payload 会留在 Redis 内存（以及每个副本）中直到 "
+      zh="`submit` 接受的最大任务 payload（`--payload`、`--payload-file`、标准输入、agent 消息）：更大的被拒绝，打印一行，退出码 2，不入队。最多 16 MiB，并且它加上 `tasks.result_max_bytes` "
+         "和 64 KiB 不超过 `redis.max_reply_bytes`，这样领取任务和 `status` 的回复总能放得下。默认 1 MiB，因为 payload 会留在 Redis 内存（以及每个副本）中直到 "
          "`tasks.done_ttl_s`，并随每次领取传输：大数据请按引用传递（路径或 URL）"),
     S("tasks", "max_output_bytes", "int", 8388608, "bytes", above=0,
       en="output read back from a handler, agent turn or hook; the rest is read and dropped (`output_bytes` in "

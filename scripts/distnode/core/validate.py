@@ -10,7 +10,6 @@ import os
 
 from distnode.core.defaults import JSON_MAX_INT_DIGITS
 from distnode.core.errors import ConfigError
-from distnode.core.redact import masked
 from distnode.core.settings import LEVELS, MAX_WHOLE, Setting
 
 NODE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -121,7 +120,7 @@ def _check_endpoints(value, where: str, default_port: int) -> list:
     for i, item in enumerate(value):
         here = "%s[%d]" % (where, i)
         if not isinstance(item, dict) or "host" not in item:
-            raise _bad(here, "an object with host and port", masked(item))
+            raise _bad(here, "an object with host and port", item)
         for key in item:
             if key not in _ENDPOINT_KEYS:
                 raise ConfigError("%s: unknown key '%s' (%s)" % (here, key, ", ".join(_ENDPOINT_KEYS)))
@@ -154,6 +153,7 @@ def shown(value) -> str:
 
 
 def _bad(where: str, what: str, value) -> ConfigError:
+    from distnode.core.redact import masked  # deferred: only a refused value is shown (config's docstring says why)
     text = json.dumps(masked(value))
     if len(text) > 40:
         text = text[:37] + "..."

@@ -1,6 +1,7 @@
 -- leave: this node leaves the cluster gracefully, in one atomic step: releases the
 -- lease if it holds it (so another node takes over in one tick, not one TTL), deletes
--- its heartbeat key and marks its record ``left``. Only as the process that owns the record
+-- its heartbeat key and marks its record ``left`` (one ``left_at``, however often it leaves; a
+-- record that is not a JSON object is replaced by one that is). Only as the process that owns the record
 -- (its instance token): a second process with the same node id (a copied config) that stops
 -- or deregisters changes nothing; the lease goes only with its term's instance too.
 -- With no record for the node id (pruned, or deleted by an operator) nothing proves the id is
@@ -42,7 +43,21 @@ if not raw then return {'left', released, 0} end
 redis.call('DEL', KEYS[3])
 local t = redis.call('TIME')
 local at = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
-local body = string.gsub(raw, '"status":"[a-z]*"', '"status":"left"', 1)
-redis.call('HSET', KEYS[4], me, string.sub(body, 1, -2) .. ',"left_at":' .. at .. '}')
+local ok, rec = pcall(cjson.decode, raw)
+local body
+if ok and type(rec) == 'table' and string.match(raw, '^%s*{.*}%s*$') then
+  -- a leave repeated (deregister run twice) replaces the time it left: the record keeps one left_at
+  local number = '[-+.%deE]*'
+  body = string.gsub(raw, ',"left_at":' .. number, '')
+  body = string.gsub(string.gsub(body, '^(%s*{)"left_at":' .. number .. ',', '%1'), '^(%s*{)"left_at":' .. number, '%1')
+  body = string.gsub(body, '"status":"[a-z]*"', '"status":"left"', 1)
+  local fields = ',"left_at":' .. at .. '}'
+  if not string.find(body, '"status":"left"', 1, true) then fields = ',"status":"left"' .. fields end
+  if string.match(body, '^%s*{%s*}%s*$') then fields = string.sub(fields, 2) end
+  body = string.gsub(body, '}%s*$', '') .. fields
+else  -- not a JSON object (a foreign value under our id): a record that is JSON again
+  body = '{"id":' .. cjson.encode(me) .. ',"status":"left","left_at":' .. at .. '}'
+end
+redis.call('HSET', KEYS[4], me, body)
 event('node_left', me, epoch, ARGV[2])
 return {'left', released, 1}

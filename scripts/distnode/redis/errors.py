@@ -10,6 +10,12 @@ matches the text.
 
 Guarantee: a message built here carries what the caller put in it; the
 connection layer puts ``host:port`` in every fault and never a password.
+
+The two faults only Sentinel discovery raises (``MasterNotFoundError``,
+``SentinelAuthError``) live in ``sentinel.py``, as in redis-py: a tick
+without Sentinel never loads them (each class costs ~0.1 M instructions).
+Their marker ``SentinelError`` and ``NotMasterError`` (the connection's
+ROLE check) stay here.
 """
 
 __all__ = [
@@ -17,7 +23,7 @@ __all__ = [
     "AuthError", "NoAuthError", "WrongPassError", "NoPermError", "NoScriptError", "ReadOnlyError",
     "LoadingError", "WrongTypeError", "BusyError", "ExecAbortError", "MasterDownError",
     "FencedError", "StaleError", "BadEpochError", "CollisionError",
-    "SentinelError", "MasterNotFoundError", "NotMasterError", "SentinelAuthError",
+    "SentinelError", "NotMasterError",
     "ERROR_PREFIXES", "error_from_reply",
 ]
 
@@ -107,19 +113,12 @@ class CollisionError(ResponseError):
 # -- Sentinel --
 
 class SentinelError(RedisError):
-    """A fault in finding the master through Redis Sentinel (a marker, mixed into the classes below)."""
-
-
-class MasterNotFoundError(SentinelError, RedisConnectionError):
-    """No sentinel answered, or none of them knows a master by that name."""
+    """A fault in finding the master through Redis Sentinel (a marker, mixed into NotMasterError and
+    sentinel.py's MasterNotFoundError and SentinelAuthError)."""
 
 
 class NotMasterError(SentinelError, RedisConnectionError):
     """The server the sentinels named is not a master (yet, or any more): a failover is under way."""
-
-
-class SentinelAuthError(SentinelError, AuthError):
-    """Every sentinel that answered refused our credentials (``redis.sentinel_password``)."""
 
 
 # The first word of an error reply picks its class.

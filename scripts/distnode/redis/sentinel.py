@@ -12,14 +12,22 @@ Guarantees:
 """
 
 from distnode.redis.connection import Connection
-from distnode.redis.errors import AuthError, MasterNotFoundError, RedisError, ResponseError, SentinelAuthError
+from distnode.redis.errors import AuthError, RedisConnectionError, RedisError, ResponseError, SentinelError
 from distnode.redis.resp import describe, text
 
-__all__ = ["SentinelResolver", "SENTINEL_RECHECK_S"]
+__all__ = ["SentinelResolver", "SENTINEL_RECHECK_S", "MasterNotFoundError", "SentinelAuthError"]
 
 # Shorter than any sensible tick interval, so a loop-mode process asks once per tick, as a
 # one-shot tick does; long enough that one tick's requests share one answer.
 SENTINEL_RECHECK_S = 0.5
+
+
+class MasterNotFoundError(SentinelError, RedisConnectionError):
+    """No sentinel answered, or none of them knows a master by that name."""
+
+
+class SentinelAuthError(SentinelError, AuthError):
+    """Every sentinel that answered refused our credentials (``redis.sentinel_password``)."""
 
 
 class SentinelResolver:

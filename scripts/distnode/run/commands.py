@@ -24,7 +24,7 @@ runner instead: its lock, whole-tick retries, and ``--loop``.
 
 from distnode.core import exits
 from distnode.core.errors import BadInput, Terminated, UsageError
-from distnode.run import cli, flags, jobs, ticks
+from distnode.run import cli, jobs, ticks
 
 
 class Command:
@@ -51,7 +51,7 @@ def main(script: str, description: str, table: dict, own_flags, argv=None, defau
 
     ``default``: the command run when none is named ("": one must be named). ``more_codes``:
     the exit codes its commands return beyond ``exits.COMMON`` and TERMINATED (for ``--help``)."""
-    spec = list(own_flags) + list(flags.COMMON_FLAGS if common_flags is None else common_flags)
+    spec = list(own_flags) + list(cli.COMMON_FLAGS if common_flags is None else common_flags)
     names = "[%s]" % "|".join(table) if default else "{%s}" % ",".join(table)
     usage = usage or names + " [ARGS] [options]"
 
@@ -79,7 +79,7 @@ def command_line(args: list, table: dict, default: str = "") -> tuple:
     """(the command's name, the words after it) from ``args``; UsageError naming an unknown one."""
     words = args or ([default] if default else [])
     if not words or words[0] not in table:
-        said = "unknown command %s; expected" % flags.shown(words[0]) if words else "expected a command,"
+        said = "unknown command %s; expected" % cli.shown(words[0]) if words else "expected a command,"
         raise UsageError("%s one of: %s" % (said, ", ".join(table)))
     return words[0], words[1:]
 
@@ -108,7 +108,7 @@ def _check(ctx, name: str, words: list, command: Command, own_flags, table: dict
         raise UsageError("--loop works only with %s" % " or ".join(looping))
     if command.words is not None and len(words) > command.words:
         raise UsageError("unexpected word %s after %s (usage: %s)" % (
-            flags.shown(words[command.words]), name, command.usage or name))
+            cli.shown(words[command.words]), name, command.usage or name))
     if command.words is not None and len(words) < command.words:
         raise UsageError("expected: %s (got %d argument%s after the command)" % (
             command.usage or name, len(words), "" if len(words) == 1 else "s"))

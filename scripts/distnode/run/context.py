@@ -94,12 +94,8 @@ class Context:
 
     @property
     def retry_window_s(self) -> float:
-        """The longest ``retried`` goes on: every attempt's requests at their whole deadline (connect +
-        request timeout, a Sentinel query included) and every pause at its longest."""
-        attempts = self.cfg["node"]["retry_count"] + 1
-        request_s = self.cfg.connect_timeout_s + self.cfg.socket_timeout_s
-        pauses_s = (attempts - 1) * self.cfg.retry_delay_s * (1 + defaults.RETRY_JITTER_FRACTION)
-        return attempts * defaults.REQUESTS_PER_ATTEMPT * request_s + pauses_s
+        """The longest ``retried`` goes on (``retry_window_s``)."""
+        return retry_window_s(self.cfg)
 
     def operation(self) -> Operation:
         """A new token for one write sent through ``retried``; its record outlives the retries."""
@@ -117,6 +113,16 @@ class Context:
                     raise
                 self.log.warning("attempt %d/%d failed: %s; retrying", attempt, attempts, exc)
                 self.sleep(_jitter(self.cfg.retry_delay_s))
+
+
+def retry_window_s(cfg, requests_per_attempt: int = defaults.REQUESTS_PER_ATTEMPT) -> float:
+    """The longest ``Context.retried`` goes on for a call that sends ``requests_per_attempt`` requests:
+    every attempt's requests at their whole deadline (connect + request timeout, a Sentinel query
+    included) and every pause at its longest."""
+    attempts = cfg["node"]["retry_count"] + 1
+    request_s = cfg.connect_timeout_s + cfg.socket_timeout_s
+    pauses_s = (attempts - 1) * cfg.retry_delay_s * (1 + defaults.RETRY_JITTER_FRACTION)
+    return attempts * requests_per_attempt * request_s + pauses_s
 
 
 def _jitter(delay_s: float) -> float:

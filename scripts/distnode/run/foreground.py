@@ -114,25 +114,44 @@ def _job(ctx, tick, period_s: float) -> None:
             ctx.sleep(period_s)
 
 
-def _guarded(job: jobs.Job, tick, watch: BeatWatch):
+def _counting_requeued(tick, handed_back: list):
+    """The worker's ``tick`` that adds to ``handed_back[0]`` the tasks it handed back to the queue
+    because this process stopped (their handlers killed: the outcome ``requeued``), so leaving can
+    report every task this node gave back, not only those it finds still delivered."""
+    def work(ctx):
+        result = tick(ctx)
+        if isinstance(result, dict):
+            handed_back[0] += result.get("requeued", 0)
+        return result
+    return work
+
+
+def _guarded(job: jobs.Job, tick, watch: BeatWatch, handed_back: list):
     """``tick`` as this process runs it: the heartbeat watched (and stopping all on a collision),
-    the worker gated on it."""
+    the worker gated on it and its hand-backs counted."""
     if job.name == "heartbeat":
         return watch.watched(_stops_on_collision(tick))
     if job.name == "task_queue":
-        return watch.gated(tick)
+        return watch.gated(_counting_requeued(tick, handed_back))
     return tick
 
 
 def run(ctx) -> dict:
-    """Run every job until a signal; then leave the cluster. Returns what leaving did."""
+    """Run every job until a signal; then leave the cluster. Returns what leaving did.
+
+    This (main) context's Redis calls, the first beat and the leave, are each retried
+    (``ctx.retried``), and its connection is closed in between: hours later, a server that
+    dropped idle clients (its ``timeout``) or restarted meanwhile costs the leave nothing.
+    """
     cfg, stop = ctx.cfg, threading.Event()
-    threads = []
+    threads, handed_back = [], [0]
     watch = BeatWatch(cfg.heartbeat_ttl_s)
     try:  # a node id another live process holds: NodeIdCollision, one line, exit 1, nothing started
-        membership.beat(ctx)
+        ctx.retried(membership.beat, ctx)
     except RedisError as exc:
         ctx.log.warning("first heartbeat failed (the heartbeat job retries): %s", exc)
+    finally:
+        ctx.close()  # idle until the leave: each job has its own connection
     for job in jobs.JOBS:
         if lock.acquire(cfg, job.name, long_lived=True) is None:
             stop.set()
@@ -141,7 +160,7 @@ def run(ctx) -> dict:
         job_ctx = Context(job.name, cfg, log_mod.for_config(job.name, cfg, console=ctx.log.console),
                           {"--loop": True})
         job_ctx.stop_event = stop
-        tick = _guarded(job, jobs.Tick(job), watch)  # made at its first call, inside run_loop's protection
+        tick = _guarded(job, jobs.Tick(job), watch, handed_back)  # made at its first call, in run_loop
         thread = threading.Thread(target=_job, args=(job_ctx, tick, job.period_s(cfg)), name=job.name, daemon=True)
         threads.append((thread, job_ctx))
 
@@ -160,4 +179,4 @@ def run(ctx) -> dict:
         thread.join(cfg["tasks"]["tick_budget_s"] + cfg.socket_timeout_s + defaults.JOB_STOP_SLACK_S)
         job_ctx.close()
         job_ctx.log.close()
-    return lifecycle.leave(ctx)
+    return ctx.retried(lifecycle.leave, ctx, handed_back[0])

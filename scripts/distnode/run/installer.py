@@ -27,11 +27,11 @@ from distnode.core.errors import ConfigError, SetupError, UsageError
 from distnode.run import cli
 from distnode.run import commands
 from distnode.run import cron
-from distnode.run import flags as flags_mod
+from distnode.run import jobs
 
 PROG = "start-node.sh"
 TOTAL_STEPS = 7  # of install
-FLAGS = flags_mod.without("--print-config", "--loop", "--json", "--quiet")
+FLAGS = cli.without("--print-config", "--loop", "--json", "--quiet")
 
 NO_OPENCLAW_HELP = """\
           Without OpenClaw, run every job of this node in one process (until Ctrl-C or SIGTERM,
@@ -42,11 +42,12 @@ NO_OPENCLAW_HELP = """\
           Install OpenClaw and run ./start-node.sh again to use cron jobs instead."""
 
 
-def run_script(flags: dict, script: str, *args) -> dict:
-    """Run ``scripts/<script> args --json --quiet``; its JSON result, or SetupError with its one line."""
+def run_script(flags: dict, script: str, *args, wait_s: float = 0) -> dict:
+    """Run ``scripts/<script> args --json --quiet``; its JSON result, or SetupError with its one line.
+    ``wait_s``: how long the script may wait besides its own work (deregister, for a running tick)."""
     argv = [sys.executable, os.path.join(cron.SCRIPTS_DIR, script), *args, "--json", "--quiet"]
     proc = subprocess.run(argv + cron.dir_flags(flags), capture_output=True, text=True,
-                          timeout=defaults.SCRIPT_RUN_TIMEOUT_S)
+                          timeout=defaults.SCRIPT_RUN_TIMEOUT_S + wait_s)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or ["%s exited %d" % (script, proc.returncode)]
         line = lines[-1]
@@ -147,7 +148,11 @@ def uninstall(cfg, flags: dict) -> int:
         print("%d cron job(s) of node %s removed" % (cron.remove_jobs(cli, cfg.node_id), cfg.node_id))
     else:
         print("`openclaw` is not on PATH: no cron jobs to remove")
-    left = run_script(flags, "node_manager.py", "deregister")
+    # a cron tick of this node still running (the worker's finishing its task) is waited for
+    wait_s = max(job.run_max_s(cfg) for job in jobs.JOBS)
+    print("node %s leaves the cluster once no tick of it runs (a task running now is finished first: up to %.0fs)"
+          % (cfg.node_id, wait_s), flush=True)
+    left = run_script(flags, "node_manager.py", "deregister", wait_s=wait_s)
     print("node %s left the cluster (lease released: %s, tasks handed back: %s)" % (
         cfg.node_id, "yes" if left.get("released_lease") else "no", left.get("tasks_handed_back", 0)))
     return exits.OK
@@ -183,14 +188,14 @@ def main(description: str, argv=None) -> int:
 
 def _main(description: str, args: list) -> int:
     try:
-        flags = flags_mod.parse_flags(args, FLAGS)
+        flags = cli.parse_flags(args, FLAGS)
         if flags.get("--help"):
-            print(flags_mod.format_help("node_setup.py", description, FLAGS, "{%s} [options]" % ",".join(COMMANDS)))
+            print(cli.format_help("node_setup.py", description, FLAGS, "{%s} [options]" % ",".join(COMMANDS)))
             return exits.OK
         name, words = commands.command_line(flags["args"], COMMANDS)
         if words:
             raise UsageError("unexpected word %s after %s (usage: %s [options])" % (
-                flags_mod.shown(words[0]), name, name))
+                cli.shown(words[0]), name, name))
         cfg = config_mod.load(flags.get("--config-dir", ""), flags.get("--log-dir", ""))
         cfg.check_log_dir(probe=True)  # before any step: every job would fail on it after the node registered
     except (UsageError, ConfigError) as exc:

@@ -3,7 +3,9 @@
 A job is one thing a node does on a period: its name (also its lock's, its
 log file's and its cron declaration key's), the entry script and words a cron
 job runs for one tick, one line saying what it does, its period in seconds as
-a function of the loaded config, and where its tick lives.
+a function of the loaded config, where its tick lives, and the longest one
+cron run of it holds its lock (``node_manager.py deregister`` waits that long
+for a cron tick to end: the worker's runs a task to its end).
 
 Guarantees:
 - the three ways to run a node run the same jobs at the same periods: the cron
@@ -15,7 +17,7 @@ Guarantees:
 - the failover, state-sync jobs tick with the heartbeat, every
   ``node.heartbeat_interval``; the election every ``election.renew_interval``
   (0: the heartbeat interval);
-- reading this table imports nothing: a tick is named by its import path and
+- reading this table imports no tick: a tick is named by its import path and
   imported only by the run that ticks it, so a heartbeat tick never loads the
   worker or the elector.
 
@@ -25,19 +27,36 @@ a class is made once per process, at its first tick (``Tick``), with the Context
 ``--loop`` ends (the election gives its lease up at once).
 """
 
+from distnode.core import defaults
+from distnode.run.context import retry_window_s  # already loaded by every script that reads this table
+
+
+def redis_tick_s(cfg) -> float:
+    """The longest a tick that only talks to Redis runs: its requests at their timeouts, with retries."""
+    return retry_window_s(cfg, defaults.TICK_MAX_REQUESTS)
+
+
+def worker_tick_s(cfg) -> float:
+    """The longest a cron worker tick runs: it claims until ``tasks.tick_budget_s``, then finishes the
+    task it runs (``tasks.default_timeout_s``; a task submitted with a longer ``--timeout`` takes longer),
+    kills its process group (JOB_STOP_SLACK_S covers an agent turn's grace) and stores the outcome."""
+    t = cfg["tasks"]
+    return t["tick_budget_s"] + t["default_timeout_s"] + defaults.JOB_STOP_SLACK_S + retry_window_s(cfg)
+
 
 class Job:
     """One row of the table. A plain class, not a NamedTuple: every tick reads this module, and
     ``typing`` would cost it ~3 ms (``-X importtime``, Python 3.11)."""
 
-    __slots__ = ("name", "argv", "text", "period_s", "tick")
+    __slots__ = ("name", "argv", "text", "period_s", "tick", "run_max_s")
 
-    def __init__(self, name: str, argv: tuple, text: str, period_s, tick):
+    def __init__(self, name: str, argv: tuple, text: str, period_s, tick, run_max_s=redis_tick_s):
         self.name = name
         self.argv = argv  # the entry script in scripts/ and the words that make it run one tick
         self.text = text  # what it does, in one line (the cron job's description)
         self.period_s = period_s  # cfg -> seconds between ticks
         self.tick = tick  # "module:attr" (see the module docstring); a callable is used as is (tests)
+        self.run_max_s = run_max_s  # cfg -> seconds one cron run may hold the job's lock
 
     def __repr__(self) -> str:
         return "Job(%r, %r)" % (self.name, self.argv)
@@ -47,13 +66,13 @@ JOBS = (
     Job("heartbeat", ("heartbeat.py",), "tell the cluster this node is alive",
         lambda cfg: cfg.heartbeat_interval_s, "distnode.cluster.membership:tick"),
     Job("leader_election", ("leader_election.py",), "renew or take the leader lease",
-        lambda cfg: cfg.renew_interval_s, "distnode.run.election_job:ElectionJob"),
+        lambda cfg: cfg.renew_interval_s, "distnode.cluster.elector:ElectionJob"),
     Job("failover_manager", ("failover_manager.py",), "leader: mark dead nodes offline, reclaim their tasks",
         lambda cfg: cfg.heartbeat_interval_s, "distnode.cluster.failover:step"),
     Job("state_sync", ("state_sync.py", "tick"), "publish / mirror the cluster snapshot",
         lambda cfg: cfg.heartbeat_interval_s, "distnode.cluster.cluster_state:sync"),
     Job("task_queue", ("task_queue.py", "work"), "run queued tasks on this node",
-        lambda cfg: cfg["tasks"]["poll_interval_s"], "distnode.tasks.worker:work_tick"),
+        lambda cfg: cfg["tasks"]["poll_interval_s"], "distnode.tasks.worker:work_tick", worker_tick_s),
 )
 
 NAMES = tuple(job.name for job in JOBS)

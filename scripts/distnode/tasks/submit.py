@@ -16,7 +16,7 @@ from distnode.cluster import membership
 from distnode.core import config
 from distnode.core.defaults import WAIT_POLL_FIRST_S, WAIT_POLL_MAX_S  # --wait's pauses, as state_sync watch's
 from distnode.core import keys
-from distnode.core.errors import ConfigError, TickError
+from distnode.core.errors import TickError
 from distnode.redis.errors import CollisionError
 from distnode.redis.script import request_with_scripts
 from distnode.tasks import admin
@@ -25,7 +25,6 @@ from distnode.tasks.common import FINAL_STATES, collision, header, ms
 
 MAX_KEY_LEN = 256        # an idempotency key's characters
 LIVE_STATES = ("online", "suspect")
-PAYLOAD_MAX_DEPTH = 100   # JSON nesting a payload may have
 
 
 def new_task_id() -> str:
@@ -147,12 +146,7 @@ def parse_payload(text: str, where: str) -> str:
     """Payloads are JSON; return it unchanged if it parses, else ValueError naming ``where``.
 
     JSON as every reader takes it: no NaN or Infinity (nor 1e999), no key given twice, no integer
-    of more than 20 digits, nesting at most PAYLOAD_MAX_DEPTH deep (config.parse_json, ``finite_only``)."""
-    try:
-        config.parse_json(text, "", max_depth=PAYLOAD_MAX_DEPTH, finite_only=True)
-    except ConfigError as exc:  # ":LINE:COL: invalid JSON: why", or ": why"
-        head, _sep, why = str(exc).partition(": invalid JSON: ") if ": invalid JSON: " in str(exc) else (
-            "", "", str(exc)[2:])
-        at = " (line %s, column %s)" % tuple(head.split(":")[1:3]) if head.count(":") == 2 else ""
-        raise ValueError("%s is not valid JSON: %s%s" % (where, why, at)) from None
+    of more than 20 digits, no lone surrogate in a string, nesting at most JSON_DATA_MAX_DEPTH deep
+    (``config.parse_data``, which the kv store's values go through too)."""
+    config.parse_data(text, where)
     return text
