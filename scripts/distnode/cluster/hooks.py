@@ -22,7 +22,6 @@ the hook's leader is gone, only the processes carrying the hook's own marker
 
 import os
 
-HOOK_NAMES = ("on_become_leader", "on_lose_leadership", "on_leader_change", "on_node_offline")
 _started = []  # detached owners of this process, reaped as they finish (loop mode would collect zombies)
 
 
