@@ -156,6 +156,23 @@ class ClientTest(RedisCase):
         self.server.flushall()
 
 
+class InterruptTest(unittest.TestCase):
+    """``interrupt()`` (a --foreground stop) ends a request for good: under Sentinel it is not sent again."""
+
+    def test_an_interrupted_request_is_not_resent_to_the_master(self):
+        from distnode.redis.client import Redis as Client
+        client = Client(sentinel=mock.Mock(master_name="m"))
+
+        def interrupted(commands, deadline_at):
+            client.interrupt()
+            raise errors.RedisConnectionError("connection closed")
+        with mock.patch.object(client, "_send", side_effect=interrupted), \
+                mock.patch.object(client, "_resend_after", return_value=True) as resend:
+            with self.assertRaises(errors.RedisConnectionError):
+                client.request([("XREAD", "BLOCK", 1000, "STREAMS", "s", "0-0")])
+        resend.assert_not_called()
+
+
 class SettingsTest(RedisCase):
     """``Redis.from_settings``: the config's redis section reaches every connection."""
 

@@ -57,6 +57,9 @@ class Files(unittest.TestCase):
                 self.assertTrue(header and header[0].startswith("-- %s: " % name), header[:1])
                 self.assertTrue(any(line.startswith("-- Reply: ") for line in header), "no '-- Reply:' line")
                 for kind in ("KEYS", "ARGV"):
+                    if "-- %s: none" % kind in header:
+                        self.assertEqual(entries(header, kind), [], "%s: none, yet %s lines" % (kind, kind))
+                        continue
                     spans = entries(header, kind)
                     self.assertTrue(spans, "no %s lines" % kind)
                     expected = 1
@@ -351,16 +354,17 @@ class Decoders(RedisCase):
         header_keys = (keys.task_index("pending"), keys.task_index("running"), keys.task_index("done"),
                        keys.task_index("dead"), keys.task_delayed(), keys.task_dead(), keys.task_streams())
         header_args = ("n1", "workers", keys.task(""), keys.task_idempotency(""), 100, 1000, 60000, 1000)
+        latch_args = (keys.task_ended(""), 60000)  # tasks/common.end_latch(): scripts that end tasks take it
         stream = keys.task_stream("n1")
         self.beat()
-        submit = self.run_lua("task_submit", header_keys + (stream, keys.nodes(), keys.task_routes()),
-                              header_args + ("id1", "echo", "{}", "n1", "", 2, 5000, ""))
+        submit = self.run_lua("task_submit", header_keys + (stream, keys.nodes(), keys.task_routes(), keys.events()),
+                              header_args + ("id1", "echo", "{}", "n1", "", 2, 5000, "", 100))
         self.assertEqual(submit, ("created", "id1", True))
         prepared = self.run_lua("task_prepare", header_keys + (keys.task_routes(), stream), header_args + (10,))
-        self.assertEqual(prepared, (0, []))
+        self.assertEqual(prepared, (0, [], None))
         self.client.request([("XREADGROUP", "GROUP", "workers", "n1", "COUNT", 10, "STREAMS", stream, ">")])
         claim = self.run_lua("task_claim", header_keys + (keys.nodes(), keys.events(), stream),
-                             header_args + (10, "t1", keys.task_lease(""), 60000, 100))
+                             header_args + (10, "t1", keys.task_lease(""), 60000, 100, "") + latch_args)
         task = claim.task
         self.assertEqual((task.task_id, task.type, task.payload, task.attempt, task.max_attempts, task.timeout_ms,
                           task.stream, claim.waiting, claim.interrupted),
@@ -371,23 +375,26 @@ class Decoders(RedisCase):
         record = self.run_lua("task_record", (keys.task("id1"),), (1000,))
         self.assertEqual((record["state"], record["payload"]), (b"running", b"{}"))
         finish = self.run_lua("task_finish", header_keys + (stream, keys.nodes()),
-                              header_args + ("id1", task.token, task.entry, "ok", "out", 0, 3, "t1"))
+                              header_args + ("id1", task.token, task.entry, "ok", "out", 0, 3, "t1") + latch_args)
         self.assertEqual(finish, ("done", "", ""))
         self.assertEqual(self.run_lua("task_finish", header_keys + (stream, keys.nodes()),
-                                      header_args + ("id1", task.token, task.entry, "ok", "out", 0, 3, "t1")),
+                                      header_args + ("id1", task.token, task.entry, "ok", "out", 0, 3, "t1")
+                                      + latch_args),
                          ("stale", "done", task.token))
         self.assertEqual(self.run_lua("task_release", header_keys + (keys.nodes(), stream),
                                       header_args + ("all", "t1")), [])
         retrying = header_keys + (keys.task_op("op1"),)
-        self.assertEqual(self.run_lua("task_retry", retrying, header_args + ("id1", 60000)), ("not_dead", "done"))
-        self.assertEqual(self.run_lua("task_retry", retrying, header_args + ("nope", 60000)), ("missing", ""))
-        self.assertEqual(self.run_lua("task_purge", header_keys, header_args + ("done", 0, 10)), (1, 1))
+        self.assertEqual(self.run_lua("task_retry", retrying, header_args + ("id1", 60000) + latch_args),
+                         ("not_dead", "done"))
+        self.assertEqual(self.run_lua("task_retry", retrying, header_args + ("nope", 60000) + latch_args),
+                         ("missing", ""))
+        self.assertEqual(self.run_lua("task_purge", header_keys, header_args + ("done", 0, 10) + latch_args), (1, 1))
         self.assertEqual(self.run_lua("task_record", (keys.task("id1"),), (1000,)), {})
         epoch = self.lead()
         reclaim = self.run_lua("task_reclaim", (keys.leader(), keys.epoch(), keys.term()) + header_keys
                                + (keys.task_sweep(), keys.events()),
                                ("n1", epoch, "t1") + header_args + (1000, 100, keys.heartbeat(""), keys.task_lease(""),
-                                                                    100))
+                                                                    100) + latch_args)
         self.assertEqual(reclaim, (False, []))
 
 

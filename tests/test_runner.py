@@ -377,6 +377,30 @@ class LoopTest(RunnerCase):
         self.assertIn("attempt 1/3 failed: blip", run.log_text)
         self.assertEqual(stopped, ["rn1"])
 
+    def test_a_tick_with_its_own_wait_waits_between_good_ticks_and_sleeps_after_a_failed_one(self):
+        """Issue 15: a living job waits with its tick's ``wait`` (a blocking read), never after a failure."""
+        case, pauses = self, []
+
+        class Waiting:
+            def __init__(self, ctx):
+                pass
+
+            def __call__(self, ctx):
+                case.calls += 1
+                if case.calls == 2:
+                    raise TickError("one bad tick")
+                if case.calls >= 3:
+                    ctx.stopping = True
+                return {"n": case.calls}
+
+            def wait(self, ctx, seconds):
+                pauses.append(("wait", case.calls, 0 < seconds <= 30.0))
+
+        with mock.patch.object(ticks.Context, "sleep", lambda ctx, s: pauses.append(("sleep", case.calls))):
+            run = self.run_main(Waiting, "--loop", "--quiet", period_s=30.0)
+        self.assertEqual(run.code, 0, run.stderr)
+        self.assertEqual(pauses, [("wait", 1, True), ("sleep", 2)])
+
 
 class JobSurvivalTest(RunnerCase):
     """Issue 13 item 11: a loop survives every exception, not only Redis ones."""
@@ -805,7 +829,7 @@ class JobTableTest(RunnerCase):
         from distnode.run import foreground
         started = []
         # no tick is made before its thread's loop runs it: making one may fail (run_loop survives that)
-        with mock.patch.object(jobs, "Tick", side_effect=lambda job: started.append(job.name) or job), \
+        with mock.patch.object(jobs, "Tick", side_effect=lambda job: started.append(job.name) or mock.Mock()), \
                 mock.patch.object(jobs, "load_tick", side_effect=AssertionError("a tick made outside its loop")):
             with mock.patch.object(foreground.threading, "Thread") as thread, \
                     mock.patch.object(foreground.membership, "beat"), \

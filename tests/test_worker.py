@@ -1,17 +1,19 @@
 """tasks/worker.py and tasks/handler.py: claim, run, finish, hand back, the attempt lease, against a real
-redis-server, one in-process Context per simulated node (test_task_queue.py runs the CLI).
+redis-server, one in-process Context per simulated node (test_task_queue.py runs the CLI); and a living
+worker (``work --loop``, ``node_manager.py run``) that blocks between ticks (issue 15), as processes.
 """
 
 import os
+import signal
 import tempfile
 import threading
 import time
 import unittest
 from unittest import mock
 
-from support.base import RedisServer  # first: puts scripts/ on sys.path
+from support.base import RedisCase, RedisServer  # first: puts scripts/ on sys.path
 from support.fake_servers import FakeServer, lose_reply_proxy
-from support.nodes import process_alive, wait_for
+from support.nodes import merge, process_alive, wait_for
 from support.tasks import TASK_HANDLERS, TaskCase, local_context
 
 from distnode import lua
@@ -375,6 +377,168 @@ class AttemptLease(TaskCase):
             thread.join()
         self.assertEqual(result["done"], 1)
         self.assertEqual((self.state(tid)["attempts"], self.state(tid)["runs"]), (1, 1))
+
+
+def blocked_readers(server) -> list:
+    """Ids of the clients whose last command was XREAD: a worker blocked between ticks."""
+    lines = server.command("CLIENT", "LIST").splitlines()
+    return [line.split()[0] for line in lines if " cmd=xread " in line + " "]
+
+
+class WorkerJobWaits(TaskCase):
+    """WorkerJob.wait in-process: what wakes an idle worker, and what its ticks tell the wait."""
+
+    shared_server = SERVER
+
+    def loop_ctx(self, node_id: str = "w", labels=(), **tasks):
+        ctx = self.ctx(node_id, **tasks)
+        ctx.loop = True
+        ctx.cfg["node"]["labels"] = list(labels)
+        return ctx
+
+    def test_a_new_requirement_is_announced_once_as_a_route_added_event(self):
+        a = self.ctx("a")
+        for _ in range(2):
+            submit.submit(a, "true", "{}", requires=["gpu", "big"])
+        submit.submit(a, "true", "{}", requires=["gpu"])
+        added = [dict(zip(*[iter(fields)] * 2)) for _, fields in SERVER.command("XRANGE", keys.events(), "-", "+")]
+        self.assertEqual([(e["type"], e["node"], e.get("detail")) for e in added],
+                         [("route_added", "a", "big,gpu"), ("route_added", "a", "gpu")])
+
+    def test_task_prepare_says_when_the_earliest_retry_comes_due(self):
+        a = self.ctx("a", backoff_base_s=30)
+        submit.submit(a, "flaky", "{}")
+        self.assertEqual(worker.work_tick(a)["retry"], 1)
+        self.assertEqual(worker.work_tick(a)["ran"], 0)
+        left_s = a.next_retry_s - time.monotonic()
+        self.assertTrue(20 < left_s <= 30, left_s)
+        SERVER.command("DEL", keys.task_delayed())
+        worker.work_tick(a)
+        self.assertIsNone(a.next_retry_s, "no retry is delayed")
+
+    def test_after_a_tick_that_ran_a_task_the_next_follows_at_once(self):
+        w = self.loop_ctx(poll_interval_s=60)
+        job = worker.WorkerJob(w)
+        self.addCleanup(job.stop, w)
+        submit.submit(w, "true", "{}")
+        self.assertEqual(job(w)["done"], 1)
+        self.assertEqual(job.wait(w, 60), "primed")
+
+    def test_a_route_added_wakes_only_the_workers_that_qualify(self):
+        w = self.loop_ctx(labels=["gpu"], poll_interval_s=1)
+        job = worker.WorkerJob(w)
+        self.addCleanup(job.stop, w)
+        job(w)
+        self.assertEqual(job.wait(w, 1), "primed")  # it reads where its streams end, then ticks
+        job(w)
+        a = self.ctx("a")
+        submit.submit(a, "true", "{}", requires=["cpu"])
+        self.assertEqual(job.wait(w, 1), "due", "a route it may not read woke it")
+        submit.submit(a, "true", "{}", requires=["gpu"])
+        self.assertEqual(job.wait(w, 1), "woken")
+        self.assertEqual(job(w)["done"], 1, "the tick it woke for reads the new route")
+
+    def test_without_blocking_reads_or_a_loop_it_sleeps_the_period(self):
+        for loop, blocking in ((True, False), (False, True)):
+            with self.subTest(loop=loop, blocking_reads=blocking):
+                w = self.ctx("w")
+                w.loop = loop
+                w.cfg["redis"]["blocking_reads"] = blocking
+                job = worker.WorkerJob(w)
+                job(w)
+                with mock.patch.object(w, "sleep") as sleep:
+                    self.assertEqual(job.wait(w, 0.7), "slept")
+                sleep.assert_called_once_with(0.7)
+                self.assertIsNone(job.watch, "a wait without blocking reads opened a connection")
+
+
+# Periods far longer than any test waits: only a blocking read explains a quick pickup.
+LONG = {"node": {"heartbeat_interval": 60, "heartbeat_ttl": 120, "retry_count": 10, "retry_delay": 0.3},
+        "tasks": {"handlers": TASK_HANDLERS, "poll_interval_s": 60, "backoff_base_s": 0}}
+
+
+class LivingWorker(RedisCase):
+    """``work --loop`` and ``node_manager.py run`` (start-node.sh --foreground) block between ticks."""
+
+    redis_options = {"name": "living-worker"}
+
+    def worker(self, node_id: str = "w", extra: dict = None, script=("task_queue.py", "work", "--loop")):
+        node = self.new_node(node_id, merge(LONG, extra or {}))
+        node.spawn(*script, "--quiet")
+        return node
+
+    def wait_blocked(self):
+        return wait_for(lambda: blocked_readers(self.server), 15, message="the worker to block between ticks")
+
+    def state(self, task_id: str) -> str:
+        return self.server.command("HGET", keys.task(task_id), "state")
+
+    def submit(self, node, *args) -> str:
+        done = node.run("task_queue.py", "submit", *args)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return done.stdout.strip()
+
+    def wait_done(self, task_id: str, within_s: float = 15):
+        """Done within ``within_s``: far less than the 60 s poll and safety periods."""
+        wait_for(lambda: self.state(task_id) == "done", within_s, message="task %s to be done" % task_id)
+
+    def test_a_blocked_worker_runs_a_task_on_a_route_new_since_it_blocked(self):
+        node = self.worker(extra={"node": {"labels": ["gpu"]}})
+        self.wait_blocked()
+        self.assertEqual(self.server.command("SMEMBERS", keys.task_routes()), [], "the route existed already")
+        task_id = self.submit(node, "--type", "echo", "--payload", '"routed"', "--require", "gpu")
+        self.wait_done(task_id)
+        self.assertEqual(self.server.command("HGET", keys.task(task_id), "result"), '"routed"')
+
+    def test_a_blocked_worker_survives_redis_restarting(self):
+        node = self.worker()
+        self.wait_blocked()
+        worker_proc = node.procs[0]
+        self.server.restart()
+        self.wait_blocked()  # the same process blocks again, on the restarted server
+        self.assertIsNone(worker_proc.poll(), "the worker exited")
+        task_id = self.submit(node, "--type", "echo", "--payload", '"after"')
+        self.wait_done(task_id)
+
+    def test_a_one_shot_tick_never_loads_the_blocking_reads(self):
+        node = self.new_node("w", merge(LONG, {}))
+        done = node.run("task_queue.py", "work", env={"PYTHONPROFILEIMPORTTIME": "1"})
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("distnode.tasks.worker", done.stderr, "the import profile is missing")
+        self.assertNotIn("distnode.run.wake", done.stderr)
+
+    def test_with_blocking_reads_off_it_polls(self):
+        node = self.worker(extra={"redis": {"blocking_reads": False}, "tasks": {"poll_interval_s": 0.2}})
+        wait_for(lambda: self.server.command("EXISTS", keys.task_stream()), 15, message="the worker's first tick")
+        task_id = self.submit(node, "--type", "true")
+        self.wait_done(task_id)
+        self.assertEqual(blocked_readers(self.server), [], "a blocking read with redis.blocking_reads false")
+
+    def test_an_idle_blocked_worker_runs_a_task_at_the_default_poll(self):
+        node = self.worker(extra={"node": {"heartbeat_interval": 10, "heartbeat_ttl": 30},
+                                  "tasks": {"poll_interval_s": 1}})
+        self.wait_blocked()
+        self.wait_done(self.submit(node, "--type", "true"))
+
+    def test_a_delayed_retry_runs_when_due_despite_long_periods(self):
+        node = self.worker(extra={"tasks": {"backoff_base_s": 2}})
+        self.wait_blocked()
+        task_id = self.submit(node, "--type", "flaky")
+        self.wait_done(task_id, 20)
+        self.assertEqual(self.server.command("HGET", keys.task(task_id), "attempts"), "2")
+
+    def test_a_foreground_node_runs_a_task_on_a_new_route_and_stops_at_once(self):
+        # reads that block 20 s (worker) and 60 s (election): a stop that waited for them would take that long
+        node = self.worker(extra={"node": {"labels": ["gpu"]}, "redis": {"socket_timeout": 40},
+                                  "election": {"lease_ttl": 100, "renew_interval": 60}},
+                           script=("node_manager.py", "run"))
+        self.wait_blocked()
+        task_id = self.submit(node, "--type", "true", "--require", "gpu")
+        self.wait_done(task_id)
+        proc = node.procs[0]
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(15), 0)  # interrupt_all() ended the blocked reads
+        self.assertEqual(blocked_readers(self.server), [])
 
 
 if __name__ == "__main__":

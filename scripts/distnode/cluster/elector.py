@@ -9,7 +9,9 @@ leader observed"). Where the lease lives is a store's business
 ``redis.instances``, its own steps R1-R5, announced into the data Redis).
 The elector keeps the node's memory (a file its processes share), fires the
 hooks and, with ``election.min_replicas_acked``, confirms a new term.
-``ElectionJob``, at the end, is the leader_election job's tick over it.
+The leader_election job's tick over it is ``cluster/election_job.py``; in a
+living process (``--loop``, ``--foreground``) it also waits between steps so
+that a follower steps the moment the lease is vacant.
 
 One step with a single Redis (one round trip: ``lua/elect.lua``, whose
 comments carry the same numbers):
@@ -91,7 +93,7 @@ from distnode.redis.errors import FencedError, ResponseError
 from distnode.redis.resp import text
 from distnode.redis.script import request_with_scripts
 
-__all__ = ["Elector", "ElectionJob", "Observation", "LEADER_OUTCOMES"]
+__all__ = ["Elector", "Observation", "LEADER_OUTCOMES"]
 
 
 class Elector:
@@ -104,6 +106,7 @@ class Elector:
         self.memory = Memory(ctx, self.node_id)
         self.data = SingleRedisStore(ctx, self.memory, local_state.instance_token(ctx.cfg.run_dir, self.node_id))
         self.store = self.data
+        self.replied_s = 0.0  # time.monotonic() when the last step's reply arrived (its PTTLs count from it)
         if ctx.cfg["redis"]["instances"]:
             # deferred: only Redlock users load it and random (~1.2 ms of every election tick, -X importtime)
             from distnode.cluster.redlock_store import RedlockStore
@@ -153,6 +156,7 @@ class Elector:
             return held_back
         led = self.memory.led_epoch  # the term this node led before this step (0: none)
         obs = self.store.acquire_or_renew()
+        self.replied_s = time.monotonic()
         if obs.outcome == "collision":
             self._observe(Observation("collision", "", obs.epoch, 0))  # not leader, whatever the other does
             raise NodeIdCollision(
@@ -304,24 +308,3 @@ class Elector:
             return None
         self.ctx.log.info("not electing: %s; %d of %d replicas connected now", note.get("reason"), connected, want)
         return Observation("unconfirmable", "", self.state.get("epoch", 0), 0)
-
-
-class ElectionJob:
-    """The leader_election job's tick (``run/jobs.py``), beside the elector as the heartbeat's is beside
-    membership: one step, logged. One Elector per process, kept between the ticks of a loop; when the
-    loop stops, ``stop`` gives the lease up at once."""
-
-    def __init__(self, ctx):
-        self.elector = Elector(ctx)
-
-    def __call__(self, ctx) -> dict:
-        obs = self.elector.try_acquire_or_renew()
-        # predecessor: this id's lease is an earlier process's term, waited out (at most one lease)
-        level = "info" if obs.outcome in ("acquired", "stepped_down", "predecessor") else "debug"
-        getattr(ctx.log, level)("election: %s (leader %s, epoch %d)", obs.outcome, obs.leader or "none", obs.epoch)
-        return dict(obs.as_dict(), node=ctx.node_id)
-
-    def stop(self, ctx) -> None:
-        """Release the lease at once, so another node takes over in one tick instead of one TTL."""
-        if self.elector.release():
-            ctx.log.info("released the lease on shutdown")

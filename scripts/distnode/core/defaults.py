@@ -44,6 +44,9 @@ TASK_RECLAIM_MAX_CALLS = 5  # reclaim calls per leader tick while batches come b
 TASK_PURGE_BATCH_TASKS = 500  # tasks one purge call examines
 TASK_LEASE_RENEW_FRACTION = 1 / 3.0  # of a task lease's ttl: a renewal every third of it
 TASK_LEASE_MARGIN_FRACTION = 0.2  # of the ttl: the handler is killed this much before Redis lets the lease go
+# how long a task's end latch (keys.task_ended) stays after the end (never past the record's tasks.done_ttl_s):
+# a waiter needs it only between reading the state and blocking; a later one reads the state
+TASK_END_LATCH_TTL_MS = 60 * 1000
 
 # -- child processes (procs/spawn.py) --
 CHILD_STOP_POLL_S = 0.1  # how often an owner checks its stop request (the supervisor waits on events)
@@ -82,3 +85,7 @@ LOCK_POLL_S = 0.1  # how often deregister looks again for a job lock held by ano
 # -- ./start-node.sh (run/installer.py, run/cron.py) --
 OPENCLAW_CLI_TIMEOUT_S = 90.0  # one call of the openclaw CLI (cron add, list, rm)
 SCRIPT_RUN_TIMEOUT_S = 120.0  # one run of the project's own script (a check, the status at the end)
+# A living follower steps this long past the PTTL its last step saw, counted from when that step's reply
+# arrived: Redis deems a key expired only once its clock is past the expiry, and a step that still finds
+# it (a local clock running fast) waits again (cluster/election_job.py).
+ELECTION_LAPSE_MARGIN_S = 0.002

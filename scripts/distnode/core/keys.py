@@ -146,6 +146,13 @@ def task_route(requirement: str) -> str:
     return TASKS + "route:" + requirement
 
 
+def task_ended(task_id: str) -> str:
+    """List with a PX TTL (``defaults.TASK_END_LATCH_TTL_MS``, at most the record's): the task's final
+    state (``done`` or ``dead``), pushed when it ends, deleted when it goes back to pending or is purged.
+    ``submit --wait`` blocks on it (BRPOPLPUSH onto itself: every waiter wakes, the element stays)."""
+    return TASKS + "ended:" + task_id
+
+
 def task_lease(task_id: str) -> str:
     """String with a PX TTL: the running attempt's lease, ``<token> <instance token>``. Set at the claim,
     renewed by the worker while the handler runs; a running attempt is moved only once it lapsed."""

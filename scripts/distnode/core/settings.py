@@ -121,6 +121,12 @@ SETTINGS = (
          "(65536), so a task's claim or `status` always fits",
       zh="一个回复最多占用的量（64 MiB）：bulk 字符串的字节数、每一行（`+`、`-`、`:`）的字节数，加上每个数组元素 64 字节，任意嵌套深度都计入；超过即协议错误。至少 2 MiB（2097152），"
          "这样共享状态的值（最多 1 MiB）总能放得下；并且至少为 `tasks.max_payload_bytes` + `tasks.result_max_bytes` + 64 KiB（65536），这样领取任务和 `status` 的回复总能放得下"),
+    S("redis", "blocking_reads", "bool", True,
+      en="a living job (`--loop`, `--foreground`) waits between ticks with blocking reads on a connection of its "
+         "own, and ticks the moment a task lands, a task ends (`submit --wait`) or a lease is released or lapses; "
+         "false: it sleeps its period, as a cron tick does",
+      zh="常驻的任务（`--loop`、`--foreground`）在两次 tick 之间用单独连接上的阻塞读等待，一旦有任务到达、任务结束"
+         "（`submit --wait`）或租约被释放、到期就立即 tick；为 false 时像 cron tick 一样睡满周期"),
     S("redis", "instances", "endpoints", [],
       en='independent Redis masters for a Redlock lease: `[{"host", "port", "password", "username", "db"}]`; only '
          "the lease and epoch live there (see [Production](production.md))",

@@ -160,6 +160,6 @@ DECODERS = {
     "redlock_claim": redlock_claim, "redlock_raise": flag, "redlock_release": flag,
     "redlock_announce": redlock_announce, "failover_scan": failover_scan, "leave": leave, "prune": id_list,
     "publish_state": publish_state, "state_read": state_read, "kv_set": kv_set, "kv_delete": kv_delete,
-    "kv_list": kv_list,
+    "kv_list": kv_list, "stream_ends": id_list,
 }
 

@@ -21,7 +21,9 @@
 -- ARGV[11] attempt lease key prefix (keys.task_lease(''))
 -- ARGV[12] attempt lease ms (node.heartbeat_ttl)
 -- ARGV[13] events maxlen
--- ARGV[14] claim nonce: new for each claim, the same when a claim is sent again ('' or absent: none)
+-- ARGV[14] claim nonce: new for each claim, the same when a claim is sent again ('': none)
+-- ARGV[15] the end latch's key prefix (keys.task_ended(''); include task_lib)
+-- ARGV[16] the end latch's ttl ms
 -- Reply: {task, waiting, interrupted}: task = {id, type, payload, attempt, max attempts,
 --   timeout ms, token, stream, entry id} (started, or found by its nonce) or {}; waiting = further
 --   delivered entries not started;
@@ -30,10 +32,11 @@
 redis.replicate_commands()
 local type_error = task_header(1, 1)
 if type_error then return type_error end
+end_latch(15)
 local collision = refused(KEYS[8], ARGV[10])
 if collision then return collision end
 EVENTS_KEY, EVENTS_MAXLEN = KEYS[9], ARGV[13]
-local instance, lease_pfx, lease_ms, nonce = ARGV[10], ARGV[11], tonumber(ARGV[12]), ARGV[14] or ''
+local instance, lease_pfx, lease_ms, nonce = ARGV[10], ARGV[11], tonumber(ARGV[12]), ARGV[14]
 
 -- The attempt an earlier send of this claim started: its lease and deadline run from now (its
 -- handler has not started), nothing else changes (the same attempt, token and count).

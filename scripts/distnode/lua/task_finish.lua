@@ -12,6 +12,8 @@
 -- ARGV[14] 1 if the result was truncated
 -- ARGV[15] bytes of output the handler wrote (kept or not)
 -- ARGV[16] instance token
+-- ARGV[17] the end latch's key prefix (keys.task_ended(''); include task_lib)
+-- ARGV[18] the end latch's ttl ms
 -- Reply: {'done'} | {'retry'} | {'dead'} | {'stale', current state, current token}
 --   (stale: the attempt was reclaimed or handed back meanwhile; nothing is overwritten),
 --   or a COLLISION error (include task_worker).
@@ -19,6 +21,7 @@
 redis.replicate_commands()
 local type_error = task_header(1, 1)
 if type_error then return type_error end
+end_latch(17)
 local collision = refused(KEYS[9], ARGV[16])
 if collision then return collision end
 local id, token, eid = ARGV[9], ARGV[10], ARGV[11]

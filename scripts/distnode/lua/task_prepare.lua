@@ -7,8 +7,10 @@
 -- ARGV[1..8] task header (include task_lib)
 -- ARGV[9] most retries to promote
 -- ARGV[10..] the labels the worker offers (its node.labels and capabilities)
--- Reply: {retries promoted, {requirement, ...}}: every requirement in the routes set whose
---   labels the worker all offers, sorted (the worker reads their streams from then on).
+-- Reply: {retries promoted, {requirement, ...}, ms until the earliest retry still delayed comes due
+--   (Redis's clock; 0: due now, more than ARGV[9] were; -1: none)}: the requirements are every one in
+--   the routes set whose labels the worker all offers, sorted (the worker reads their streams from
+--   then on); a worker that blocks between ticks wakes when that retry comes due.
 --- @include "task_lib"
 redis.replicate_commands()
 local type_error = task_header(1, 1)
@@ -35,4 +37,7 @@ for _, requirement in ipairs(redis.call('SMEMBERS', KEYS[8])) do
   if able then routes[#routes + 1] = requirement end
 end
 table.sort(routes)
-return {#due, routes}
+local next_due_ms = -1
+local earliest = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')
+if #earliest > 0 then next_due_ms = math.max(0, tonumber(earliest[2]) - NOW) end
+return {#due, routes, next_due_ms}

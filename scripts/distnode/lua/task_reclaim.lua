@@ -30,6 +30,8 @@
 -- ARGV[14] heartbeat key prefix
 -- ARGV[15] attempt lease key prefix (keys.task_lease(''))
 -- ARGV[16] events maxlen
+-- ARGV[17] the end latch's key prefix (keys.task_ended(''); include task_lib)
+-- ARGV[18] the end latch's ttl ms
 -- Reply: {more (1 if a batch was full), {id, outcome, reason, ...}}; FENCED error if not leader.
 --- @include "fence"
 --- @include "task_lib"
@@ -38,6 +40,7 @@ local fenced = fence(true)
 if fenced then return fenced end
 local type_error = task_header(4, 4)
 if type_error then return type_error end
+end_latch(17)
 local GRACE_MS, BATCH, HB_PFX, LEASE_PFX = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14], ARGV[15]
 EVENTS_KEY, EVENTS_MAXLEN = KEYS[12], ARGV[16]
 local grace_text = tostring(GRACE_MS / 1000) .. 's grace'

@@ -9,7 +9,7 @@ from distnode.lua.results import flag, id_list, result_type, text
 
 FIELDS = {
     "TaskSubmit": "outcome task_id target_known",
-    "TaskPrepare": "promoted routes",
+    "TaskPrepare": "promoted routes next_due_ms",
     "ClaimedTask": "task_id type payload attempt max_attempts timeout_ms token stream entry",
     "TaskClaim": "task waiting interrupted",
     "TaskFinish": "outcome state token",
@@ -33,7 +33,8 @@ def task_submit(reply) -> "TaskSubmit":
 
 
 def task_prepare(reply) -> "TaskPrepare":
-    return _task_type("TaskPrepare")(int(reply[0]), [text(r) for r in reply[1]])
+    """``next_due_ms``: until the earliest delayed retry comes due (Redis's clock), None when there is none."""
+    return _task_type("TaskPrepare")(int(reply[0]), [text(r) for r in reply[1]], None if reply[2] < 0 else reply[2])
 
 
 def _claimed(task) -> "ClaimedTask":

@@ -8,11 +8,14 @@
 -- ARGV[1..8] task header (include task_lib)
 -- ARGV[9] task id
 -- ARGV[10] how long the operation's record lives (ms; longer than the caller goes on retrying)
+-- ARGV[11] the end latch's key prefix (keys.task_ended(''); include task_lib)
+-- ARGV[12] the end latch's ttl ms
 -- Reply: {'ok'} (put back now, or by this operation before) | {'missing'} | {'not_dead', state}.
 --- @include "task_lib"
 redis.replicate_commands()
 local type_error = task_header(1, 1) or expect(KEYS[8], 'string')
 if type_error then return type_error end
+end_latch(11)
 local id = ARGV[9]
 if redis.call('GET', KEYS[8]) == id then return {'ok'} end
 local t = task_key(id)

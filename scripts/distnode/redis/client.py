@@ -46,6 +46,8 @@ class Redis:
         self.sentinel = sentinel
         self._resolved_at = None
         self._reused = False
+        self._in_flight = None  # the connection a request is using now (``interrupt``)
+        self._interrupted = False  # interrupt() ended the request under way: no resend
         # Sources of the scripts this client has run, so the server has them cached (script.py).
         self.known_scripts = set()
         if sentinel is not None:
@@ -122,10 +124,11 @@ class Redis:
         return exc is not None and reused and not isinstance(exc, (RedisTimeoutError, NotMasterError))
 
     def _send(self, commands, deadline_at: float) -> list:
-        conn = self._connection(deadline_at)
+        conn = self._in_flight = self._connection(deadline_at)
         try:
             replies = conn.request(commands, deadline_at)
         finally:
+            self._in_flight = None
             self._release(conn)
         self.round_trips += 1
         return replies
@@ -151,12 +154,13 @@ class Redis:
         kw = self._conn_kwargs
         deadline_at = time.monotonic() + kw.get("connect_timeout_s", DEFAULT_TIMEOUT_S) + \
             kw.get("socket_timeout_s", DEFAULT_TIMEOUT_S)
+        self._interrupted = False
         if self.sentinel is None:
             return self._send(commands, deadline_at)
         try:
             replies = self._send(commands, deadline_at)
         except RedisConnectionError as exc:
-            if not self._resend_after(exc, deadline_at):
+            if self._interrupted or not self._resend_after(exc, deadline_at):
                 raise
             return self._send(commands, deadline_at)
         if any(isinstance(r, ReadOnlyError) for r in replies) and self._resend_after(None, deadline_at):
@@ -169,6 +173,13 @@ class Redis:
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    def interrupt(self) -> None:
+        """From another thread: end the request under way (a blocking read) with a connection fault."""
+        self._interrupted = True
+        conn = self._in_flight
+        if conn is not None:
+            conn.shut_down()
 
     def close(self) -> None:
         while self._idle:

@@ -179,6 +179,15 @@ class Connection:
         self._sock = None
         self._parser = None
 
+    def shut_down(self) -> None:
+        """End a request another thread is blocked in: its read sees the connection end at once."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def request(self, commands, deadline_at: float = None) -> list:
         """Send commands in one write, read one reply each (errors in place).
 

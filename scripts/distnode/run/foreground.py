@@ -29,7 +29,7 @@ from distnode.core import defaults
 from distnode.core import log as log_mod
 from distnode.core.errors import NodeIdCollision, TickError
 from distnode.redis.errors import RedisError
-from distnode.run import jobs, lock, ticks
+from distnode.run import jobs, lock, ticks, wake
 from distnode.run.context import Context
 
 
@@ -79,6 +79,16 @@ class BeatWatch:
             return "no heartbeat succeeded for %.0fs (node.heartbeat_ttl %gs)" % (age_s, self.ttl_s)
         return None
 
+    def paused_sleeps(self, wait):
+        """The worker's ``wait`` that sleeps its period while the worker is paused: a blocking read
+        would read past the tasks that land meanwhile, and claiming would resume only at its end."""
+        def paused_or_wait(ctx, seconds):
+            if self.why_paused() is not None:
+                ctx.sleep(seconds)
+            else:
+                wait(ctx, seconds)
+        return paused_or_wait
+
     def gated(self, tick):
         """``tick`` that is skipped (and says so once) while the heartbeat does not work."""
         state = {"paused": False}
@@ -100,12 +110,12 @@ class BeatWatch:
         return work
 
 
-def _job(ctx, tick, period_s: float) -> None:
+def _job(ctx, tick, period_s: float, wait) -> None:
     """One job's thread: ``ticks.run_loop`` (which survives every tick's exception), restarted should
     the loop itself ever raise, so a job never ends before the process is told to stop."""
     while not ctx.stopping:
         try:
-            ticks.run_loop(ctx, tick, period_s)
+            ticks.run_loop(ctx, tick, period_s, wait=wait)
         except BaseException as exc:  # the top of a long-running job
             try:
                 ctx.log.error("job loop failed: %s: %s; restarting it", type(exc).__name__, exc)
@@ -160,13 +170,17 @@ def run(ctx) -> dict:
         job_ctx = Context(job.name, cfg, log_mod.for_config(job.name, cfg, console=ctx.log.console),
                           {"--loop": True})
         job_ctx.stop_event = stop
-        tick = _guarded(job, jobs.Tick(job), watch, handed_back)  # made at its first call, in run_loop
-        thread = threading.Thread(target=_job, args=(job_ctx, tick, job.period_s(cfg)), name=job.name, daemon=True)
+        made = jobs.Tick(job)  # made at its first call, in run_loop
+        tick = _guarded(job, made, watch, handed_back)
+        wait = watch.paused_sleeps(made.wait) if job.name == "task_queue" else made.wait
+        thread = threading.Thread(target=_job, args=(job_ctx, tick, job.period_s(cfg), wait), name=job.name,
+                                  daemon=True)
         threads.append((thread, job_ctx))
 
     def on_signal(signum, _frame):
         ctx.log.info("got %s: stopping every job, then leaving the cluster", signal.Signals(signum).name)
         stop.set()
+        wake.interrupt_all()  # a job blocked on Redis (run/wake.py) stops now, not when its read ends
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -66,13 +66,13 @@ JOBS = (
     Job("heartbeat", ("heartbeat.py",), "tell the cluster this node is alive",
         lambda cfg: cfg.heartbeat_interval_s, "distnode.cluster.membership:tick"),
     Job("leader_election", ("leader_election.py",), "renew or take the leader lease",
-        lambda cfg: cfg.renew_interval_s, "distnode.cluster.elector:ElectionJob"),
+        lambda cfg: cfg.renew_interval_s, "distnode.cluster.election_job:ElectionJob"),
     Job("failover_manager", ("failover_manager.py",), "leader: mark dead nodes offline, reclaim their tasks",
         lambda cfg: cfg.heartbeat_interval_s, "distnode.cluster.failover:step"),
     Job("state_sync", ("state_sync.py", "tick"), "publish / mirror the cluster snapshot",
         lambda cfg: cfg.heartbeat_interval_s, "distnode.cluster.cluster_state:sync"),
     Job("task_queue", ("task_queue.py", "work"), "run queued tasks on this node",
-        lambda cfg: cfg["tasks"]["poll_interval_s"], "distnode.tasks.worker:work_tick", worker_tick_s),
+        lambda cfg: cfg["tasks"]["poll_interval_s"], "distnode.tasks.worker:WorkerJob", worker_tick_s),
 )
 
 NAMES = tuple(job.name for job in JOBS)
@@ -113,6 +113,15 @@ class Tick:
             target = load_tick(self.job)
             self.made = target(ctx) if isinstance(target, type) else target
         return self.made(ctx)
+
+    def wait(self, ctx, seconds: float) -> None:
+        """Between two ticks of a loop: the made tick's ``wait(ctx, seconds)`` if it has one (it may
+        return early: ``run/wake.py``), else ``ctx.sleep(seconds)``."""
+        own = getattr(self.made, "wait", None)
+        if own is None:
+            ctx.sleep(seconds)
+        else:
+            own(ctx, seconds)
 
     def stop(self, ctx) -> None:
         """The made tick's ``stop(ctx)``, if it was made and has one (see the module docstring)."""

@@ -64,8 +64,12 @@ def run(ctx: Context, job: jobs.Job):
         os.close(fd)  # releases the flock (main() may run more than once per process)
 
 
-def run_loop(ctx: Context, tick, period_s: float, fatal=()) -> None:
+def run_loop(ctx: Context, tick, period_s: float, fatal=(), wait=None) -> None:
     """Tick every ``period_s`` until ``ctx.stopping``; a failed tick is logged, never fatal.
+
+    Between ticks it calls ``wait(ctx, seconds)`` with what is left of the period (default: the
+    tick's own ``wait`` if it has one, else ``ctx.sleep``); a wait may return early, when something
+    landed in Redis that the next tick must see (``run/wake.py``). After a failed tick it sleeps.
 
     Every exception a tick raises is survived (a full disk, a bug): an expected one is one
     line in the log and on the console, anything else also leaves its traceback in the log;
@@ -74,11 +78,15 @@ def run_loop(ctx: Context, tick, period_s: float, fatal=()) -> None:
     for the other jobs of a ``--foreground`` process.
     """
     ctx.log.info("loop mode: a tick every %gs", period_s)
+    if wait is None:
+        wait = getattr(tick, "wait", None) or _sleep
     while not ctx.stopping:
         started = time.monotonic()
+        pause = _sleep
         try:
             cli.emit(ctx, ctx.retried(tick, ctx))
             ctx.failures_in_a_row, ctx.last_ok_s = 0, time.monotonic()
+            pause = wait
         except (KeyboardInterrupt, SystemExit, WakeUp, UsageError, ConfigError):
             raise  # a stop, or bad input that no later tick fixes: exit 2 at once
         except fatal:
@@ -93,7 +101,12 @@ def run_loop(ctx: Context, tick, period_s: float, fatal=()) -> None:
                               config_mod.log_dir_fault(ctx.cfg.log_dir, exc))
             else:
                 _log_unexpected(ctx, exc)
-        ctx.sleep(period_s - (time.monotonic() - started))
+        if not ctx.stopping:
+            pause(ctx, period_s - (time.monotonic() - started))
+
+
+def _sleep(ctx: Context, seconds: float) -> None:
+    ctx.sleep(seconds)
 
 
 def _log_unexpected(ctx: Context, exc: BaseException) -> None:

@@ -29,7 +29,9 @@ its index ``openclaw:tasks:state:<state>``, a sorted set)::
   deadline). The entry stays in the worker's pending entries list (PEL)
   until the outcome is stored.
 - ``done``: the result (stdout, capped) is stored; ``dead``: attempts used up,
-  the last error is stored and a copy goes to ``openclaw:tasks:dead``.
+  the last error is stored and a copy goes to ``openclaw:tasks:dead``. Either
+  end also fills the task's end latch (``keys.task_ended``) in the same
+  script, which ``submit --wait`` blocks on; leaving done/dead deletes it.
 
 Transitions, each atomic:
 - submit (task_submit): hash + pending index + entry (+ idempotency key).

@@ -10,7 +10,7 @@ from distnode import lua
 from distnode.core import defaults
 from distnode.core import keys
 from distnode.tasks import agent_task
-from distnode.tasks.common import GROUP, STATES, ms, raise_errors, run_script
+from distnode.tasks.common import GROUP, STATES, end_latch, ms, raise_errors, run_script
 
 INT_FIELDS = ("attempts", "runs", "max_attempts", "output_bytes", "payload_bytes")
 TIME_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "due_ms", "deadline_ms")
@@ -106,7 +106,7 @@ def retry(ctx, task_id: str, op) -> str:
     ``op`` (run.context.Operation) names this retry: sent again with the same ``op`` after
     it put the task back (its reply lost), it answers 'ok' again, not the task's new state.
     """
-    result = run_script(ctx, "task_retry", (keys.task_op(op.token),), (task_id, op.record_ttl_ms))
+    result = run_script(ctx, "task_retry", (keys.task_op(op.token),), (task_id, op.record_ttl_ms) + end_latch())
     if result.outcome == "ok":
         ctx.log.info("task %s is back in the queue", task_id)
         return "ok"
@@ -117,7 +117,8 @@ def purge(ctx, state: str, older_than_s: float) -> int:
     """Delete ``state`` (done or dead) tasks that ended at least ``older_than_s`` ago; return the count."""
     removed = 0
     while True:
-        result = run_script(ctx, "task_purge", (), (state, ms(older_than_s), defaults.TASK_PURGE_BATCH_TASKS))
+        result = run_script(ctx, "task_purge", (),
+                            (state, ms(older_than_s), defaults.TASK_PURGE_BATCH_TASKS) + end_latch())
         removed += result.deleted
         if result.examined < defaults.TASK_PURGE_BATCH_TASKS:
             break

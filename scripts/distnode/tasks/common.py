@@ -7,6 +7,7 @@ stream length): ``header`` builds them once, from this node's config.
 """
 
 from distnode import lua
+from distnode.core import defaults
 from distnode.core import keys
 from distnode.core import local_state
 from distnode.core.errors import NodeIdCollision
@@ -40,6 +41,12 @@ def header(ctx) -> tuple:
     args = (ctx.node_id, GROUP, keys.task(""), keys.task_idempotency(""), ms(t["backoff_base_s"]),
             ms(t["backoff_max_s"]), max(1, ms(t["done_ttl_s"])), t["stream_maxlen"])
     return ks, args
+
+
+def end_latch() -> tuple:
+    """The ARGV a script that may end a task, or take an ended one back or away, passes last
+    (``end_latch`` in lua/include/task_lib.lua): the latch key prefix and the latch's ttl ms."""
+    return keys.task_ended(""), defaults.TASK_END_LATCH_TTL_MS
 
 
 def run_script(ctx, name: str, extra_keys=(), extra_args=()):

@@ -16,7 +16,7 @@ from distnode import lua
 from distnode.core import defaults
 from distnode.core import keys
 from distnode.redis.errors import FencedError
-from distnode.tasks.common import header, instance, ms, outcome_text
+from distnode.tasks.common import end_latch, header, instance, ms, outcome_text
 
 
 
@@ -31,7 +31,7 @@ def reclaim(ctx, epoch: int) -> int:
                              (keys.leader(), keys.epoch(), keys.term()) + ks + (keys.task_sweep(), keys.events()),
                              (ctx.node_id, str(epoch), instance(ctx)) + args
                              + (grace_ms, defaults.TASK_RECLAIM_BATCH_ITEMS, keys.heartbeat(""), keys.task_lease(""),
-                                ctx.cfg["cluster"]["events_maxlen"]))
+                                ctx.cfg["cluster"]["events_maxlen"]) + end_latch())
         except FencedError as exc:
             ctx.log.warning("task reclaim refused: %s", exc)
             return moved

@@ -17,11 +17,11 @@ from distnode.core import config
 from distnode.core.defaults import WAIT_POLL_FIRST_S, WAIT_POLL_MAX_S  # --wait's pauses, as state_sync watch's
 from distnode.core import keys
 from distnode.core.errors import TickError
-from distnode.redis.errors import CollisionError
+from distnode.redis.errors import CollisionError, RedisTimeoutError, ResponseError
 from distnode.redis.script import request_with_scripts
 from distnode.tasks import admin
 from distnode.tasks import routes
-from distnode.tasks.common import FINAL_STATES, collision, header, ms
+from distnode.tasks.common import FINAL_STATES, collision, header, ms, raise_errors
 
 MAX_KEY_LEN = 256        # an idempotency key's characters
 LIVE_STATES = ("online", "suspect")
@@ -50,9 +50,10 @@ def submit(ctx, task_type: str, payload: str, target: str = "", key: str = "", m
     task_id = task_id or new_task_id()
     needs = routes.requirement(task_type, requires)
     ks, args = header(ctx)
-    call = (lua.script("task_submit"), ks + (routes.stream_for(target, needs), keys.nodes(), keys.task_routes()),
+    call = (lua.script("task_submit"), ks + (routes.stream_for(target, needs), keys.nodes(), keys.task_routes(),
+                                              keys.events()),
             args + (task_id, task_type, payload, target, key, max_attempts or t["default_max_attempts"],
-                    max(1, ms(timeout_s or t["default_timeout_s"])), needs))
+                    max(1, ms(timeout_s or t["default_timeout_s"])), needs, ctx.cfg["cluster"]["events_maxlen"]))
     result = lua.decode("task_submit", _send(ctx, call, key))
     created = result.outcome == "created" or result.task_id == task_id
     if created:
@@ -114,23 +115,74 @@ def able_nodes(ctx, needs: str, target: str = "") -> tuple:
 
 
 def wait(ctx, task_id: str, deadline_s: float = None, sleep=time.sleep, clock=time.monotonic):
-    """Poll until the task is done or dead, or ``clock()`` passes ``deadline_s`` (None: no limit).
+    """Until the task is done or dead, or ``clock()`` passes ``deadline_s`` (None: no limit).
 
     Returns the task's record (admin.status); its state is still pending or
     running if the deadline passed first, and it stays queued. None if there
-    is no such task (never submitted, or purged). One HGET per poll; the
-    pause doubles from WAIT_POLL_FIRST_S to WAIT_POLL_MAX_S.
+    is no such task (never submitted, or purged).
+
+    With ``redis.blocking_reads`` (the default) it wakes when the task ends,
+    not on a poll: after one HGET of the state, each request blocks on the
+    task's end latch (``keys.task_ended``) and reads the state again, in one
+    round trip (the block first, the state read after it). The latch gets its element in the same script that ends the
+    task, and BRPOPLPUSH pushes it back onto the same list, so an end at any
+    moment after the first HGET wakes this waiter and every other one. A block
+    lasts whole seconds (Redis 5 takes no fraction), at most half of
+    ``redis.socket_timeout`` (its reply is due within it) and never past the
+    deadline. It runs on the command's own connection (``ctx.redis``): a
+    command is no tick, nothing of this process queues behind it. With under
+    a second left, or blocking_reads false, or once Redis refused the block
+    (an ACL without BRPOPLPUSH, a demoted master, a latch of another type) or
+    held it past its due time, it polls: one HGET per poll, the pause doubling
+    from WAIT_POLL_FIRST_S to WAIT_POLL_MAX_S.
     """
+    max_block_s = int(ctx.cfg.socket_timeout_s / 2) if ctx.cfg["redis"]["blocking_reads"] else 0
     pause_s = WAIT_POLL_FIRST_S
+    state = _look(ctx, task_id)  # alone: a task that ended longer ago than its latch lives must not block
     while True:
-        state = ctx.redis.execute("HGET", keys.task(task_id), "state")
-        if state is None or state.decode() in FINAL_STATES:
+        if state is None or state in FINAL_STATES:
             return admin.status(ctx, task_id)
         left_s = None if deadline_s is None else deadline_s - clock()
+        block_s = max_block_s if left_s is None else min(max_block_s, int(max(left_s, 0)))
+        if block_s:
+            try:
+                state, ended = _block(ctx, task_id, block_s)
+            except (ResponseError, RedisTimeoutError) as exc:
+                # refused (an ACL without BRPOPLPUSH, a demoted master, a latch of another type) or held
+                # past its reply's due time (CLIENT PAUSE): poll for the rest of this wait, as before
+                ctx.log.warning("waiting for task %s by polling: blocking on %s failed: %s", task_id,
+                                keys.task_ended(task_id), exc)
+                max_block_s, state, ended = 0, _look(ctx, task_id), False
+            if not ended:
+                continue  # the state was read after the block: an end without a latch is seen now
+            rec = admin.status(ctx, task_id)
+            if rec is None or rec["state"] in FINAL_STATES:
+                return rec
+            # woken, yet not ended: retried and ended again in between, or a latch nothing deleted: poll once
         if left_s is not None and left_s <= 0:
             return admin.status(ctx, task_id)
         sleep(pause_s if left_s is None else min(pause_s, left_s))
         pause_s = min(pause_s * 2, WAIT_POLL_MAX_S)
+        state = _look(ctx, task_id)
+
+
+def _look(ctx, task_id: str):
+    """The task's state, or None without a record."""
+    state = ctx.redis.execute("HGET", keys.task(task_id), "state")
+    return state.decode() if state is not None else None
+
+
+def _block(ctx, task_id: str, block_s: int) -> tuple:
+    """Block up to ``block_s`` whole seconds on the task's end latch, then read its state, in one round
+    trip: (the state after the block, True if the latch woke it). An end since the caller last read the
+    state left the latch's element, so the block returns at once; an end that wrote no latch (a node of
+    an older release) is in the state read after it."""
+    latch = keys.task_ended(task_id)
+    woken, state = ctx.redis.request([("BRPOPLPUSH", latch, latch, block_s), ("HGET", keys.task(task_id), "state")])
+    if isinstance(woken, ResponseError):
+        raise woken
+    raise_errors([state])
+    return (state.decode() if state is not None else None), woken is not None
 
 
 def check_payload_size(ctx, size: int, where: str, exact: bool = True) -> None:

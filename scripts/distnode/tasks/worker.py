@@ -8,7 +8,9 @@ Guarantees: an attempt is stored only under its own token (a reclaimed or
 handed-back attempt's late outcome changes nothing: "stale"); an attempt
 whose worker stopped it is handed back, not counted as failed; a request
 whose reply was lost on the wire is sent again and finds its own result (a
-claim its attempt, a finish its stored outcome).
+claim its attempt, a finish its stored outcome). A living worker (``WorkerJob``)
+blocks between ticks and ticks the moment a task lands; a one-shot tick costs
+what it did.
 """
 
 import os
@@ -23,7 +25,7 @@ from distnode.redis.script import request_with_scripts
 from distnode.tasks import agent_task
 from distnode.tasks import handler
 from distnode.tasks import routes
-from distnode.tasks.common import GROUP, collision, header, instance, ms, outcome_text, run_script
+from distnode.tasks.common import GROUP, collision, end_latch, header, instance, ms, outcome_text, run_script
 
 OUTCOMES = ("done", "retry", "dead", "stale", "requeued")
 
@@ -44,8 +46,8 @@ class Task:
 def work_tick(ctx) -> dict:
     """One worker tick: claim and run tasks one at a time, then return.
 
-    Stops after ``tasks.max_per_tick`` tasks (not in loop mode, where an idle
-    poll waits ``tasks.poll_interval_s`` instead), when ``tasks.tick_budget_s``
+    Stops after ``tasks.max_per_tick`` tasks (not in loop mode, where the
+    next tick follows at once: ``WorkerJob.wait``), when ``tasks.tick_budget_s``
     has passed (a running task is finished first), when the queue is empty,
     or on SIGTERM. An empty queue costs one round trip (two in the tick
     that learns of a new route this node qualifies for).
@@ -79,6 +81,82 @@ def work_tick(ctx) -> dict:
     return dict(counts, node=ctx.node_id, released=len(released))
 
 
+class WorkerJob:
+    """The task_queue job's tick (``run/jobs.py``): ``work_tick``, and between two ticks of a living
+    process (``--loop``, ``--foreground``) a wait that ends as soon as there may be a task to claim.
+
+    With ``redis.blocking_reads`` false, and always for a one-shot tick (which never loads
+    run/wake.py), it sleeps what is left of ``tasks.poll_interval_s``. Otherwise it blocks
+    (``run/wake.py``: XREAD BLOCK on a connection of its own, never the tick's) on the streams this
+    worker reads and on the cluster events, and the next tick comes:
+    - at once after a tick that ran a task: it may have stopped at ``tasks.tick_budget_s`` with
+      more queued (one round trip first, to read where each stream ends);
+    - when an entry lands on one of its task streams, or a ``route_added`` event names a route
+      whose labels this node all offers (task_submit.lua: a stream it does not read yet);
+    - when the earliest delayed retry comes due (task_prepare.lua's ``next_due_ms``, by Redis's clock);
+    - at the latest max(``tasks.poll_interval_s``, ``node.heartbeat_interval``) after the last tick:
+      a safety net for what no stream announces (an attempt of this node whose lease lapsed, which
+      the next claim counts as interrupted) and for a Redis that lost what was written to it.
+
+    Round trips an idle worker makes, at the defaults (poll 1 s, heartbeat 10 s, socket timeout
+    5 s): a block lasts at most max(socket_timeout / 2, poll_interval) = 2.5 s, so each 10 s safety
+    period is 4 XREADs and one idle tick (one round trip): 30 a minute, where polling every
+    poll_interval_s made 60. In general 60 / max(socket_timeout / 2, poll_interval) + 60 /
+    max(poll_interval, heartbeat_interval) a minute: never more than twice polling's 60 /
+    poll_interval, and less whenever socket_timeout / 2 is over the poll period. A Redis gone silent
+    is noticed within the block plus half the socket timeout.
+    """
+
+    def __init__(self, ctx):
+        self.watch = None  # run/wake.StreamWatch, made at the first blocking wait
+        self.ran = False  # the last tick ran a task
+
+    def __call__(self, ctx) -> dict:
+        result = work_tick(ctx)
+        self.ran = result["ran"] > 0
+        return result
+
+    def wait(self, ctx, seconds: float) -> str:
+        """Until the next tick (see the class docstring); ``seconds``: what is left of the poll period.
+        Why it returned: "slept" (no blocking reads), or ``wake.wait``'s reason."""
+        refused = self.watch is not None and not self.watch.usable  # Redis refused a read: sleep for a while
+        if not (ctx.loop and ctx.cfg["redis"]["blocking_reads"]) or refused:
+            ctx.sleep(seconds)
+            return "slept"
+        from distnode.run import wake  # deferred: a one-shot tick never waits (~0.3 ms to load)
+        if self.watch is None:
+            # a block never shorter than the poll period: blocking never costs more reads than polling
+            self.watch = wake.StreamWatch(ctx, block_max_s=max(ctx.cfg.socket_timeout_s / 2,
+                                                               ctx.cfg["tasks"]["poll_interval_s"]))
+        if self.ran:
+            # the tick read past a backlog: the old positions would wake a tick per hundred entries it
+            # already handled, so read where each stream ends instead (wake.wait then returns "primed")
+            self.ran = False  # once: a tick the foreground skips (no heartbeat) runs nothing
+            self.watch.forget()
+        until_s = time.monotonic() + max(ctx.cfg["tasks"]["poll_interval_s"], ctx.cfg.heartbeat_interval_s)
+        due_s = getattr(ctx, "next_retry_s", None)
+        if due_s is not None:
+            until_s = min(until_s, due_s)
+            ctx.next_retry_s = None  # used once: the next tick reads it anew (a skipped one must not spin)
+        events, offered = keys.events(), set(routes.offered_labels(ctx))
+
+        def wakes(entry) -> bool:
+            if entry.stream != events:
+                return True  # a task stream: every entry is a task to claim (or already claimed)
+            return entry.fields.get("type") == "route_added" and \
+                set(entry.fields.get("detail", "").split(",")) <= offered
+        why = "stopping" if ctx.stopping else wake.wait(ctx, self.watch, routes.worker_streams(ctx) + [events],
+                                                        until_s, wakes)
+        if ctx.stopping:
+            self.stop(ctx)
+        return why
+
+    def stop(self, ctx) -> None:
+        """Close the blocking connection (the loop ended)."""
+        if self.watch is not None:
+            self.watch.close()
+
+
 def claim(ctx, streams: list, read_new: bool):
     """Claim one task: (Task or None, entries still waiting here, ids of interrupted attempts).
 
@@ -103,13 +181,16 @@ def claim(ctx, streams: list, read_new: bool):
                      + tuple(streams) + (">",) * len(streams))
     items.append((lua.script("task_claim"), ks + (keys.nodes(), keys.events()) + tuple(streams),
                   args + (defaults.TASK_CLAIM_SCAN_ENTRIES, instance(ctx), keys.task_lease(""),
-                          ms(handler.lease_ttl_s(ctx)), ctx.cfg["cluster"]["events_maxlen"], nonce)))
+                          ms(handler.lease_ttl_s(ctx)), ctx.cfg["cluster"]["events_maxlen"], nonce) + end_latch()))
     sent_at = time.monotonic()  # the attempt lease runs from no earlier than this
     replies = request_with_scripts(ctx.redis, items)
     ctx.claim_nonce = None  # answered: the next claim is a new one
     _raise_claim_errors(ctx, replies, read_new)
     if read_new:
-        routes.learn_routes(ctx, lua.decode("task_prepare", replies[0]).routes)
+        prepared = lua.decode("task_prepare", replies[0])
+        routes.learn_routes(ctx, prepared.routes)
+        # measured from the reply's arrival, after Redis read its clock: waking then is never early
+        ctx.next_retry_s = None if prepared.next_due_ms is None else time.monotonic() + prepared.next_due_ms / 1000.0
     result = lua.decode("task_claim", replies[-1])
     for task_id, outcome in result.interrupted:
         ctx.log.warning("task %s: an earlier attempt on this node was interrupted; %s", task_id,
@@ -182,7 +263,8 @@ def finish(ctx, task: Task, ok: bool, output: bytes, error: str, out_bytes: int 
     body = output[:max_bytes] if ok else error.encode("utf-8", "replace")
     out_bytes = len(output) if out_bytes is None else out_bytes
     args = (task.id, task.token, task.entry, "ok" if ok else "fail", body,
-            1 if ok and (len(output) > max_bytes or out_bytes > len(output)) else 0, out_bytes, instance(ctx))
+            1 if ok and (len(output) > max_bytes or out_bytes > len(output)) else 0, out_bytes,
+            instance(ctx)) + end_latch()
     retries = ctx.cfg["node"]["retry_count"]
     for attempt in range(retries + 1):
         try:

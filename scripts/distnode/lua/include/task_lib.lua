@@ -16,6 +16,7 @@ local IDX_PENDING, IDX_RUNNING, IDX_DONE, IDX_DEAD, DELAYED, DEAD_STREAM, STREAM
 local ME, GROUP, TASK_PFX, IDEM_PFX, BACKOFF_BASE_MS, BACKOFF_MAX_MS, DONE_TTL_MS, STREAM_MAXLEN
 local NOW
 local EVENTS_MAXLEN = 0
+local ENDED_PFX, ENDED_TTL_MS
 
 local function task_header(k, a)
   IDX_PENDING, IDX_RUNNING, IDX_DONE, IDX_DEAD = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
@@ -123,9 +124,34 @@ local function expire_record(t)
   if key and key ~= '' then redis.call('PEXPIRE', IDEM_PFX .. key, DONE_TTL_MS) end
 end
 
+-- The end latch (keys.task_ended): a list that holds the final state once a task ended, so that
+-- `submit --wait` (tasks/submit.py), blocked on it with BRPOPLPUSH onto itself, wakes at once, and
+-- every other waiter after it (the element stays). It lives ENDED_TTL_MS, never past the record.
+-- A script that may end a task, or take an ended one back or away, calls end_latch(a) after
+-- task_header: ARGV[a] the latch key prefix, ARGV[a + 1] its ttl ms. to_done and to_dead fail
+-- loudly without it. The others (submit, release, prepare) need none: they move only tasks that
+-- never ended, or whose latch is gone (purged with the record, or expired no later than it).
+local function end_latch(a) ENDED_PFX, ENDED_TTL_MS = ARGV[a], tonumber(ARGV[a + 1]) end
+
+local function mark_ended(id, state)
+  local latch = ENDED_PFX .. id
+  redis.call('DEL', latch)  -- one element, the last end's; whatever stood under the name (a stale key) goes
+  -- pcall: an ACL user of an older release without list commands still ends the task (waiters then
+  -- see the end when their block runs out)
+  if type(redis.pcall('RPUSH', latch, state)) == 'number' then
+    redis.pcall('PEXPIRE', latch, math.min(ENDED_TTL_MS, DONE_TTL_MS))
+  end
+end
+
+-- A task leaving done/dead (retry, purge): a waiter of its next run must not wake on the old end.
+local function forget_end(id)
+  if ENDED_PFX then redis.call('DEL', ENDED_PFX .. id) end
+end
+
 -- -> pending: a new stream entry now, or the delayed zset when a backoff applies.
 local function to_pending(id, delay_ms)
   local t = task_key(id)
+  forget_end(id)
   redis.call('ZREM', IDX_RUNNING, id)
   redis.call('ZADD', IDX_PENDING, NOW, id)
   redis.call('HSET', t, 'state', 'pending', 'entry', '', 'updated_ms', NOW)
@@ -148,6 +174,7 @@ local function to_done(id, result, truncated)
   redis.call('ZREM', IDX_RUNNING, id)
   redis.call('ZADD', IDX_DONE, NOW, id)
   expire_record(t)
+  mark_ended(id, 'done')
 end
 
 local function to_dead(id, reason)
@@ -163,6 +190,7 @@ local function to_dead(id, reason)
   redis.call('ZREM', DELAYED, id)
   redis.call('ZADD', IDX_DEAD, NOW, id)
   expire_record(t)
+  mark_ended(id, 'dead')
 end
 
 -- An attempt ended without a result: retry after a backoff, or dead-letter once attempts are used up.
