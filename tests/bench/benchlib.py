@@ -13,11 +13,13 @@ Rules the helpers enforce, so each section does not have to:
   (Redis writes at most 64 KiB per event, so a larger reply counts more).
 """
 
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -65,6 +67,33 @@ def summary(values) -> dict:
     mid = len(vals) // 2
     median = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
     return {"median": median, "min": vals[0], "max": vals[-1], "n": len(vals)}
+
+
+def percentiles(values) -> dict:
+    """{"p50", "p90", "p99", "max", "min", "n"} of a list of numbers (None dropped), by nearest rank:
+    the p-th percentile is the smallest value at least p% of the samples do not exceed (with fewer
+    than 100 samples the p99 is the max)."""
+    vals = sorted(v for v in values if v is not None)
+    out = {"n": len(vals), "min": vals[0] if vals else None, "max": vals[-1] if vals else None}
+    for p in (50, 90, 99):
+        out["p%d" % p] = vals[max(0, math.ceil(p / 100.0 * len(vals)) - 1)] if vals else None
+    return out
+
+
+def ms(value, digits: int = 1) -> str:
+    """Seconds as milliseconds (``12.3``), or ``-`` for None."""
+    return "-" if value is None else ("%%.%df" % digits) % (value * 1000.0)
+
+
+def verdict(ok) -> str:
+    """A goal column: "met", "missed", or "-" when nothing was measured."""
+    return "-" if ok is None else "met" if ok else "missed"
+
+
+# Trials whose figures are milliseconds (a handover, a task's latency) and the bursts of process
+# starts that would spoil them (restarting a node) hold this lock, so the sections that run side by
+# side (the clusters of bench_handover, bench_failover's cases) never overlap one another's.
+QUIET = threading.Lock()
 
 
 def fmt(stat: dict, digits: int = 1, unit: str = "") -> str:

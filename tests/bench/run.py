@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """The benchmark suite: every hot path against its floor, its peer and its limit, from one command.
 
-    python3 tests/bench/run.py            # full run, about 5 minutes; saves results/*.json and failover.svg
-    python3 tests/bench/run.py --quick    # about 2 minutes, fewer rounds and trials
-    python3 tests/bench/run.py --smoke    # every section once, quickly (checks the suite itself)
+    python3 tests/bench/run.py            # full run, about 15 minutes; saves results/*.json and failover.svg
+    python3 tests/bench/run.py --quick    # about 6 minutes, fewer rounds and trials
+    python3 tests/bench/run.py --smoke    # every section once, quickly (checks the suite itself; about 50 s)
 
 Sections: 1 tick cost, 2 round trips per tick, 3 client throughput, 4 failover
 times, 5 scale (failover tick and status with 100 to 10,000 members; task
-throughput and latency beside rq). Prints Markdown tables (kept under "Latest
+throughput and latency beside rq), 6 living processes (issue 15; each figure
+with ``redis.blocking_reads`` on, the default, beside it off, today's polling,
+in the same run): ``latency`` (6a submit-to-done distribution beside rq, 6b
+``submit --wait``), ``handover`` (6c graceful handover, 6d crash failover at
+the shipped intervals, loop and foreground) and ``idle`` (6e CPU and round
+trips of an idle foreground node). Prints Markdown tables (kept under "Latest
 results" in docs/en/performance.md and docs/zh/performance.md, pasted by hand) and
 writes the raw runs as JSON under tests/bench/results/.
 
@@ -32,19 +37,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib  # noqa: E402  (puts tests/ and scripts/ on sys.path)
 
-SECTIONS = ("ticks", "trips", "client", "scale", "tasks", "failover")
+SECTIONS = ("ticks", "trips", "client", "scale", "tasks", "failover", "latency", "handover", "idle")
 PEER_PACKAGES = ("redis", "hiredis", "rq")
+
+# The smoke run's intervals for section 6 (heartbeat 1 s, lease 3 s): it checks the suite, not the figures.
+SHORT = {"node": {"heartbeat_interval": 1, "heartbeat_ttl": 3}, "redis": {"connect_timeout": 1, "socket_timeout": 1}}
 
 MODES = {
     "full": {"tick_rounds": 30, "tick_warmup": 3, "importtime_repeats": 7, "client_rounds": 5, "client_seconds": 1.0,
              "bench_requests": 200000, "scale_sizes": (100, 1000, 10000), "scale_rounds": 5, "tasks": 200,
-             "latency_samples": 10, "failover_fg": [(1, 3, 20), (2, 6, 5)], "failover_bg": [(10, 30, 3)]},
+             "latency_samples": 10, "failover_fg": [(1, 3, 20), (2, 6, 5)], "failover_bg": [(10, 30, 3)],
+             "dist_samples": 200, "wait_samples": 100, "idle_s": 60, "idle_settings": {},
+             "handover": {"interval_s": 10, "ttl_s": 30, "cases": [("loop", True, 7, 3), ("loop", False, 3, 2),
+                                                                    ("foreground", True, 7, 2),
+                                                                    ("foreground", False, 3, 0)]}},
     "quick": {"tick_rounds": 10, "tick_warmup": 2, "importtime_repeats": 3, "client_rounds": 2,
               "client_seconds": 0.4, "bench_requests": 100000, "scale_sizes": (100, 1000, 10000), "scale_rounds": 3,
-              "tasks": 60, "latency_samples": 4, "failover_fg": [(1, 3, 5), (2, 6, 2)], "failover_bg": [(10, 30, 1)]},
+              "tasks": 60, "latency_samples": 4, "failover_fg": [(1, 3, 5), (2, 6, 2)], "failover_bg": [(10, 30, 1)],
+              "dist_samples": 50, "wait_samples": 30, "idle_s": 20, "idle_settings": {},
+              "handover": {"interval_s": 10, "ttl_s": 30, "cases": [("loop", True, 2, 1), ("loop", False, 1, 0),
+                                                                     ("foreground", True, 2, 0),
+                                                                     ("foreground", False, 1, 0)]}},
     "smoke": {"tick_rounds": 2, "tick_warmup": 1, "importtime_repeats": 1, "client_rounds": 1,
               "client_seconds": 0.1, "bench_requests": 20000, "scale_sizes": (100, 1000), "scale_rounds": 1,
-              "tasks": 10, "latency_samples": 1, "failover_fg": [(1, 3, 1)], "failover_bg": []},
+              "tasks": 10, "latency_samples": 1, "failover_fg": [(1, 3, 1)], "failover_bg": [],
+              "dist_samples": 4, "wait_samples": 2, "idle_s": 4, "idle_settings": SHORT,
+              "handover": {"interval_s": 1, "ttl_s": 3, "cases": [("loop", True, 1, 1), ("foreground", True, 1, 0),
+                                                                   ("loop", False, 1, 0)]}},
 }
 
 
@@ -53,7 +72,7 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="fewer rounds and trials (about 2 minutes)")
+    mode.add_argument("--quick", action="store_true", help="fewer rounds and trials (about 6 minutes)")
     mode.add_argument("--smoke", action="store_true", help="each section once, quickly; saves nothing")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help="comma-separated subset of: %s (default: all)" % ", ".join(SECTIONS))
@@ -142,6 +161,7 @@ def main(argv=None) -> int:
     tables = []
     try:
         run_sections(args, cfg, results, tables, workdir, run_python, peer_python, peers, log, start_background)
+        living = start_living(args, cfg, workdir, run_python, log)  # side by side with section 4's cases
         if "failover" in args.sections:
             fg = []
             for case in cfg["failover_fg"]:
@@ -152,6 +172,7 @@ def main(argv=None) -> int:
             results["sections"]["failover"] = cases
             import bench_failover
             tables.append(("4. Failover", bench_failover.format_failover(cases)))
+        finish_living(living, results, tables)
     finally:
         if "bench_failover" in sys.modules:
             sys.modules["bench_failover"].stop_everything()
@@ -164,6 +185,45 @@ def main(argv=None) -> int:
     if args.mode != "smoke" and not args.no_save:
         save(results, args.mode, log)
     return 0
+
+
+def start_living(args, cfg, workdir: str, python: str, log) -> dict:
+    """Section 6's slow parts as background jobs: each handover case on a cluster of its own, and the
+    idle nodes (they only wait, so they run beside one another; see benchlib.QUIET)."""
+    import bench_handover
+    import bench_idle
+    jobs = {"handover": [], "idle": None}
+    if "handover" in args.sections:
+        for case in bench_handover.cases_for(cfg["handover"]):
+            job = Background("handover", lambda c=case: bench_handover.run_case(
+                os.path.join(workdir, "handover"), python, c, log))
+            job.start()
+            jobs["handover"].append((case, job))
+    if "idle" in args.sections:
+        jobs["idle"] = Background("idle", lambda: bench_idle.idle_cost(os.path.join(workdir, "idle"), python,
+                                                                        cfg["idle_s"], cfg["idle_settings"], log))
+        jobs["idle"].start()
+    return jobs
+
+
+def finish_living(jobs: dict, results: dict, tables: list) -> None:
+    import bench_handover
+    import bench_idle
+    if jobs["handover"]:
+        cases = []
+        for case, job in jobs["handover"]:
+            job.join()
+            cases.append(job.result if not job.error else dict(case, skipped="failed: " + job.error))
+        results["sections"]["handover"] = cases
+        tables.append(("6c. Living processes: graceful handover", bench_handover.format_graceful(cases)))
+        tables.append(("6d. Living processes: crash failover", bench_handover.format_crash(cases)))
+    if jobs["idle"] is not None:
+        job = jobs["idle"]
+        job.join()
+        res = job.result if not job.error else {"seconds": 0, "settings": {}, "variants": [],
+                                                "skipped": {"idle": "failed: " + job.error}}
+        results["sections"]["idle"] = res
+        tables.append(("6e. Living processes: an idle foreground node", bench_idle.format_idle(res)))
 
 
 def run_sections(args, cfg, results, tables, workdir, python, peer_python, peers, log, after_ticks) -> None:
@@ -206,6 +266,15 @@ def run_sections(args, cfg, results, tables, workdir, python, peer_python, peers
                                          cfg["tasks"], cfg["latency_samples"], log)
             results["sections"]["tasks"] = tk
             tables.append(("5b. Scale: tasks", bench_tasks.format_tasks(tk)))
+    if "latency" in args.sections:
+        import bench_latency
+        lat = bench_latency.submit_to_done(os.path.join(workdir, "latency"), python, peer_python, peers,
+                                           cfg["dist_samples"], log)
+        results["sections"]["submit_to_done"] = lat
+        tables.append(("6a. Living processes: submit-to-done", bench_latency.format_submit_to_done(lat)))
+        wait = bench_latency.submit_wait(os.path.join(workdir, "latency"), python, cfg["wait_samples"], log)
+        results["sections"]["submit_wait"] = wait
+        tables.append(("6b. Living processes: submit --wait", bench_latency.format_submit_wait(wait)))
 
 
 def render(results: dict, tables: list) -> str:
@@ -232,15 +301,43 @@ def save(results: dict, mode: str, log) -> None:
         json.dump(results, fh, indent=1, sort_keys=True, default=str)
         fh.write("\n")
     log("raw results: %s" % os.path.relpath(path, benchlib.REPO))
+    if mode == "full":
+        write_plot(results, log)
+
+
+def write_plot(results: dict, log) -> None:
+    """failover.svg: section 4's cases (this run's, else the last full run's) and section 6's points."""
     cases = results["sections"].get("failover")
-    if mode == "full" and cases:
-        import plot_svg
-        svg = plot_svg.failover_svg(cases, "Failover time against lease TTL (%s, %s)" % (
-            results["machine"]["date"][:10], "Redis " + results["machine"]["redis"]))
-        if svg:
-            with open(os.path.join(benchlib.BENCH_DIR, "failover.svg"), "w") as fh:
-                fh.write(svg)
-            log("plot: tests/bench/failover.svg")
+    living = results["sections"].get("handover")
+    if not (cases or living):
+        return
+    import bench_handover
+    import plot_svg
+    title = "Failover time against lease TTL (%s, %s)" % (results["machine"]["date"][:10],
+                                                          "Redis " + results["machine"]["redis"])
+    subtitle = "filled: section 4, this run" if cases else ""
+    if not cases:  # section 4 not run this time: its last full run's cases, under the new points
+        cases, when = last_failover_cases()
+        subtitle = "filled: section 4, full run of %s" % when
+    if living:
+        subtitle += "; hollow: section 6c/6d, this run"
+    svg = plot_svg.failover_svg(cases or [], title, bench_handover.plot_points(living or []), subtitle)
+    if svg:
+        with open(os.path.join(benchlib.BENCH_DIR, "failover.svg"), "w") as fh:
+            fh.write(svg)
+        log("plot: tests/bench/failover.svg")
+
+
+def last_failover_cases():
+    """(section 4's cases, their date) from the newest saved full run that has them; ([], None) if none."""
+    names = sorted((n for n in os.listdir(benchlib.RESULTS) if n.endswith("-full.json")), reverse=True) \
+        if os.path.isdir(benchlib.RESULTS) else []
+    for name in names:
+        with open(os.path.join(benchlib.RESULTS, name)) as fh:
+            saved = json.load(fh)
+        if saved.get("sections", {}).get("failover"):
+            return saved["sections"]["failover"], saved.get("machine", {}).get("date", name)[:10]
+    return [], None
 
 
 if __name__ == "__main__":
